@@ -1,0 +1,1 @@
+"""The storage backends: a folder (``SqliteDosStorage``), in memory (``SqliteTempBackend``), an archive."""

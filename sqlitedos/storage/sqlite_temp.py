@@ -1,0 +1,82 @@
+"""``SqliteTempBackend``: an in-memory storage for tests and demos, gone when closed."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from sqlitedos import migrate
+from sqlitedos.db import Session, connect
+from sqlitedos.profile import Profile, TempStorageModel
+from sqlitedos.storage.base import StorageBackend, ensure_user
+
+__all__ = ('SqliteTempBackend',)
+
+#: aiida reports the archive head for the temp backend (its schema is the same as the folder storage's).
+TEMP_VERSION = 'main_0001'
+
+
+class SqliteTempBackend(StorageBackend):
+    """A storage in an in-memory SQLite database with a sandbox repository; everything is erased on close."""
+
+    Model = TempStorageModel
+    cli_exposed = False
+
+    @staticmethod
+    def create_profile(
+        name: str = 'temp',
+        default_user_email: str = 'user@email.com',
+        options: dict[str, Any] | None = None,
+        debug: bool = False,
+        filepath: str | None = None,
+    ) -> Profile:
+        """A profile for a temporary storage; ``filepath`` is where the sandbox goes (the system temp dir if None)."""
+        return Profile(
+            name,
+            {
+                'default_user_email': default_user_email,
+                'storage': {'backend': 'core.sqlite_temp', 'config': {'filepath': filepath, 'debug': debug}},
+                'process_control': {'backend': None, 'config': {}},
+                'options': options or {},
+            },
+        )
+
+    @classmethod
+    def version_head(cls) -> str:
+        return TEMP_VERSION
+
+    @classmethod
+    def version_profile(cls, profile: Profile) -> str:
+        return TEMP_VERSION
+
+    @classmethod
+    def initialise(cls, profile: Profile, reset: bool = False) -> bool:
+        """Nothing to initialise: the storage is created when it is opened."""
+        return False
+
+    @classmethod
+    def migrate(cls, profile: Profile) -> None:
+        """Nothing to migrate: the storage is always at its head."""
+
+    def __init__(self, profile: Profile) -> None:
+        super().__init__(profile)
+        connection = connect(':memory:')
+        self._shared_session = self._register(Session(connection, file_backed=False))
+        with self._shared_session.transaction() as conn:
+            migrate.create_schema(conn, until=TEMP_VERSION, version_table=False)
+            ensure_user(conn, profile.default_user_email or 'user@email.com')
+        self._finalizer = weakref.finalize(self, _close_session, self._shared_session)
+
+    def __str__(self) -> str:
+        return f'SqliteTemp storage [{"closed" if self.is_closed else "open"}]'
+
+    def _thread_session(self) -> Session:
+        return self._shared_session
+
+    def close(self) -> None:
+        super().close()
+        self._finalizer()
+
+
+def _close_session(session: Session) -> None:
+    session.close()
