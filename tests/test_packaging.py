@@ -1,0 +1,104 @@
+"""The package as users get it: the wheel's content, a light import, and the layering of DESIGN.md."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / 'sqlitedos'
+
+# DESIGN.md's layers, top to bottom: a module may import only from its own layer or the layers above it.
+LAYERS = [
+    ('exceptions',),
+    ('profile',),
+    ('tables',),
+    ('db',),
+    ('migrate',),
+    ('entities', 'links'),
+    ('query',),
+    ('repository',),
+    ('storage',),
+    ('archive', 'backup', 'verify', 'graph'),
+    ('cli', '__main__'),
+]
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_schema_files(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps', '--wheel-dir', str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob('sqlitedos-*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    schema_files = sorted(path.name for path in (ROOT / 'schema').glob('*.sql'))
+    assert schema_files, 'the repository has schema files'
+    for name in schema_files:
+        assert f'sqlitedos/schema/{name}' in names
+    assert 'sqlitedos/py.typed' in names
+    assert not any(name.startswith(('tests/', 'bench/')) for name in names)
+
+
+def test_import_is_light() -> None:
+    code = (
+        'import sys, json, sqlitedos; '
+        'print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in '
+        '("disk_objectstore", "sqlalchemy", "click", "aiida", "pydantic", "alembic"))))'
+    )
+    result = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert json.loads(result.stdout) == []
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split('.')
+    if parts[0] != 'sqlitedos' or len(parts) < 2:
+        return None
+    for index, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return index
+    return None
+
+
+def imported_modules(path: Path) -> list[tuple[str, bool]]:
+    """The ``sqlitedos`` modules that ``path`` imports, each with whether the import runs at module level."""
+    tree = ast.parse(path.read_text('utf-8'))
+    package = '.'.join(path.relative_to(ROOT).with_suffix('').parts[:-1])
+    found = []
+    top_level = {id(node) for node in tree.body}
+    type_checking = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and 'TYPE_CHECKING' in ast.unparse(node.test):
+            type_checking.update(id(child) for child in ast.walk(node))
+    for node in ast.walk(tree):
+        if id(node) in type_checking:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                base = '.'.join(package.split('.')[: len(package.split('.')) - node.level + 1] + ([base] if base else []))
+            found.append((base, id(node) in top_level))
+    return [(name, top) for name, top in found if name.startswith('sqlitedos')]
+
+
+def test_modules_import_only_from_the_layers_above() -> None:
+    """Module-level imports follow DESIGN.md's layers (function-level lazy imports may reach down, on purpose)."""
+    offences = []
+    for path in PACKAGE.rglob('*.py'):
+        here = layer_of('.'.join(path.relative_to(ROOT).with_suffix('').parts))
+        if here is None:
+            continue
+        for module, top_level in imported_modules(path):
+            there = layer_of(module)
+            if top_level and there is not None and there > here:
+                offences.append(f'{path.relative_to(ROOT)} imports {module}')
+    assert offences == []
