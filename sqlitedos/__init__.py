@@ -7,10 +7,11 @@ Importing it loads no heavy module: disk-objectstore (and with it SQLAlchemy) is
 from __future__ import annotations
 
 from sqlitedos import exceptions
+from sqlitedos.links import LinkType
 from sqlitedos.profile import Profile
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 from sqlitedos.storage.sqlite_temp import SqliteTempBackend
 from sqlitedos.tables import EntityTypes
 
-__all__ = ('EntityTypes', 'Profile', 'SqliteDosStorage', 'SqliteTempBackend', 'exceptions')
+__all__ = ('EntityTypes', 'LinkType', 'Profile', 'SqliteDosStorage', 'SqliteTempBackend', 'exceptions')
 __version__ = '0.1.0'

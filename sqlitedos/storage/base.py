@@ -96,6 +96,12 @@ class StorageBackend:
         """The calling thread's ``sqlite3`` connection (aiida returns its SQLAlchemy session here)."""
         return self._session().connection
 
+    def query(self) -> Any:
+        """The backend query builder: runs query dicts (``count``, ``first``, ``iterall``, ``iterdict``, ...)."""
+        from sqlitedos.query.backend import QueryBackend
+
+        return QueryBackend(self)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All-or-nothing block; nested blocks are savepoints. Outside it, every write commits at once."""

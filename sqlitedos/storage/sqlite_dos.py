@@ -17,6 +17,7 @@ from sqlitedos.exceptions import CorruptStorage, IncompatibleStorageSchema, Stor
 from sqlitedos.profile import Profile, StorageModel
 from sqlitedos.repository.disk_objectstore import init_container, open_container, read_container_id
 from sqlitedos.storage.base import INSERT_SETTING, StorageBackend, ensure_user
+from sqlitedos.tables import TABLE_ORDER, quote_identifier
 
 if TYPE_CHECKING:
     from disk_objectstore import Container
@@ -269,6 +270,18 @@ class SqliteDosStorage(StorageBackend):
     def get_container(self) -> Container:
         """A disk-objectstore ``Container`` on the storage's ``container/`` folder."""
         return self._migrator.get_container()
+
+    def _clear(self) -> None:
+        """Delete every entity row (settings and version stay) and recreate the container with a new id. For tests."""
+        self.reset_default_user()
+        with self.transaction() as connection:
+            for table in reversed(TABLE_ORDER):
+                connection.execute(f'DELETE FROM {quote_identifier(table)}')
+            shutil.rmtree(self.filepath_container, ignore_errors=True)
+            container_id = init_container(self.filepath_container)
+            connection.execute(
+                UPDATE_REPOSITORY_UUID, (encode_json(container_id), encode_datetime(now()), REPOSITORY_UUID_KEY)
+            )
 
     def close(self) -> None:
         super().close()

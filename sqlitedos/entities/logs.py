@@ -1,0 +1,91 @@
+"""Log records attached to nodes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, new_row_uuid
+from sqlitedos.db import now
+
+if TYPE_CHECKING:
+    from sqlitedos.storage.base import StorageBackend
+
+__all__ = ('BackendLog', 'BackendLogCollection')
+
+
+class BackendLog(BackendEntity):
+    """A row of ``db_dblog``."""
+
+    TABLE_NAME = 'db_dblog'
+    ORM_BASE = 'log'
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        time: dt.datetime | None,
+        loggername: str,
+        levelname: str,
+        dbnode_id: int,
+        message: str = '',
+        metadata: dict[str, Any] | None = None,
+        uuid: str | None = None,
+    ) -> None:
+        if not isinstance(dbnode_id, int) or isinstance(dbnode_id, bool):
+            dbnode_id = self._node_pk(backend, dbnode_id)
+        super().__init__(
+            backend,
+            {
+                'uuid': uuid or new_row_uuid(),
+                'time': time,
+                'loggername': loggername,
+                'levelname': levelname,
+                'dbnode_id': dbnode_id,
+                'message': message,
+                'metadata': clean_value(metadata or {}),
+            },
+        )
+
+    @staticmethod
+    def _node_pk(backend: StorageBackend, node: Any) -> int:
+        probe = BackendEntity.__new__(BackendEntity)
+        probe._backend = backend
+        return probe._require_stored(node, 'the node')
+
+    def _fill_defaults(self) -> None:
+        if self._row['time'] is None:
+            self._row['time'] = now()
+
+    @property
+    def uuid(self) -> str:
+        return self._row['uuid']
+
+    @property
+    def time(self) -> dt.datetime:
+        return self._row['time']
+
+    @property
+    def loggername(self) -> str:
+        return self._row['loggername']
+
+    @property
+    def levelname(self) -> str:
+        return self._row['levelname']
+
+    @property
+    def dbnode_id(self) -> int:
+        return self._row['dbnode_id']
+
+    @property
+    def message(self) -> str:
+        return self._row['message']
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._row['metadata']
+
+
+class BackendLogCollection(BackendCollection[BackendLog]):
+    """The log records of a storage."""
+
+    ENTITY_CLASS = BackendLog

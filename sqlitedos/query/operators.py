@@ -1,0 +1,498 @@
+"""The filter operators: one row per operator, with its SQL on plain columns and on JSON paths, its value check and
+a pure-Python twin of its meaning (used by the tests only).
+
+Semantics are PostgreSQL's (aiida's ``core.psql_dos``), not those of aiida's SQLite backend: JSON ``true`` is not
+the number ``1``, an array index in a path selects an element, ``of_type: 'boolean'`` matches booleans only.
+``docs/query-semantics.md`` lists every operator and every difference from aiida's SQLite answers.
+
+On JSON paths, comparisons (``==``, ``<``, ``like``, ``in``, ``of_length`` ...) are *false* (not NULL) where the
+path is missing or holds another JSON type, so their negations include such rows; ``contains``, ``has_key`` and
+``of_type`` are NULL on a missing path, so both they and their negations exclude it (PostgreSQL's behaviour).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid as uuid_module
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlitedos.db import Fragment, encode_datetime
+from sqlitedos.exceptions import InputValidationError
+
+__all__ = ('MISSING', 'OPERATORS', 'JsonRef', 'Operator', 'concat', 'encode_column_value', 'like_to_regex')
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return 'MISSING'
+
+
+#: The twin's stand-in for a JSON path that does not exist in the stored document.
+MISSING = _Missing()
+
+Part = str | Fragment
+
+
+def concat(*parts: Part) -> Fragment:
+    """Join SQL text and fragments into one fragment, keeping the parameters in placeholder order."""
+    sql: list[str] = []
+    params: list[Any] = []
+    for part in parts:
+        if isinstance(part, str):
+            sql.append(part)
+        else:
+            sql.append(part.sql)
+            params.extend(part.params)
+    return Fragment(''.join(sql), tuple(params))
+
+
+@dataclass(frozen=True)
+class JsonRef:
+    """A value inside a JSON column: ``column`` is SQL text (a quoted alias and column), ``path`` a fragment
+    evaluating to a SQLite JSON path (a ``?`` parameter, or an expression when an index may be an array index)."""
+
+    column: str
+    path: Fragment
+
+    def type(self) -> Fragment:
+        """``json_type``: NULL where the path is missing, else null/true/false/integer/real/text/array/object."""
+        return concat(f'json_type({self.column}, ', self.path, ')')
+
+    def guard(self, *json_types: str) -> Fragment:
+        """True where the value has one of ``json_types``, false (never NULL) elsewhere, missing paths included."""
+        names = ', '.join(f"'{name}'" for name in json_types)
+        return concat(f"ifnull(json_type({self.column}, ", self.path, f"), '') IN ({names})")
+
+    def extract(self) -> Fragment:
+        """The SQL value (JSON true/false come out as 1/0, so always guard with ``type()``)."""
+        return concat(f'json_extract({self.column}, ', self.path, ')')
+
+    def json(self) -> Fragment:
+        """The JSON text of the value (``->``, SQLite 3.38), NULL where the path is missing."""
+        return concat(f'({self.column} -> ', self.path, ')')
+
+
+# --- value kinds -------------------------------------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return 'bool'
+    if isinstance(value, (int, float)):
+        return 'number'
+    if isinstance(value, str):
+        return 'str'
+    if isinstance(value, dt.datetime):
+        return 'datetime'
+    if isinstance(value, (list, tuple)):
+        return 'list'
+    if isinstance(value, dict):
+        return 'dict'
+    return type(value).__name__
+
+
+def _reject(operator: str, value: Any, expected: str) -> InputValidationError:
+    return InputValidationError(
+        f'invalid value {value!r} ({type(value).__name__}) for operator {operator!r}; expected {expected}'
+    )
+
+
+def encode_column_value(kind: str, value: Any, operator: str) -> Any:
+    """A filter value as the parameter for a plain column of ``kind`` (tables.py kinds)."""
+    if kind == 'datetime':
+        if not isinstance(value, dt.datetime):
+            raise _reject(operator, value, 'a datetime for a DATETIME column')
+        return encode_datetime(value)
+    if kind == 'bool':
+        if not isinstance(value, (bool, int)):
+            raise _reject(operator, value, 'a bool')
+        return int(value)
+    if kind == 'uuid' and isinstance(value, uuid_module.UUID):
+        return str(value)
+    if kind == 'json':
+        return json.dumps(value)
+    if isinstance(value, (str, int, float)) and not (kind in ('int', 'fk') and isinstance(value, str)):
+        return value
+    raise _reject(operator, value, 'a str, int or float matching the column')
+
+
+_JSON_TYPE_OF_KIND = {'str': ('text',), 'number': ('integer', 'real'), 'datetime': ('text',)}
+
+
+def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -> Fragment:
+    """Typed comparison of a JSON value with a str, number, bool or datetime; false on other JSON types."""
+    kind = _kind(value)
+    if kind == 'bool':
+        as_int = concat("(CASE ", ref.type(), " WHEN 'true' THEN 1 ELSE 0 END)")
+        return concat('(', ref.guard('true', 'false'), ' AND ', as_int, f' {sql_op} ?)', Fragment('', (int(value),)))
+    if kind == 'datetime':
+        return concat(
+            '(', ref.guard('text'), ' AND julianday(', ref.extract(), f') {sql_op} julianday(?))',
+            Fragment('', (value.astimezone(dt.timezone.utc).isoformat(),)),
+        )
+    if kind in _JSON_TYPE_OF_KIND:
+        return concat('(', ref.guard(*_JSON_TYPE_OF_KIND[kind]), ' AND ', ref.extract(), f' {sql_op} ?)',
+                      Fragment('', (value,)))
+    raise _reject(operator, value, 'a str, int, float, bool or datetime')
+
+
+# --- the operators, SQL side -------------------------------------------------------------------------------------
+
+
+def _eq_column(column: str, kind: str, value: Any) -> Fragment:
+    if value is None:
+        return Fragment(f'{column} IS NULL')
+    return Fragment(f'{column} = ?', (encode_column_value(kind, value, '=='),))
+
+
+def _eq_json(ref: JsonRef, value: Any) -> Fragment:
+    kind = _kind(value)
+    if kind == 'null':
+        # PostgreSQL (aiida's psql backend) answers no rows for ``== None`` on a JSON path, even where it holds null.
+        return Fragment('0')
+    if kind in ('list', 'dict'):
+        json_type = 'array' if kind == 'list' else 'object'
+        return concat('(', ref.guard(json_type), ' AND sqlitedos_json_equal(', ref.json(), ', ?))',
+                      Fragment('', (json.dumps(value),)))
+    return _scalar_json_compare(ref, '=', value, '==')
+
+
+def _compare(sql_op: str, operator: str) -> tuple[Callable, Callable]:
+    def on_column(column: str, kind: str, value: Any) -> Fragment:
+        if value is None or isinstance(value, (list, tuple, dict)):
+            raise _reject(operator, value, 'a str, number or datetime')
+        return Fragment(f'{column} {sql_op} ?', (encode_column_value(kind, value, operator),))
+
+    def on_json(ref: JsonRef, value: Any) -> Fragment:
+        return _scalar_json_compare(ref, sql_op, value, operator)
+
+    return on_column, on_json
+
+
+def _check_str(operator: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not isinstance(value, str):
+            raise _reject(operator, value, 'a str')
+
+    return check
+
+
+def _like_column(column: str, kind: str, value: Any) -> Fragment:
+    return Fragment(f"{column} LIKE ? ESCAPE '\\'", (value,))
+
+
+def _ilike_column(column: str, kind: str, value: Any) -> Fragment:
+    return Fragment(f"lower({column}) LIKE lower(?) ESCAPE '\\'", (value,))
+
+
+def _like_json(ref: JsonRef, value: Any) -> Fragment:
+    return concat('(', ref.guard('text'), ' AND ', ref.extract(), " LIKE ? ESCAPE '\\')", Fragment('', (value,)))
+
+
+def _ilike_json(ref: JsonRef, value: Any) -> Fragment:
+    return concat('(', ref.guard('text'), ' AND lower(', ref.extract(), ") LIKE lower(?) ESCAPE '\\')",
+                  Fragment('', (value,)))
+
+
+def _check_in(value: Any) -> None:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, '__iter__'):
+        raise _reject('in', value, 'a list or tuple of values')
+    if len(list(value)) == 0:
+        raise InputValidationError("the value of operator 'in' is an empty list; give at least one value")
+
+
+def _in_column(column: str, kind: str, value: Any) -> Fragment:
+    values = list(value)
+    parts = []
+    if any(item is None for item in values):
+        parts.append(Fragment(f'{column} IS NULL'))
+    encoded = [encode_column_value(kind, item, 'in') for item in values if item is not None]
+    if encoded:
+        parts.append(Fragment(f'{column} IN (SELECT value FROM json_each(?))', (json.dumps(encoded),)))
+    return _or(parts)
+
+
+def _in_json(ref: JsonRef, value: Any) -> Fragment:
+    """Membership under the JSON equality of ``==``: numbers and strings in one ``json_each`` each."""
+    values = list(value)
+    by_kind: dict[str, list[Any]] = {}
+    for item in values:
+        by_kind.setdefault(_kind(item), []).append(item)
+    parts = []
+    for kind, items in by_kind.items():
+        if kind in ('number', 'str'):
+            parts.append(concat('(', ref.guard(*_JSON_TYPE_OF_KIND[kind]), ' AND ', ref.extract(),
+                                ' IN (SELECT value FROM json_each(?)))', Fragment('', (json.dumps(items),))))
+        elif kind in ('bool', 'list', 'dict', 'datetime', 'null'):
+            parts.extend(_eq_json(ref, item) for item in items)
+        else:
+            raise _reject('in', items[0], 'JSON values (str, number, bool, list, dict) or datetimes')
+    return _or(parts)
+
+
+def _or(parts: list[Fragment]) -> Fragment:
+    if len(parts) == 1:
+        return parts[0]
+    return concat('(', *_interleave(parts, ' OR '), ')')
+
+
+def _interleave(parts: list[Fragment], separator: str) -> list[Part]:
+    out: list[Part] = []
+    for index, part in enumerate(parts):
+        if index:
+            out.append(separator)
+        out.append(part)
+    return out
+
+
+_TYPE_NAMES = {
+    'object': ('object',),
+    'array': ('array',),
+    'string': ('text',),
+    'number': ('integer', 'real'),
+    'boolean': ('true', 'false'),
+    'null': ('null',),
+}
+
+
+def _check_of_type(value: Any) -> None:
+    if value not in _TYPE_NAMES:
+        raise _reject('of_type', value, f'one of {sorted(_TYPE_NAMES)}')
+
+
+def _of_type_json(ref: JsonRef, value: Any) -> Fragment:
+    names = ', '.join(f"'{name}'" for name in _TYPE_NAMES[value])
+    return concat('(', ref.type(), f' IN ({names}))')
+
+
+def _check_json_value(operator: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise _reject(operator, value, 'a JSON value (dict, list, str, number, bool or None)') from None
+
+    return check
+
+
+def _contains_json(ref: JsonRef, value: Any) -> Fragment:
+    return concat('json_contains(', ref.json(), ', ?)', Fragment('', (json.dumps(value),)))
+
+
+def _has_key_json(ref: JsonRef, value: Any) -> Fragment:
+    """PostgreSQL's ``?``: a key of an object, a string element of an array, or the string itself; NULL if missing."""
+    each = concat(f'json_each({ref.column}, ', ref.path, ')')
+    key = Fragment('?', (value,))
+    return concat(
+        '(CASE ', ref.type(),
+        " WHEN 'object' THEN EXISTS (SELECT 1 FROM ", each, ' WHERE key = ', key, ')',
+        " WHEN 'array' THEN EXISTS (SELECT 1 FROM ", each, " WHERE type = 'text' AND value = ", key, ')',
+        " WHEN 'text' THEN ", ref.extract(), ' = ', key,
+        ' ELSE (CASE WHEN ', ref.type(), ' IS NULL THEN NULL ELSE 0 END) END)',
+    )
+
+
+def _check_length(operator: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _reject(operator, value, 'an int')
+
+    return check
+
+
+def _length(sql_op: str) -> tuple[Callable, Callable]:
+    def on_column(column: str, kind: str, value: Any) -> Fragment:
+        if kind not in ('text', 'uuid'):
+            raise InputValidationError(f'length operators apply to text columns and JSON arrays, not to {column}')
+        return Fragment(f'length({column}) {sql_op} ?', (value,))
+
+    def on_json(ref: JsonRef, value: Any) -> Fragment:
+        return concat('(', ref.guard('array'), ' AND json_array_length(', ref.column, ', ', ref.path,
+                      f') {sql_op} ?)', Fragment('', (value,)))
+
+    return on_column, on_json
+
+
+# --- the Python twins ---------------------------------------------------------------------------------------------
+
+
+def _json_equal(stored: Any, value: Any) -> bool:
+    if isinstance(stored, bool) or isinstance(value, bool):
+        return isinstance(stored, bool) and isinstance(value, bool) and stored is value
+    if isinstance(stored, dict) and isinstance(value, dict):
+        return stored.keys() == value.keys() and all(_json_equal(stored[k], value[k]) for k in stored)
+    if isinstance(stored, list) and isinstance(value, (list, tuple)):
+        return len(stored) == len(value) and all(_json_equal(a, b) for a, b in zip(stored, value))
+    if isinstance(stored, (dict, list)) or isinstance(value, (dict, list, tuple)):
+        return False
+    if isinstance(stored, (int, float)) != isinstance(value, (int, float)):
+        return False
+    return stored == value
+
+
+def _twin_compare(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any, bool], bool | None]:
+    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+        if stored is MISSING or stored is None:
+            return False if on_json else None
+        if isinstance(value, bool):
+            return isinstance(stored, bool) and test(int(stored), int(value))
+        if isinstance(value, (int, float)):
+            ok = isinstance(stored, (int, float)) and not isinstance(stored, bool)
+            return ok and test(stored, value)
+        if isinstance(value, str):
+            return isinstance(stored, str) and test(stored, value)
+        if isinstance(value, dt.datetime):
+            return isinstance(stored, (str, dt.datetime)) and test(_as_datetime(stored), value)
+        return False
+
+    return matches
+
+
+def _as_datetime(stored: Any) -> dt.datetime:
+    return stored if isinstance(stored, dt.datetime) else dt.datetime.fromisoformat(stored)
+
+
+def _twin_eq(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+    if value is None:
+        return False if on_json else stored is None
+    if stored is MISSING:
+        return False
+    if stored is None:
+        return False if on_json else None
+    if isinstance(value, (list, tuple, dict)):
+        return _json_equal(stored, value)
+    return _twin_compare(lambda a, b: a == b)(stored, value, on_json)
+
+
+def like_to_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
+    """The regular expression equivalent to a SQL ``LIKE`` pattern with escape character ``\\``."""
+    out, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == '\\' and index + 1 < len(pattern):
+            out.append(re.escape(pattern[index + 1]))
+            index += 2
+            continue
+        out.append('.*' if char == '%' else '.' if char == '_' else re.escape(char))
+        index += 1
+    # SQLite's lower() folds ASCII letters only.
+    return re.compile(''.join(out), re.DOTALL | (re.IGNORECASE | re.ASCII if ignore_case else 0))
+
+
+def _twin_like(ignore_case: bool) -> Callable[[Any, Any, bool], bool | None]:
+    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+        if stored is MISSING or stored is None:
+            return False if on_json else None
+        if not isinstance(stored, str):
+            return False if on_json else like_to_regex(value, ignore_case).fullmatch(str(stored)) is not None
+        return like_to_regex(value, ignore_case).fullmatch(stored) is not None
+
+    return matches
+
+
+def _twin_in(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+    results = [_twin_eq(stored, item, on_json) for item in value]
+    if any(result is True for result in results):
+        return True
+    return None if any(result is None for result in results) else False
+
+
+def _json_type_name(stored: Any) -> str | None:
+    if stored is MISSING:
+        return None
+    if stored is None:
+        return 'null'
+    if isinstance(stored, bool):
+        return 'boolean'
+    if isinstance(stored, (int, float)):
+        return 'number'
+    if isinstance(stored, str):
+        return 'string'
+    return 'array' if isinstance(stored, list) else 'object'
+
+
+def _twin_of_type(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+    name = _json_type_name(stored)
+    return None if name is None else name == value
+
+
+def _twin_contains(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+    from sqlitedos.db import _contains
+
+    return None if stored is MISSING else _contains(stored, value)
+
+
+def _twin_has_key(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+    if stored is MISSING:
+        return None
+    if isinstance(stored, dict):
+        return value in stored
+    if isinstance(stored, list):
+        return any(isinstance(item, str) and item == value for item in stored)
+    return isinstance(stored, str) and stored == value
+
+
+def _twin_length(test: Callable[[int, int], bool]) -> Callable[[Any, Any, bool], bool | None]:
+    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
+        if not on_json:
+            return None if stored is None else test(len(stored), value)
+        return isinstance(stored, list) and test(len(stored), value)
+
+    return matches
+
+
+# --- the table ----------------------------------------------------------------------------------------------------
+
+
+def _no_check(value: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One filter operator: SQL for a plain column and for a JSON path (None where it has no meaning), the value
+    check, and ``matches(stored, value, on_json)``, the Python reference semantics (three-valued: None is NULL)."""
+
+    name: str
+    on_column: Callable[[str, str, Any], Fragment] | None
+    on_json: Callable[[JsonRef, Any], Fragment] | None
+    check: Callable[[Any], None]
+    matches: Callable[..., bool | None]
+
+
+def _table() -> dict[str, Operator]:
+    rows = [
+        Operator('==', _eq_column, _eq_json, _no_check, _twin_eq),
+        Operator('like', _like_column, _like_json, _check_str('like'), _twin_like(False)),
+        Operator('ilike', _ilike_column, _ilike_json, _check_str('ilike'), _twin_like(True)),
+        Operator('in', _in_column, _in_json, _check_in, _twin_in),
+        Operator('of_type', None, _of_type_json, _check_of_type, _twin_of_type),
+        Operator('contains', None, _contains_json, _check_json_value('contains'), _twin_contains),
+        Operator('has_key', None, _has_key_json, _check_str('has_key'), _twin_has_key),
+    ]
+    for name, sql_op, test in (
+        ('<', '<', lambda a, b: a < b),
+        ('<=', '<=', lambda a, b: a <= b),
+        ('>', '>', lambda a, b: a > b),
+        ('>=', '>=', lambda a, b: a >= b),
+        ('=<', '<=', lambda a, b: a <= b),
+        ('=>', '>=', lambda a, b: a >= b),
+    ):
+        rows.append(Operator(name, *_compare(sql_op, name), _no_check, _twin_compare(test)))
+    for name, sql_op, test in (
+        ('of_length', '=', lambda a, b: a == b),
+        ('longer', '>', lambda a, b: a > b),
+        ('shorter', '<', lambda a, b: a < b),
+    ):
+        rows.append(Operator(name, *_length(sql_op), _check_length(name), _twin_length(test)))
+    return {row.name: row for row in rows}
+
+
+#: Every filter operator by name. ``and``/``or`` inside an operator dict and the ``~``/``!`` negation prefix are
+#: handled by the compiler, which combines these rows.
+OPERATORS: dict[str, Operator] = _table()
