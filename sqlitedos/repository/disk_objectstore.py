@@ -5,16 +5,36 @@ Importing ``disk_objectstore`` imports SQLAlchemy (about 0.2 s), so nothing here
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
 from sqlitedos.exceptions import CorruptStorage, UnreachableStorage
+from sqlitedos.repository.abstract import (
+    AbstractRepositoryBackend,
+    ObjectNotFoundError,
+    VerifyingReader,
+    check_key,
+    sha256_of_stream,
+)
 
 if TYPE_CHECKING:
     from disk_objectstore import Container
 
-__all__ = ('CONTAINER_DEFAULTS', 'init_container', 'open_container', 'read_container_id')
+__all__ = (
+    'CONTAINER_DEFAULTS',
+    'DiskObjectStoreRepositoryBackend',
+    'init_container',
+    'open_container',
+    'read_container_id',
+)
+
+LOGGER = logging.getLogger('sqlitedos.repository')
+BYTES_TO_MB = 1 / 1024**2
 
 #: The container settings aiida uses for a new storage (``psql_dos/backend.py::CONTAINER_DEFAULTS``).
 CONTAINER_DEFAULTS: dict[str, Any] = {
@@ -69,3 +89,190 @@ def read_container_id(folder: str | Path) -> str:
     if not isinstance(container_id, str):
         raise CorruptStorage(f'the container id in {str(config_path)!r} is not a string: {container_id!r}')
     return container_id
+
+
+class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
+    """The repository of a folder storage: a disk-objectstore container, opened on first use.
+
+    Objects are streamed into the container's sandbox, hashed and moved into ``loose/``; ``maintain`` packs them.
+    Call ``close()`` to release the container's pack index (the storage does so on close).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self._folder = Path(folder)
+        self._container: Container | None = None
+        self._config: dict[str, Any] | None = None
+        self._identity: int | None = None
+
+    def __str__(self) -> str:
+        return f'DiskObjectStoreRepository: {self._folder}'
+
+    @property
+    def container(self) -> Container:
+        """The ``Container`` (imports disk-objectstore the first time)."""
+        # A container erased and created anew under the same folder (``_clear``, ``initialise(reset=True)``) gets a
+        # new config.json: reopen then, rather than keep a session on the old pack index.
+        try:
+            identity = (self._folder / 'config.json').stat().st_ino
+        except FileNotFoundError:
+            identity = None
+        if self._container is not None and identity != self._identity:
+            self.close()
+        if self._container is None:
+            self._container = open_container(self._folder)
+            self._identity = identity
+            self._config = None
+        return self._container
+
+    def close(self) -> None:
+        """Release the container's open files (its pack index session); the backend can be used again later."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def _read_config(self) -> dict[str, Any]:
+        if self._config is None:
+            read_container_id(self._folder)
+            self._config = json.loads((self._folder / 'config.json').read_text('utf-8'))
+        return self._config
+
+    @property
+    def uuid(self) -> str | None:
+        """The ``container_id`` of the container, or None if it is not initialised."""
+        return read_container_id(self._folder) if self.is_initialised else None
+
+    @property
+    def key_format(self) -> str | None:
+        """The container's hash type (``'sha256'`` for every container aiida or sqlitedos creates)."""
+        return self._read_config()['hash_type'] if self.is_initialised else None
+
+    def initialise(self, **kwargs: Any) -> None:
+        """Create the container with aiida's defaults (overridden by ``kwargs``) unless it exists."""
+        if not self.is_initialised:
+            self.container.init_container(**{**CONTAINER_DEFAULTS, **kwargs})
+            self._config = None
+
+    @property
+    def is_initialised(self) -> bool:
+        return (self._folder / 'config.json').is_file() and all((self._folder / n).is_dir() for n in _CONTAINER_FOLDERS)
+
+    def erase(self) -> None:
+        """Delete the container folder and everything in it (a missing folder is fine)."""
+        self.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+        self._config = None
+
+    def _put_object_from_filelike(self, handle: BinaryIO) -> str:
+        # add_streamed_object copies the stream in chunks into the sandbox, hashing as it goes, then renames.
+        return self.container.add_streamed_object(handle)
+
+    def has_objects(self, keys: list[str]) -> list[bool]:
+        return self.container.has_objects(list(keys))
+
+    def list_objects(self) -> Iterable[str]:
+        return self.container.list_all_objects()
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        from disk_objectstore.exceptions import NotExistent as ContainerNotExistent
+
+        check_key(key)
+        try:
+            with self.container.get_object_stream(key) as stream:
+                yield VerifyingReader(stream, key)  # type: ignore[misc]
+        except ContainerNotExistent as exc:
+            raise ObjectNotFoundError(f'object with key `{key}` does not exist.') from exc
+
+    def iter_object_streams(self, keys: Iterable[str]) -> Iterator[tuple[str, BinaryIO]]:
+        """Yield ``(key, stream)`` in the container's order (pack by pack, by offset), not in the order given."""
+        with self.container.get_objects_stream_and_meta(list(keys), skip_if_missing=False) as triplets:
+            for key, stream, _ in triplets:
+                if stream is None:
+                    raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
+                yield key, VerifyingReader(stream, key)  # type: ignore[misc]
+
+    def get_object_hash(self, key: str) -> str:
+        """The sha256 of the object's content: its key in a sha256 container, else computed from the content."""
+        if self.key_format == 'sha256':
+            if not self.has_object(check_key(key)):
+                raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
+            return key
+        with self.container.get_object_stream(key) as stream:
+            return sha256_of_stream(stream)
+
+    def _delete_objects(self, keys: list[str]) -> None:
+        self.container.delete_objects(keys)
+
+    def get_info(self, detailed: bool = False) -> dict[str, Any]:
+        """aiida's repository summary: hash and compression algorithms, object counts, and with ``detailed`` sizes."""
+        container = self.container
+        info: dict[str, Any] = {
+            'SHA-hash algorithm': container.hash_type,
+            'Compression algorithm': container.compression_algorithm,
+            'Objects': dataclasses.asdict(container.count_objects()),
+        }
+        if detailed:
+            sizes = dataclasses.asdict(container.get_total_size())
+            info['Size (MB)'] = {name: float(f'{value * BYTES_TO_MB:.2f}') for name, value in sizes.items()}
+        return info
+
+    def maintain(
+        self,
+        dry_run: bool = False,
+        live: bool = True,
+        pack_loose: bool | None = None,
+        do_repack: bool | None = None,
+        clean_storage: bool | None = None,
+        do_vacuum: bool | None = None,
+        compress: bool = False,
+        incremental_cleanup: bool = True,
+    ) -> dict[str, Any]:
+        """Pack loose objects and (unless ``live``) repack and vacuum; return what was (or would be) done.
+
+        ``live=True`` does only what is safe while other processes use the container: pack loose objects and drop
+        the loose copies of packed ones. Asking for a repack or vacuum in live mode raises ``ValueError``.
+        """
+        from disk_objectstore import CompressMode
+        from disk_objectstore.exceptions import InconsistentContent
+
+        if live and (do_repack or clean_storage or do_vacuum):
+            overrides = {'do_repack': do_repack, 'clean_storage': clean_storage, 'do_vacuum': do_vacuum}
+            keys = ', '.join(key for key, value in overrides.items() if value is True)
+            raise ValueError(f'The following overrides were enabled but cannot be if `live=True`: {keys}')
+        pack_loose = True if pack_loose is None else pack_loose
+        if live:
+            do_repack, clean_storage, do_vacuum = False, True if clean_storage is None else clean_storage, False
+        else:
+            do_repack = True if do_repack is None else do_repack
+            clean_storage = True if clean_storage is None else clean_storage
+            do_vacuum = True if do_vacuum is None else do_vacuum
+        container = self.container
+        counts = container.count_objects()
+        report: dict[str, Any] = {
+            'dry_run': dry_run,
+            'pack_loose': pack_loose,
+            'loose_objects': counts.loose,
+            'do_repack': do_repack,
+            'packed_objects': counts.packed,
+            'clean_storage': clean_storage,
+            'do_vacuum': do_vacuum,
+        }
+        LOGGER.info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
+        if dry_run:
+            return report
+        try:
+            if pack_loose:
+                container.pack_all_loose(
+                    compress=CompressMode.AUTO if compress else CompressMode.NO,
+                    clean_loose_per_pack=incremental_cleanup,
+                )
+            if do_repack:
+                container.repack()
+            if clean_storage:
+                container.clean_storage(vacuum=do_vacuum)
+        except InconsistentContent as exc:
+            raise CorruptStorage(
+                f'the repository container {str(self._folder)!r} holds a corrupt object ({exc}); find it with '
+                '`sqlitedos verify` and restore it from a backup, or delete it and store the file again'
+            ) from exc
+        return report

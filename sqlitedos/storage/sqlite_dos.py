@@ -19,6 +19,11 @@ from sqlitedos.repository.disk_objectstore import init_container, open_container
 from sqlitedos.storage.base import INSERT_SETTING, StorageBackend, ensure_user
 from sqlitedos.tables import TABLE_ORDER, quote_identifier
 
+# (repository and maintenance)
+from sqlitedos.db import translate_errors  # noqa: E402,I001
+from sqlitedos.exceptions import ClosedStorage, InvalidOperation, ReadOnlyError  # noqa: E402
+from sqlitedos.repository.disk_objectstore import DiskObjectStoreRepositoryBackend  # noqa: E402
+
 if TYPE_CHECKING:
     from disk_objectstore import Container
 
@@ -286,13 +291,104 @@ class SqliteDosStorage(StorageBackend):
     def close(self) -> None:
         super().close()
         self._finalizer.detach()
+        self._close_repository()
 
     def delete(self) -> None:
         """Close the storage and delete the whole folder (database, ``-wal``/``-shm`` files and container)."""
         self.close()
         shutil.rmtree(self.filepath_root, ignore_errors=True)
 
+    # --- repository and maintenance ---------------------------------------------------------------------------
+
+    def get_repository(self) -> DiskObjectStoreRepositoryBackend:
+        """The repository backend over the storage's container (one per storage object, opened on first use)."""
+        repository = self.__dict__.get('_repository')
+        if repository is None:
+            if self.is_closed:
+                raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+            repository = self._repository = DiskObjectStoreRepositoryBackend(self.filepath_container)
+        return repository
+
+    def _close_repository(self) -> None:
+        repository = self.__dict__.pop('_repository', None)
+        if repository is not None:
+            repository.close()
+
+    def _repository_info(self, detailed: bool) -> dict[str, Any]:
+        return self.get_repository().get_info(detailed)
+
+    def get_unreferenced_keyset(self, check_consistency: bool = True) -> set[str]:
+        """Keys of the objects in the container that no node's ``repository_metadata`` references.
+
+        With ``check_consistency`` raise ``CorruptStorage`` if a node references a key the container lacks.
+        """
+        in_container = set(self.get_repository().list_objects())
+        referenced = referenced_keys(self.get_session())
+        if check_consistency:
+            missing = referenced - in_container
+            if missing:
+                raise CorruptStorage(
+                    f'{len(missing)} objects referenced by nodes are missing from the repository container '
+                    f'(for example {sorted(missing)[:3]}): restore the container from a backup'
+                )
+        return in_container - referenced
+
+    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Pack the repository's loose objects (safe while the storage is in use); return what was (or would be) done.
+
+        ``full`` needs the storage to itself: it holds the database's write lock while it deletes the objects no
+        node references, repacks and vacuums the container, then vacuums the database. ``dry_run`` changes
+        nothing. ``kwargs`` go to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``,
+        ``compress``, ``incremental_cleanup``).
+        """
+        if self._read_only_folder:
+            raise ReadOnlyError(f'{self} is read-only: maintenance needs a writable storage folder')
+        repository = self.get_repository()
+        if not full:
+            # Unreferenced objects are kept in live mode: another process may have put a file whose node row is not
+            # committed yet (files go to the repository before rows).
+            return {'repository': repository.maintain(live=True, dry_run=dry_run, **kwargs)}
+        if self.in_transaction:
+            raise InvalidOperation('full maintenance cannot run inside a transaction: call it outside `transaction()`')
+        report: dict[str, Any] = {}
+        with self.transaction():
+            unreferenced = self.get_unreferenced_keyset()
+            report['unreferenced_objects'] = len(unreferenced)
+            if not dry_run and unreferenced:
+                repository.delete_objects(sorted(unreferenced))
+            report['repository'] = repository.maintain(live=False, dry_run=dry_run, **kwargs)
+        if not dry_run:
+            with translate_errors():
+                self.get_session().execute('VACUUM')
+                self.get_session().execute('PRAGMA wal_checkpoint(TRUNCATE)')
+        report['database_vacuumed'] = not dry_run
+        return report
+
 
 def _close_sessions(sessions: list[Session]) -> None:
     for session in list(sessions):
         session.close()
+
+
+#: Every file key in every node's tree: a ``{'k': key}`` entry is the only place a text value sits under key 'k'
+#: (a file or folder *named* 'k' has an object value).
+SELECT_REFERENCED_KEYS = """
+SELECT DISTINCT tree.value
+FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
+WHERE node.repository_metadata IS NOT NULL AND tree.key = 'k' AND tree.type = 'text'
+"""
+#: Rows fetched per step when reading the referenced keys.
+KEYS_BATCH_SIZE = 10_000
+
+
+def referenced_keys(connection: sqlite3.Connection) -> set[str]:
+    """The repository keys that some node's ``repository_metadata`` references, parsed in SQL, read in batches."""
+    keys: set[str] = set()
+    with translate_errors():
+        cursor = connection.execute(SELECT_REFERENCED_KEYS)
+        try:
+            for batch in iter(lambda: cursor.fetchmany(KEYS_BATCH_SIZE), []):
+                keys.update(row[0] for row in batch)
+        finally:
+            cursor.close()
+    return keys

@@ -7,7 +7,9 @@ from typing import Any
 
 from sqlitedos import migrate
 from sqlitedos.db import Session, connect
+from sqlitedos.exceptions import ClosedStorage
 from sqlitedos.profile import Profile, TempStorageModel
+from sqlitedos.repository.sandbox import SandboxShaRepositoryBackend
 from sqlitedos.storage.base import StorageBackend, ensure_user
 
 __all__ = ('SqliteTempBackend',)
@@ -76,6 +78,31 @@ class SqliteTempBackend(StorageBackend):
     def close(self) -> None:
         super().close()
         self._finalizer()
+        self._erase_repository()
+
+    # --- repository and maintenance ---------------------------------------------------------------------------
+
+    def get_repository(self) -> SandboxShaRepositoryBackend:
+        """The sandbox repository in the profile's ``filepath`` (created on first write, erased on close)."""
+        repository = self.__dict__.get('_repository')
+        if repository is None:
+            if self.is_closed:
+                raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+            repository = self._repository = SandboxShaRepositoryBackend(self.profile.storage_config.get('filepath'))
+            self._repository_finalizer = weakref.finalize(self, repository.erase)
+        return repository
+
+    def _erase_repository(self) -> None:
+        finalizer = self.__dict__.pop('_repository_finalizer', None)
+        if finalizer is not None:
+            finalizer()
+
+    def _repository_info(self, detailed: bool) -> dict[str, Any]:
+        """aiida's temp storage reports no repository part in ``get_info``."""
+        return {}
+
+    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> None:
+        """Nothing to maintain in an in-memory storage."""
 
 
 def _close_session(session: Session) -> None:
