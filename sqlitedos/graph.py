@@ -67,7 +67,9 @@ def traverse(
         return {pk for (pk,) in storage.get_session().execute(TRAVERSE, params)}
 
 
-def delete_nodes(storage: StorageBackend, pks: Iterable[int], dry_run: bool = True, **traversal_rules: bool) -> set[int]:
+def delete_nodes(
+    storage: StorageBackend, pks: Iterable[int], dry_run: bool = True, **traversal_rules: bool
+) -> set[int]:
     """Delete nodes and everything that must go with them (aiida's DELETE rules); returns the pks (to be) deleted.
 
     With ``dry_run`` (the default) nothing is deleted. Pks that do not exist are ignored. Repository files stay

@@ -81,7 +81,8 @@ def node_kind(node_type: str) -> str | None:
 def validate_link_label(link_label: object) -> None:
     """Raise ``TypeError``/``LinkValidationError`` unless the label is made of ``[A-Za-z0-9_]`` without edge ``_``."""
     if not isinstance(link_label, str):
-        raise TypeError(f'invalid link label `{link_label!r}`: should be string type but is {type(link_label).__name__}')
+        kind = type(link_label).__name__
+        raise TypeError(f'invalid link label `{link_label!r}`: should be string type but is {kind}')
     if link_label.endswith('_') or link_label.startswith('_'):
         raise LinkValidationError(f'invalid link label `{link_label}`: cannot start or end with an underscore')
     if not _LABEL_CHARACTERS.fullmatch(link_label):

@@ -58,5 +58,6 @@ def build_entity(storage: StorageBackend, orm_base: str, row: dict[str, Any]) ->
     try:
         cls = ENTITY_CLASSES[orm_base]
     except KeyError:
-        raise InputValidationError(f'unknown orm_base {orm_base!r}; expected one of: {sorted(ENTITY_CLASSES)}') from None
+        known = sorted(ENTITY_CLASSES)
+        raise InputValidationError(f'unknown orm_base {orm_base!r}; expected one of: {known}') from None
     return cls.from_row(storage, row)

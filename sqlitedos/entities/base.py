@@ -19,7 +19,16 @@ from sqlitedos.tables import TABLES, Table, quote_identifier
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
 
-__all__ = ('BackendCollection', 'BackendEntity', 'ExtrasMixin', 'JsonDictMixin', 'clean_value', 'validate_attribute_extra_key')
+__all__ = (
+    'BackendCollection',
+    'BackendEntity',
+    'ExtrasMixin',
+    'JsonDictMixin',
+    'clean_value',
+    'column',
+    'user_column',
+    'validate_attribute_extra_key',
+)
 
 #: aiida's ``AIIDA_FLOAT_PRECISION``: floats are stored rounded to this many significant digits.
 FLOAT_PRECISION = 14
@@ -128,6 +137,30 @@ def update_sql(table: Table, names: Iterable[str]) -> str:
 
 
 E = TypeVar('E', bound='BackendEntity')
+
+
+def column(name: str, writable: bool = False, doc: str | None = None) -> Any:
+    """A property reading column ``name`` of the entity's row; ``writable`` adds a setter that writes it."""
+
+    def get(self: BackendEntity) -> Any:
+        return self._row[name]
+
+    def set_(self: BackendEntity, value: Any) -> None:
+        self._set_field(name, value)
+
+    return property(get, set_ if writable else None, doc=doc or f'The ``{name}`` column.')
+
+
+def user_column(name: str = 'user_id') -> Any:
+    """A property for the owning user (stored in column ``name``), with a setter taking a stored user."""
+
+    def get(self: BackendEntity) -> Any:
+        return self._backend.users.get(self._row[name])
+
+    def set_(self: BackendEntity, user: Any) -> None:
+        self._set_field(name, self._require_stored(user, 'the user'))
+
+    return property(get, set_, doc='The user this entity belongs to.')
 
 
 class BackendEntity:
@@ -259,7 +292,9 @@ class BackendEntity:
         if not isinstance(other, BackendEntity):
             raise TypeError(f'{what} must be a backend entity, got {type(other).__name__}: {other!r}')
         if other._backend is not self._backend:
-            raise InvalidOperation(f'{what} {other!r} belongs to another storage ({other._backend}), not {self._backend}')
+            raise InvalidOperation(
+                f'{what} {other!r} belongs to another storage ({other._backend}), not {self._backend}'
+            )
         if other._id is None:
             raise InvalidOperation(f'{what} {other!r} is not stored: store it first')
         return other._id
@@ -413,7 +448,8 @@ class BackendCollection(Generic[E]):
     def count(self) -> int:
         """The number of stored entities."""
         with translate_errors():
-            return self._backend.get_session().execute(f'SELECT count(*) FROM {quote_identifier(self._table().name)}').fetchone()[0]
+            sql = f'SELECT count(*) FROM {quote_identifier(self._table().name)}'
+            return self._backend.get_session().execute(sql).fetchone()[0]
 
     def create(self, **kwargs: Any) -> E:
         """A new, unstored entity."""
@@ -442,7 +478,8 @@ class BackendCollection(Generic[E]):
     def _delete_ids(self, pks: list[int], strict: bool) -> None:
         table = quote_identifier(self._table().name)
         with self._backend.transaction() as connection, translate_errors():
-            cursor = connection.execute(f'DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))', (encode_json(pks),))
+            sql = f'DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))'
+            cursor = connection.execute(sql, (encode_json(pks),))
             if strict and cursor.rowcount == 0:
                 raise NotExistent(f'{self.ENTITY_CLASS.__name__} with pk {pks[0]!r} not found')
 

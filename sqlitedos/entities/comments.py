@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, new_row_uuid
+from sqlitedos.entities.base import BackendCollection, BackendEntity, column, new_row_uuid
 from sqlitedos.db import now
 
 if TYPE_CHECKING:
@@ -49,18 +49,9 @@ class BackendComment(BackendEntity):
         if self._row['mtime'] is None:
             self._row['mtime'] = now()
 
-    @property
-    def uuid(self) -> str:
-        return self._row['uuid']
-
-    @property
-    def ctime(self) -> dt.datetime:
-        return self._row['ctime']
-
-    @property
-    def mtime(self) -> dt.datetime:
-        return self._row['mtime']
-
+    uuid = column('uuid')
+    ctime = column('ctime')
+    mtime = column('mtime')
     def set_mtime(self, value: dt.datetime) -> None:
         """Set the modification time (written without a further refresh)."""
         self._row['mtime'] = value
@@ -81,10 +72,7 @@ class BackendComment(BackendEntity):
     def set_user(self, value: BackendUser) -> None:
         self._set_field('user_id', self._require_stored(value, 'the user'))
 
-    @property
-    def content(self) -> str:
-        return self._row['content']
-
+    content = column('content')
     def set_content(self, value: str) -> None:
         self._set_field('content', value)
 
@@ -94,6 +82,8 @@ class BackendCommentCollection(BackendCollection[BackendComment]):
 
     ENTITY_CLASS = BackendComment
 
-    def create(self, node: BackendNode, user: BackendUser, content: str | None = None, **kwargs: Any) -> BackendComment:  # noqa: E501
+    def create(
+        self, node: BackendNode, user: BackendUser, content: str | None = None, **kwargs: Any
+    ) -> BackendComment:
         """A new, unstored comment on a stored node."""
         return BackendComment(self._backend, node, user, content, **kwargs)

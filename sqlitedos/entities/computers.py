@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, new_row_uuid
+from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid
 from sqlitedos.exceptions import InvalidOperation, IntegrityError
 from sqlitedos.db import translate_errors
 
@@ -46,28 +46,16 @@ class BackendComputer(BackendEntity):
             },
         )
 
-    @property
-    def uuid(self) -> str:
-        return self._row['uuid']
-
-    @property
-    def label(self) -> str:
-        return self._row['label']
-
+    uuid = column('uuid')
+    label = column('label')
     def set_label(self, value: str) -> None:
         self._set_field('label', value)
 
-    @property
-    def description(self) -> str:
-        return self._row['description']
-
+    description = column('description')
     def set_description(self, value: str) -> None:
         self._set_field('description', value)
 
-    @property
-    def hostname(self) -> str:
-        return self._row['hostname']
-
+    hostname = column('hostname')
     def set_hostname(self, value: str) -> None:
         self._set_field('hostname', value)
 

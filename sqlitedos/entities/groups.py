@@ -7,7 +7,15 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlitedos.db import encode_json, now, translate_errors
-from sqlitedos.entities.base import BackendCollection, BackendEntity, ExtrasMixin, clean_value, new_row_uuid
+from sqlitedos.entities.base import (
+    BackendCollection,
+    BackendEntity,
+    ExtrasMixin,
+    clean_value,
+    column,
+    new_row_uuid,
+    user_column,
+)
 from sqlitedos.entities.nodes import BackendNode
 from sqlitedos.exceptions import IntegrityError, NotExistent, UniquenessError
 
@@ -77,10 +85,7 @@ class BackendGroup(ExtrasMixin, BackendEntity):
                 ) from exc
             raise
 
-    @property
-    def uuid(self) -> str:
-        return self._row['uuid']
-
+    uuid = column('uuid')
     @property
     def label(self) -> str:
         return self._row['label']
@@ -94,29 +99,10 @@ class BackendGroup(ExtrasMixin, BackendEntity):
             self._row['label'] = previous
             raise UniquenessError(f'a group of the same type with the label {value!r} already exists') from exc
 
-    @property
-    def description(self) -> str:
-        return self._row['description']
-
-    @description.setter
-    def description(self, value: str) -> None:
-        self._set_field('description', value)
-
-    @property
-    def type_string(self) -> str:
-        return self._row['type_string']
-
-    @property
-    def time(self) -> dt.datetime | None:
-        return self._row['time']
-
-    @property
-    def user(self) -> BackendUser:
-        return self._backend.users.get(self._row['user_id'])
-
-    @user.setter
-    def user(self, user: BackendUser) -> None:
-        self._set_field('user_id', self._require_stored(user, 'the user'))
+    description = column('description', writable=True)
+    type_string = column('type_string')
+    time = column('time')
+    user = user_column()
 
     # --- members ----------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, new_row_uuid
+from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid
 from sqlitedos.db import now
 
 if TYPE_CHECKING:
@@ -56,34 +56,13 @@ class BackendLog(BackendEntity):
         if self._row['time'] is None:
             self._row['time'] = now()
 
-    @property
-    def uuid(self) -> str:
-        return self._row['uuid']
-
-    @property
-    def time(self) -> dt.datetime:
-        return self._row['time']
-
-    @property
-    def loggername(self) -> str:
-        return self._row['loggername']
-
-    @property
-    def levelname(self) -> str:
-        return self._row['levelname']
-
-    @property
-    def dbnode_id(self) -> int:
-        return self._row['dbnode_id']
-
-    @property
-    def message(self) -> str:
-        return self._row['message']
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self._row['metadata']
-
+    uuid = column('uuid')
+    time = column('time')
+    loggername = column('loggername')
+    levelname = column('levelname')
+    dbnode_id = column('dbnode_id')
+    message = column('message')
+    metadata = column('metadata')
 
 class BackendLogCollection(BackendCollection[BackendLog]):
     """The log records of a storage."""

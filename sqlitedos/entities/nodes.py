@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 from sqlitedos.db import encode_datetime, encode_json, now, translate_errors
 from sqlitedos.entities.base import (
     BackendCollection,
+    column,
+    user_column,
     BackendEntity,
     ExtrasMixin,
     clean_value,
@@ -142,14 +144,8 @@ class BackendNode(ExtrasMixin, BackendEntity):
 
     # --- columns ----------------------------------------------------------------------------------------------
 
-    @property
-    def uuid(self) -> str:
-        return self._row['uuid']
-
-    @property
-    def node_type(self) -> str:
-        return self._row['node_type']
-
+    uuid = column('uuid')
+    node_type = column('node_type')
     @property
     def process_type(self) -> str | None:
         return self._row['process_type']
@@ -158,37 +154,11 @@ class BackendNode(ExtrasMixin, BackendEntity):
     def process_type(self, value: str | None) -> None:
         self._set_field('process_type', value)
 
-    @property
-    def label(self) -> str:
-        return self._row['label']
-
-    @label.setter
-    def label(self, value: str) -> None:
-        self._set_field('label', value)
-
-    @property
-    def description(self) -> str:
-        return self._row['description']
-
-    @description.setter
-    def description(self, value: str) -> None:
-        self._set_field('description', value)
-
-    @property
-    def ctime(self) -> dt.datetime | None:
-        return self._row['ctime']
-
-    @property
-    def mtime(self) -> dt.datetime | None:
-        return self._row['mtime']
-
-    @property
-    def user(self) -> BackendUser:
-        return self._backend.users.get(self._row['user_id'])
-
-    @user.setter
-    def user(self, user: BackendUser) -> None:
-        self._set_field('user_id', self._require_stored(user, 'the user'))
+    label = column('label', writable=True)
+    description = column('description', writable=True)
+    ctime = column('ctime')
+    mtime = column('mtime')
+    user = user_column()
 
     @property
     def computer(self) -> BackendComputer | None:
@@ -226,7 +196,9 @@ class BackendNode(ExtrasMixin, BackendEntity):
         self._row['attributes'] = clean_value(self._row['attributes'])
         self._row['extras'] = clean_value(self._row['extras'])
 
-    def store(self, links: Iterable[tuple[BackendNode, LinkType | str, str]] | None = None, clean: bool = True) -> BackendNode:  # noqa: E501
+    def store(
+        self, links: Iterable[tuple[BackendNode, LinkType | str, str]] | None = None, clean: bool = True
+    ) -> BackendNode:
         """Insert the node (and its cached incoming ``links``, triples of source, type, label) in one transaction."""
         if self._id is not None:
             return self
@@ -274,7 +246,9 @@ class BackendNode(ExtrasMixin, BackendEntity):
         with self._backend.transaction() as connection, translate_errors():
             self._insert_link(connection, source, self._id, LinkType(link_type), link_label)  # type: ignore[arg-type]
 
-    def _insert_link(self, connection: Any, source: BackendNode, target_pk: int, link_type: LinkType, label: str) -> None:  # noqa: E501
+    def _insert_link(
+        self, connection: Any, source: BackendNode, target_pk: int, link_type: LinkType, label: str
+    ) -> None:
         if not isinstance(source, BackendNode):
             raise TypeError(f'source must be a backend node, got {type(source).__name__}: {source!r}')
         if source._backend is not self._backend:

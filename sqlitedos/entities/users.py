@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity
+from sqlitedos.entities.base import BackendCollection, BackendEntity, column
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
@@ -27,44 +27,18 @@ class BackendUser(BackendEntity):
             backend, {'email': email, 'first_name': first_name, 'last_name': last_name, 'institution': institution}
         )
 
-    @property
-    def email(self) -> str:
-        return self._row['email']
-
-    @email.setter
-    def email(self, value: str) -> None:
-        self._set_field('email', value)
-
-    @property
-    def first_name(self) -> str:
-        return self._row['first_name']
-
-    @first_name.setter
-    def first_name(self, value: str) -> None:
-        self._set_field('first_name', value)
-
-    @property
-    def last_name(self) -> str:
-        return self._row['last_name']
-
-    @last_name.setter
-    def last_name(self, value: str) -> None:
-        self._set_field('last_name', value)
-
-    @property
-    def institution(self) -> str:
-        return self._row['institution']
-
-    @institution.setter
-    def institution(self, value: str) -> None:
-        self._set_field('institution', value)
-
+    email = column('email', writable=True)
+    first_name = column('first_name', writable=True)
+    last_name = column('last_name', writable=True)
+    institution = column('institution', writable=True)
 
 class BackendUserCollection(BackendCollection[BackendUser]):
     """The users of a storage."""
 
     ENTITY_CLASS = BackendUser
 
-    def create(self, email: str, first_name: str = '', last_name: str = '', institution: str = '', **kwargs: Any) -> BackendUser:  # noqa: E501
+    def create(
+        self, email: str, first_name: str = '', last_name: str = '', institution: str = '', **kwargs: Any
+    ) -> BackendUser:
         """A new, unstored user."""
         return BackendUser(self._backend, email, first_name, last_name, institution, **kwargs)

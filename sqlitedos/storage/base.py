@@ -1,17 +1,45 @@
-"""What every storage backend shares: sessions, transactions, global variables, closing."""
+"""What every storage backend shares: sessions, transactions, global variables, entity collections, bulk writes,
+node deletion, ``get_info``, closing."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import sqlite3
 import threading
-from typing import Any, ClassVar, Iterator
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, NamedTuple
 
-from sqlitedos.db import Session, encode_datetime, encode_json, decode_json, now, translate_errors
-from sqlitedos.exceptions import ClosedStorage, NotExistentKeyError
+from sqlitedos.db import (
+    Session,
+    decode_datetime,
+    decode_json,
+    encode_datetime,
+    encode_json,
+    new_uuid,
+    now,
+    translate_errors,
+)
+from sqlitedos.exceptions import ClosedStorage, IntegrityError, NotExistentKeyError
 from sqlitedos.profile import Profile
 
-__all__ = ('StorageBackend',)
+from sqlitedos.tables import EntityTypes, Table, quote_identifier, table_for
+
+if TYPE_CHECKING:
+    from sqlitedos.entities import (
+        BackendAuthInfoCollection,
+        BackendCommentCollection,
+        BackendComputerCollection,
+        BackendEntity,
+        BackendGroupCollection,
+        BackendLogCollection,
+        BackendNodeCollection,
+        BackendUser,
+        BackendUserCollection,
+    )
+
+__all__ = ('Mapper', 'StorageBackend')
 
 SELECT_SETTING = 'SELECT id, val FROM db_dbsetting WHERE "key" = ?'
 UPDATE_SETTING = 'UPDATE db_dbsetting SET val = ?, time = ? WHERE id = ?'
@@ -28,6 +56,65 @@ def ensure_user(connection: sqlite3.Connection, email: str) -> int:
     return connection.execute(INSERT_USER + ' RETURNING id', (email, '', '', '')).fetchone()[0]
 
 
+class Mapper(NamedTuple):
+    """What ``_get_mapper_from_entity`` returns: a table name and column names (aiida returns a SQLAlchemy mapper)."""
+
+    table: str
+    columns: tuple[str, ...]
+
+
+#: Columns that must be given to ``bulk_insert`` even with ``allow_defaults`` (no default exists for them).
+_REQUIRED_COLUMNS = frozenset({'email', 'aiidauser_id', 'dbcomputer_id@db_dbauthinfo', 'user_id', 'dbnode_id',
+                               'input_id', 'output_id', 'dbgroup_id', 'loggername', 'levelname'})
+_MTIME_COLUMNS = {'db_dbnode': 'mtime', 'db_dbcomment': 'mtime'}
+_BULK_ENCODERS: dict[str, Callable[[Any], Any]] = {}
+
+
+def _default_for(table: Table, name: str) -> Callable[[], Any]:
+    """The factory of the value aiida fills in when ``name`` is not given (SPEC 2.7)."""
+    kind = table.column(name).kind
+    if kind == 'uuid':
+        return new_uuid
+    if kind == 'datetime':
+        return now
+    if kind == 'json':
+        return dict
+    if kind == 'bool':
+        return lambda: True
+    if table.column(name).nullable:
+        return lambda: None
+    if name in _REQUIRED_COLUMNS or f'{name}@{table.name}' in _REQUIRED_COLUMNS:
+        def missing() -> Any:
+            raise IntegrityError(f'Incorrect fields given for {table.name}: {name!r} is required and has no default')
+        return missing
+    return str
+
+
+class _BulkPlan(NamedTuple):
+    table: Table
+    fields: tuple[str, ...]
+    keyset: frozenset[str]
+    insert_sql: str
+    getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    encoded: tuple[tuple[int, Callable[[Any], Any]], ...]
+    defaults: dict[str, Callable[[], Any]]
+
+
+@functools.lru_cache(maxsize=None)
+def _bulk_plan(entity_type: EntityTypes) -> _BulkPlan:
+    from sqlitedos.entities.base import ENCODERS, insert_sql
+
+    table = table_for(entity_type)
+    fields = tuple(name for name in table.column_names if name != 'id')
+    encoded = tuple(
+        (index, ENCODERS[table.column(name).kind]) for index, name in enumerate(fields)
+        if table.column(name).kind in ENCODERS
+    )
+    getter = operator.itemgetter(*fields) if len(fields) > 1 else (lambda row, _n=fields[0]: (row[_n],))
+    return _BulkPlan(table, fields, frozenset(fields), insert_sql(table, fields), getter, encoded,
+                     {name: _default_for(table, name) for name in fields})
+
+
 class StorageBackend:
     """Base class of the storage backends: a profile, per-thread sessions and the transaction API."""
 
@@ -38,6 +125,7 @@ class StorageBackend:
         self._closed = False
         self._sessions: list[Session] = []
         self._sessions_lock = threading.Lock()
+        self._default_user: BackendUser | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -133,3 +221,221 @@ class StorageBackend:
         if row is None:
             raise NotExistentKeyError(f'No setting found with key {key}')
         return decode_json(row[1])
+
+    # --- entities -----------------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def users(self) -> BackendUserCollection:
+        from sqlitedos.entities import BackendUserCollection
+
+        return BackendUserCollection(self)
+
+    @functools.cached_property
+    def computers(self) -> BackendComputerCollection:
+        from sqlitedos.entities import BackendComputerCollection
+
+        return BackendComputerCollection(self)
+
+    @functools.cached_property
+    def authinfos(self) -> BackendAuthInfoCollection:
+        from sqlitedos.entities import BackendAuthInfoCollection
+
+        return BackendAuthInfoCollection(self)
+
+    @functools.cached_property
+    def nodes(self) -> BackendNodeCollection:
+        from sqlitedos.entities import BackendNodeCollection
+
+        return BackendNodeCollection(self)
+
+    @functools.cached_property
+    def groups(self) -> BackendGroupCollection:
+        from sqlitedos.entities import BackendGroupCollection
+
+        return BackendGroupCollection(self)
+
+    @functools.cached_property
+    def comments(self) -> BackendCommentCollection:
+        from sqlitedos.entities import BackendCommentCollection
+
+        return BackendCommentCollection(self)
+
+    @functools.cached_property
+    def logs(self) -> BackendLogCollection:
+        from sqlitedos.entities import BackendLogCollection
+
+        return BackendLogCollection(self)
+
+    @property
+    def default_user(self) -> BackendUser | None:
+        """The user whose email is the profile's ``default_user_email`` (None if unset or absent); cached."""
+        email = self._profile.default_user_email
+        if self._default_user is None and email:
+            found = self.users.find(email=email)
+            self._default_user = found[0] if found else None
+        return self._default_user
+
+    def reset_default_user(self) -> None:
+        """Forget the cached default user."""
+        self._default_user = None
+
+    def get_backend_entity(self, model: Any, orm_base: str | None = None) -> BackendEntity:
+        """A backend entity from an entity (returned as is), or from a raw row and its orm_base or table name."""
+        from sqlitedos.entities import TABLE_CLASSES, BackendEntity, build_entity
+
+        if isinstance(model, BackendEntity):
+            return model
+        if not isinstance(model, Mapping) or orm_base is None:
+            raise TypeError(f'get_backend_entity needs an entity, or a row mapping and its orm_base; got {model!r}')
+        if orm_base in TABLE_CLASSES:
+            return TABLE_CLASSES[orm_base].from_row(self, model)
+        return build_entity(self, orm_base, dict(model))
+
+    def _get_mapper_from_entity(self, entity_type: EntityTypes | str, with_pk: bool) -> Mapper:
+        """The table and column names of an entity type (with or without ``id``)."""
+        table = table_for(entity_type)
+        columns = table.column_names if with_pk else tuple(name for name in table.column_names if name != 'id')
+        return Mapper(table.name, columns)
+
+    # --- bulk writes --------------------------------------------------------------------------------------------
+
+    def bulk_insert(
+        self, entity_type: EntityTypes | str, rows: Sequence[Mapping[str, Any]], allow_defaults: bool = False
+    ) -> list[int]:
+        """Insert rows (column -> Python value) in one statement; returns their new ids in row order.
+
+        Without ``allow_defaults`` every row must give exactly the entity's columns (no ``id``); with it, a subset,
+        the rest filled as aiida fills them. ``IntegrityError`` for a wrong key set; nothing is written then.
+        """
+        plan = _bulk_plan(EntityTypes(entity_type))
+        if not rows:
+            return []
+        keyset, getter, encoded = plan.keyset, plan.getter, plan.encoded
+        params = []
+        for row in rows:
+            if row.keys() != keyset:
+                if not allow_defaults or not keyset.issuperset(row.keys()):
+                    raise IntegrityError(
+                        f'Incorrect fields given for {plan.table.name}: {sorted(row)}; expected '
+                        f'{"a subset of " if allow_defaults else ""}{sorted(keyset)}'
+                    )
+                row = {name: row[name] if name in row else plan.defaults[name]() for name in plan.fields}
+            values = getter(row)
+            if encoded:
+                values = list(values)
+                for index, encode in encoded:
+                    values[index] = encode(values[index])
+            params.append(values)
+        table = quote_identifier(plan.table.name)
+        with self.transaction() as connection, translate_errors():
+            (before,) = connection.execute(f'SELECT coalesce(max(id), 0) FROM {table}').fetchone()
+            connection.executemany(plan.insert_sql, params)
+            (after,) = connection.execute(f'SELECT max(id) FROM {table}').fetchone()
+            if after != before + len(params):
+                # Only when the largest rowid is taken does SQLite pick ids other than max+1, max+2, ...
+                raise IntegrityError(f'{plan.table.name} ran out of sequential ids (largest id {before})')
+        return list(range(before + 1, after + 1))
+
+    def bulk_update(self, entity_type: EntityTypes | str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Update rows by ``id`` (each row: ``id`` plus a subset of the columns); ``mtime`` is refreshed."""
+        plan = _bulk_plan(EntityTypes(entity_type))
+        encoders = dict(zip(plan.fields, [None] * len(plan.fields)))
+        encoders.update({plan.fields[index]: encode for index, encode in plan.encoded})
+        mtime = _MTIME_COLUMNS.get(plan.table.name)
+        stamp = encode_datetime(now())
+        batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            if 'id' not in row or not plan.keyset.issuperset(key for key in row if key != 'id'):
+                raise IntegrityError(
+                    f'Incorrect fields given for {plan.table.name}: {sorted(row)}; expected `id` and a subset of '
+                    f'{sorted(plan.keyset)}'
+                )
+            names = tuple(key for key in row if key != 'id')
+            values = [row[name] if encoders[name] is None else encoders[name](row[name]) for name in names]  # type: ignore
+            if mtime and mtime not in names:
+                names += (mtime,)
+                values.append(stamp)
+            batches.setdefault(names, []).append((*values, row['id']))
+        if not batches:
+            return
+        from sqlitedos.entities.base import update_sql
+
+        with self.transaction() as connection, translate_errors():
+            for names, params in batches.items():
+                if names:
+                    connection.executemany(update_sql(plan.table, names), params)
+
+    # --- deleting nodes ---------------------------------------------------------------------------------------
+
+    def delete_nodes_and_connections(self, pks_to_delete: Sequence[int]) -> None:
+        """Delete nodes with their group memberships and links (comments and logs cascade); only in a transaction.
+
+        The caller computes a provenance-consistent set (``sqlitedos.graph.delete_nodes``). Repository files stay
+        until ``maintain`` removes unreferenced objects.
+        """
+        if not self.in_transaction:
+            raise AssertionError('Cannot delete nodes and links outside a transaction')
+        encoded = encode_json(sorted({int(pk) for pk in pks_to_delete}))
+        connection = self.get_session()
+        with translate_errors():
+            for sql in DELETE_NODES_AND_CONNECTIONS:
+                connection.execute(sql, (encoded,))
+
+    # --- information ------------------------------------------------------------------------------------------
+
+    def get_orm_entities(self, detailed: bool = False) -> dict[str, Any]:
+        """Counts (and with ``detailed`` distinct values) of every entity kind, as aiida reports them."""
+        connection = self.get_session()
+
+        def values(sql: str) -> list[Any]:
+            return sorted({value for (value,) in connection.execute(sql) if value is not None})
+
+        def count(table: str) -> int:
+            return connection.execute(f'SELECT count(*) FROM {quote_identifier(table)}').fetchone()[0]
+
+        with translate_errors():
+            data: dict[str, Any] = {
+                'Users': {'count': count('db_dbuser')},
+                'Computers': {'count': count('db_dbcomputer')},
+                'Nodes': {'count': count('db_dbnode')},
+                'Groups': {'count': count('db_dbgroup')},
+                'Comments': {'count': count('db_dbcomment')},
+                'Logs': {'count': count('db_dblog')},
+                'Links': {'count': count('db_dblink')},
+            }
+            if detailed:
+                data['Users']['emails'] = values('SELECT email FROM db_dbuser')
+                data['Computers']['labels'] = values('SELECT label FROM db_dbcomputer')
+                first, last = connection.execute('SELECT min(ctime), max(ctime) FROM db_dbnode').fetchone()
+                data['Nodes']['first_created'] = None if first is None else str(decode_datetime(first))
+                data['Nodes']['last_created'] = None if last is None else str(decode_datetime(last))
+                data['Nodes']['node_types'] = values('SELECT DISTINCT node_type FROM db_dbnode')
+                data['Nodes']['process_types'] = [
+                    value for value in values('SELECT DISTINCT process_type FROM db_dbnode') if value
+                ]
+                data['Groups']['type_strings'] = values('SELECT DISTINCT type_string FROM db_dbgroup')
+        return data
+
+    def _clear(self) -> None:
+        """Delete all content (folder storage only; aiida's temp backend cannot either)."""
+        raise NotImplementedError(f'{type(self).__name__} does not support clearing its content')
+
+    def _repository_info(self, detailed: bool) -> dict[str, Any]:
+        """The repository part of ``get_info`` (empty here; storages with a repository override it)."""
+        return {}
+
+    def get_info(self, detailed: bool = False) -> dict[str, Any]:
+        """An overview of the storage: ``entities`` (and ``repository`` where the storage reports one)."""
+        info: dict[str, Any] = {'entities': self.get_orm_entities(detailed)}
+        repository = self._repository_info(detailed)
+        if repository:
+            info['repository'] = repository
+        return info
+
+
+DELETE_NODES_AND_CONNECTIONS = (
+    'DELETE FROM db_dbgroup_dbnodes WHERE dbnode_id IN (SELECT value FROM json_each(?))',
+    'DELETE FROM db_dblink WHERE input_id IN (SELECT value FROM json_each(?))',
+    'DELETE FROM db_dblink WHERE output_id IN (SELECT value FROM json_each(?))',
+    'DELETE FROM db_dbnode WHERE id IN (SELECT value FROM json_each(?))',
+)
