@@ -9,9 +9,10 @@ from __future__ import annotations
 from sqlitedos import exceptions
 from sqlitedos.links import LinkType
 from sqlitedos.profile import Profile
+from sqlitedos.query.builder import QueryBuilder
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 from sqlitedos.storage.sqlite_temp import SqliteTempBackend
 from sqlitedos.tables import EntityTypes
 
-__all__ = ('EntityTypes', 'LinkType', 'Profile', 'SqliteDosStorage', 'SqliteTempBackend', 'exceptions')
+__all__ = ('EntityTypes', 'LinkType', 'Profile', 'QueryBuilder', 'SqliteDosStorage', 'SqliteTempBackend', 'exceptions')
 __version__ = '0.1.0'

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlitedos.db import translate_errors
 from sqlitedos.exceptions import InputValidationError
-from sqlitedos.query.compiler import Compiled, compile_query
+from sqlitedos.query.compiler import Compiled, compile_query, validate
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
@@ -76,6 +76,7 @@ class QueryBackend:
 
     def first(self, data: dict) -> list[Any] | None:
         """The first row (a list of the projected values), or None."""
+        validate(data)
         limited = dict(data, limit=1)
         compiled = self.compile(limited)
         row = self._execute(compiled.sql, compiled.params).fetchone()
