@@ -1,0 +1,152 @@
+"""Maintenance of the folder storage, and the fixture profile's files read back with aiida's sha256s."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import pytest
+
+from sqlitedos.exceptions import CorruptStorage, InvalidOperation
+from sqlitedos.repository.tree import flatten
+
+SELECT_METADATA = 'SELECT uuid, repository_metadata FROM db_dbnode ORDER BY id'
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def files_by_node(storage: Any) -> dict[str, dict[str, str]]:
+    """``{uuid: {path: key}}`` of every node's files, read from ``repository_metadata`` with plain SQL."""
+    result = {}
+    for uuid, metadata in storage.get_session().execute(SELECT_METADATA):
+        tree = flatten(json.loads(metadata) if metadata else {})
+        result[uuid] = {path: key for path, key in tree.items() if key is not None}
+    return result
+
+
+def check_fixture_files(storage: Any, manifest: dict[str, Any]) -> int:
+    """Read every file of every node and compare with the manifest's sha256s; return how many files were read."""
+    repository = storage.get_repository()
+    files = files_by_node(storage)
+    count = 0
+    for node in manifest['nodes']:
+        assert files[node['uuid']].keys() == node['files_sha256'].keys(), node['uuid']
+        for path, expected in node['files_sha256'].items():
+            content = repository.get_object_content(files[node['uuid']][path])
+            assert sha256(content) == expected, (node['uuid'], path)
+            count += 1
+    return count
+
+
+def add_node_row(storage: Any, metadata: dict[str, Any]) -> None:
+    """Insert a node row referencing ``metadata`` (plain SQL keeps this test independent of the entity API)."""
+    with storage.transaction() as connection:
+        user_id = connection.execute('SELECT id FROM db_dbuser ORDER BY id LIMIT 1').fetchone()[0]
+        connection.execute(
+            'INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime, attributes, '
+            "extras, repository_metadata, user_id) VALUES (lower(hex(randomblob(16))), 'data.core.folder.FolderData.', "
+            "NULL, '', '', '2024-01-01 00:00:00.000000', '2024-01-01 00:00:00.000000', '{}', '{}', ?, ?)",
+            (json.dumps(metadata), user_id),
+        )
+
+
+def test_fixture_files_read_back_before_and_after_full_maintain(fixture_storage: Any, manifest: dict[str, Any]) -> None:
+    assert check_fixture_files(fixture_storage, manifest) > 3
+    assert fixture_storage.get_unreferenced_keyset() == set()
+    report = fixture_storage.maintain(full=True)
+    assert report['unreferenced_objects'] == 0 and report['database_vacuumed']
+    assert fixture_storage._repository_info(False)['Objects']['loose'] == 0
+    check_fixture_files(fixture_storage, manifest)
+    fixture_storage.maintain()  # live, on an already packed container
+    check_fixture_files(fixture_storage, manifest)
+
+
+def test_fixture_files_through_node_trees(fixture_storage: Any, manifest: dict[str, Any]) -> None:
+    if not hasattr(fixture_storage, 'nodes'):
+        pytest.skip('the entity API is not available yet')
+    for expected in manifest['nodes']:
+        node = fixture_storage.nodes.get(uuid=expected['uuid'])
+        for path, digest in expected['files_sha256'].items():
+            assert sha256(node.repository.get_object_content(path, 'rb')) == digest
+
+
+def test_full_maintain_deletes_only_unreferenced_objects(dos_storage: Any) -> None:
+    repository = dos_storage.get_repository()
+    kept = repository.put_object_from_filelike(io.BytesIO(b'kept'))
+    shared = repository.put_object_from_filelike(io.BytesIO(b'shared'))
+    orphan = repository.put_object_from_filelike(io.BytesIO(b'orphan'))
+    add_node_row(dos_storage, {'o': {'a': {'k': kept}, 'k': {'o': {'k': {'k': shared}}}}})
+    add_node_row(dos_storage, {'o': {'same': {'k': shared}}})
+    assert dos_storage.get_unreferenced_keyset() == {orphan}
+
+    live = dos_storage.maintain()  # live mode never deletes: a concurrent writer's row may not be committed yet
+    assert live['repository']['loose_objects'] == 3
+    assert repository.has_objects([kept, shared, orphan]) == [True, True, True]
+    assert repository.get_info()['Objects']['loose'] == 0
+
+    dry = dos_storage.maintain(full=True, dry_run=True)
+    assert dry['unreferenced_objects'] == 1 and not dry['database_vacuumed']
+    assert repository.has_object(orphan)
+
+    dos_storage.maintain(full=True)
+    assert repository.has_objects([kept, shared, orphan]) == [True, True, False]
+    assert repository.get_object_content(shared) == b'shared'
+    assert dos_storage.get_unreferenced_keyset() == set()
+
+
+def test_dry_run_changes_nothing(dos_storage: Any) -> None:
+    repository = dos_storage.get_repository()
+    repository.put_object_from_filelike(io.BytesIO(b'orphan'))
+    before = repository.get_info()
+    dos_storage.maintain(dry_run=True)
+    dos_storage.maintain(full=True, dry_run=True)
+    assert repository.get_info() == before == {
+        'SHA-hash algorithm': 'sha256', 'Compression algorithm': 'zlib+1',
+        'Objects': {'packed': 0, 'loose': 1, 'pack_files': 0},
+    }
+
+
+def test_consistency_check(dos_storage: Any) -> None:
+    missing = sha256(b'never stored')
+    add_node_row(dos_storage, {'o': {'gone': {'k': missing}}})
+    with pytest.raises(CorruptStorage, match='missing from the repository'):
+        dos_storage.get_unreferenced_keyset()
+    assert dos_storage.get_unreferenced_keyset(check_consistency=False) == set()
+    with pytest.raises(CorruptStorage):
+        dos_storage.maintain(full=True)  # refuses to delete anything when the storage is inconsistent
+
+
+def test_maintain_options(dos_storage: Any) -> None:
+    with pytest.raises(ValueError, match='do_vacuum'):
+        dos_storage.maintain(do_vacuum=True)
+    with pytest.raises(TypeError):
+        dos_storage.maintain(no_such_option=True)
+    report = dos_storage.maintain(full=True, do_repack=False, compress=True)
+    assert report['repository']['do_repack'] is False
+    with dos_storage.transaction(), pytest.raises(InvalidOperation, match='transaction'):
+        dos_storage.maintain(full=True)
+
+
+def test_temp_maintain_is_a_no_op(temp_storage: Any) -> None:
+    key = temp_storage.get_repository().put_object_from_filelike(io.BytesIO(b'x'))
+    assert temp_storage.maintain(full=True) is None
+    assert temp_storage.get_repository().has_object(key)
+
+
+def test_maintain_with_real_nodes(dos_storage: Any) -> None:
+    if not hasattr(dos_storage, 'nodes'):
+        pytest.skip('the entity API is not available yet')
+    node = dos_storage.nodes.create(node_type='data.core.folder.FolderData.', user=dos_storage.default_user)
+    for index in range(10):
+        node.repository.put_object_from_bytes(f'file {index}'.encode(), f'f{index}.txt')
+    node.repository.put_object_from_bytes(b'dropped', 'dropped.txt')
+    node.repository.delete_object('dropped.txt')
+    node.store()
+    dos_storage.maintain(full=True)
+    assert not dos_storage.get_repository().has_object(sha256(b'dropped'))
+    loaded = dos_storage.nodes.get(pk=node.pk)
+    assert [loaded.repository.get_object_content(f'f{i}.txt') for i in range(10)] == [f'file {i}' for i in range(10)]
