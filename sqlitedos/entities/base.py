@@ -68,7 +68,7 @@ def clean_value(value: Any) -> Any:
     """
     if isinstance(value, Mapping):
         return {key: clean_value(item) for key, item in value.items()}
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, bytearray)):
+    if isinstance(value, Iterable) and not isinstance(value, str):
         return [clean_value(item) for item in value]
     return _clean_scalar(value)
 
