@@ -364,6 +364,28 @@ class SqliteDosStorage(StorageBackend):
         report['database_vacuumed'] = not dry_run
         return report
 
+    def backup(self, dest: str | os.PathLike[str], keep: int | None = None) -> Path:
+        """Back the folder up into ``dest`` in aiida's layout (``backup_<time>_<rand>``, ``last-backup``), no rsync.
+
+        :param keep: how many previous backups to keep besides the new one (None: all). Returns the new folder.
+        """
+        from sqlitedos.backup import backup
+
+        return backup(self, dest, keep)
+
+    def _backup(self, dest: str | os.PathLike[str], keep: int | None = None) -> Path:
+        """Write a new backup folder under ``dest`` (which ``backup`` has checked), publish it and rotate."""
+        from sqlitedos.backup import BackupManager
+
+        manager = BackupManager(Path(dest), keep)
+        return manager.backup_auto_folders(lambda path, previous: self._backup_storage(manager, path, previous))
+
+    def _backup_storage(self, manager: Any, path: Path, prev_backup: Path | None = None) -> None:
+        """Copy the database (SQLite online backup) and the container (linking unchanged files to ``prev_backup``)."""
+        from sqlitedos.backup import backup_storage
+
+        backup_storage(self, path, prev_backup)
+
 
 def _close_sessions(sessions: list[Session]) -> None:
     for session in list(sessions):

@@ -1,0 +1,235 @@
+"""``verify``: passes on clean storages, finds each fault injected on purpose, repairs only unreferenced objects."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqlitedos.db import encode_datetime, now
+from sqlitedos.verify import Problem, VerifyReport, iter_file_keys, verify
+
+INSERT_NODE = """
+    INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime, attributes, extras,
+                           repository_metadata, user_id)
+    VALUES (?, ?, NULL, ?, '', ?, ?, '{}', '{}', ?, ?) RETURNING id
+"""
+INSERT_LINK = 'INSERT INTO db_dblink (input_id, output_id, label, type) VALUES (?, ?, ?, ?)'
+
+
+def add_node(storage: Any, node_type: str = 'data.core.int.Int.', files: dict[str, bytes] | None = None,
+             label: str = '') -> int:
+    """Insert a node row by SQL (files put into the container first, as a store does); return its id."""
+    tree: dict[str, Any] = {}
+    if files:
+        container = storage.get_container()
+        try:
+            tree = {'o': {name: {'k': container.add_object(content)} for name, content in files.items()}}
+        finally:
+            container.close()
+    stamp = encode_datetime(now())
+    with storage.transaction() as connection:
+        user = connection.execute('SELECT id FROM db_dbuser ORDER BY id LIMIT 1').fetchone()[0]
+        row = connection.execute(INSERT_NODE, (str(uuid.uuid4()), node_type, label, stamp, stamp, json.dumps(tree), user))
+        return row.fetchone()[0]
+
+
+def add_link(storage: Any, source: int, target: int, link_type: str, label: str) -> None:
+    with storage.transaction() as connection:
+        connection.execute(INSERT_LINK, (source, target, label, link_type))
+
+
+def small_graph(storage: Any) -> dict[str, int]:
+    """x -> calc -> y, with files on each node; returns the node ids."""
+    x = add_node(storage, files={'a.txt': b'input', 'b.txt': b'shared'})
+    calc = add_node(storage, 'process.calculation.calcjob.CalcJobNode.', files={'in.txt': b'calc input'})
+    y = add_node(storage, files={'out.txt': b'result', 'same.txt': b'shared'})
+    add_link(storage, x, calc, 'input_calc', 'x')
+    add_link(storage, calc, y, 'create', 'result')
+    return {'x': x, 'calc': calc, 'y': y}
+
+
+def loose_path(storage: Any, key: str) -> Path:
+    return Path(storage.filepath_container) / 'loose' / key[:2] / key[2:]
+
+
+def node_key(storage: Any, node_id: int, name: str) -> str:
+    cell = storage.get_session().execute('SELECT repository_metadata FROM db_dbnode WHERE id = ?', (node_id,))
+    return json.loads(cell.fetchone()[0])['o'][name]['k']
+
+
+def kinds(report: VerifyReport) -> set[str]:
+    return {problem.kind for problem in report.problems}
+
+
+def raw_write(storage: Any, sql: str, params: tuple = ()) -> None:
+    """Write behind the storage's back with foreign keys off, as a buggy tool would."""
+    connection = sqlite3.connect(storage.filepath_database, isolation_level=None)
+    try:
+        connection.execute('PRAGMA foreign_keys = OFF')
+        connection.execute(sql, params)
+    finally:
+        connection.close()
+
+
+def test_clean_storage_passes(dos_storage: Any) -> None:
+    small_graph(dos_storage)
+    report = verify(dos_storage)
+    assert report.ok, report.render()
+    assert report.problems == [] and report.unreferenced == []
+    assert report.counts['links'] == 2
+    assert report.counts['referenced objects'] == 4  # 'shared' is stored once
+    assert 'OK' in report.render()
+
+
+def test_empty_storage_passes(dos_storage: Any) -> None:
+    assert verify(dos_storage).ok
+
+
+def test_fixture_profile_passes(fixture_storage: Any, manifest: dict) -> None:
+    report = verify(fixture_storage)
+    assert report.ok, report.render()
+    assert report.counts['links'] > 0 and report.counts['referenced objects'] > 0
+
+
+def test_fixture_profile_by_path(fixture_profile_path: Path) -> None:
+    assert verify(fixture_profile_path).ok
+    assert verify(str(fixture_profile_path)).ok
+
+
+def test_deleted_object(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    key = node_key(dos_storage, ids['y'], 'out.txt')
+    loose_path(dos_storage, key).unlink()
+    report = verify(dos_storage)
+    assert not report.ok
+    assert kinds(report) == {'missing_object'}
+    assert key in report.problems[0].detail and f'node {ids["y"]}' in report.problems[0].detail
+
+
+def test_corrupted_object(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    key = node_key(dos_storage, ids['x'], 'a.txt')
+    loose_path(dos_storage, key).write_bytes(b'tampered')
+    report = verify(dos_storage)
+    assert kinds(report) == {'corrupt_object'}
+    assert key in report.problems[0].detail
+
+
+def test_corrupted_packed_object(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    key = node_key(dos_storage, ids['y'], 'out.txt')
+    container = dos_storage.get_container()
+    try:
+        container.pack_all_loose()
+        container.clean_storage()
+    finally:
+        container.close()
+    assert verify(dos_storage).ok
+    pack = Path(dos_storage.filepath_container) / 'packs' / '0'
+    content = pack.read_bytes()
+    assert content.count(b'result') == 1
+    pack.write_bytes(content.replace(b'result', b'RESULT'))
+    report = verify(dos_storage)
+    assert kinds(report) == {'corrupt_object'} and key in report.problems[0].detail
+
+
+def test_dangling_link(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    raw_write(dos_storage, INSERT_LINK, (ids['calc'], 9999, 'ghost', 'create'))
+    report = verify(dos_storage)
+    assert kinds(report) == {'dangling_link'}
+    assert 'node 9999 does not exist' in report.problems[0].detail
+
+
+def test_wrong_repository_uuid(dos_storage: Any) -> None:
+    small_graph(dos_storage)
+    raw_write(dos_storage, 'UPDATE db_dbsetting SET val = ? WHERE "key" = ?', (json.dumps(uuid.uuid4().hex), 'repository|uuid'))
+    report = verify(dos_storage)
+    assert kinds(report) == {'repository_uuid'}
+    # A folder that no longer opens as a storage can still be examined by path.
+    assert kinds(verify(dos_storage.filepath_root)) == {'repository_uuid'}
+
+
+def test_wrong_schema_version(dos_storage: Any) -> None:
+    raw_write(dos_storage, 'UPDATE alembic_version SET version_num = ?', ('main_0001',))
+    assert kinds(verify(dos_storage)) == {'schema_version'}
+
+
+@pytest.mark.parametrize(
+    ('source', 'target', 'link_type'),
+    [
+        ('y', 'calc', 'create'),  # create must go from a calculation to data
+        ('calc', 'x', 'input_calc'),  # input links go from data into a process
+        ('x', 'y', 'input_calc'),  # ... into a calculation, not into data
+        ('x', 'calc', 'input_work'),  # input_work goes into a workflow
+        ('calc', 'calc', 'call_calc'),  # a call comes from a workflow (and a node cannot link to itself)
+    ],
+)
+def test_link_rule_violations(dos_storage: Any, source: str, target: str, link_type: str) -> None:
+    ids = small_graph(dos_storage)
+    add_link(dos_storage, ids[source], ids[target], link_type, 'bad')
+    report = verify(dos_storage)
+    assert kinds(report) == {'link_rule'}, report.render()
+
+
+def test_link_degree_violation(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    other_calc = add_node(dos_storage, 'process.calculation.calcjob.CalcJobNode.')
+    add_link(dos_storage, other_calc, ids['y'], 'create', 'result')  # y would have two creators
+    report = verify(dos_storage)
+    assert kinds(report) == {'link_rule'}
+    assert 'unique at the in end' in report.problems[0].detail
+
+
+def test_unreferenced_objects_listed_and_repaired(dos_storage: Any) -> None:
+    small_graph(dos_storage)
+    container = dos_storage.get_container()
+    try:
+        junk = [container.add_object(b'junk one'), *container.add_objects_to_pack([b'junk two'])]
+    finally:
+        container.close()
+    report = verify(dos_storage)
+    assert report.ok  # unreferenced objects are not a fault
+    assert report.unreferenced == sorted(junk) and report.repaired == []
+    assert '2 unreferenced object(s)' in report.render()
+    repaired = verify(dos_storage, repair=True)
+    assert repaired.repaired == sorted(junk)
+    assert 'deleted 2 unreferenced' in repaired.render()
+    after = verify(dos_storage)
+    assert after.ok and after.unreferenced == [] and after.counts['container objects'] == 4
+
+
+def test_repair_leaves_faults_alone(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    key = node_key(dos_storage, ids['y'], 'out.txt')
+    loose_path(dos_storage, key).unlink()
+    report = verify(dos_storage, repair=True)
+    assert kinds(report) == {'missing_object'} and report.repaired == []
+
+
+def test_progress_callback(dos_storage: Any) -> None:
+    small_graph(dos_storage)
+    calls: list[tuple[str, int, int]] = []
+    verify(dos_storage, progress=lambda *args: calls.append(args))
+    assert calls[-1] == ('objects', 4, 4)
+
+
+def test_report_helpers() -> None:
+    report = VerifyReport('/x', problems=[Problem('missing_object', 'object k')])
+    assert not report.ok
+    assert report.as_dict()['problems'] == [{'kind': 'missing_object', 'detail': 'object k'}]
+    assert '[missing_object] object k' in str(report)
+    tree = {'o': {'a': {'k': 'k1'}, 'd': {'o': {'b': {'k': 'k2'}}}, 'e': {}}}
+    assert sorted(iter_file_keys(tree)) == ['k1', 'k2']
+
+
+def test_not_a_storage(tmp_path: Path) -> None:
+    from sqlitedos.exceptions import UnreachableStorage
+
+    with pytest.raises(UnreachableStorage):
+        verify(tmp_path)
