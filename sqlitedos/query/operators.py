@@ -116,9 +116,13 @@ def encode_column_value(kind: str, value: Any, operator: str) -> Any:
         return str(value)
     if kind == 'json':
         return json.dumps(value)
-    if isinstance(value, (str, int, float)) and not (kind in ('int', 'fk') and isinstance(value, str)):
+    if kind in ('int', 'fk'):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _reject(operator, value, 'a number for an integer column')
         return value
-    raise _reject(operator, value, 'a str, int or float matching the column')
+    if not isinstance(value, str):
+        raise _reject(operator, value, 'a str for a text column')
+    return value
 
 
 _JSON_TYPE_OF_KIND = {'str': ('text',), 'number': ('integer', 'real'), 'datetime': ('text',)}
