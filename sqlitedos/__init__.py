@@ -12,7 +12,9 @@ from sqlitedos.profile import Profile
 from sqlitedos.query.builder import QueryBuilder
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 from sqlitedos.storage.sqlite_temp import SqliteTempBackend
+from sqlitedos.storage.sqlite_zip import SqliteZipBackend
 from sqlitedos.tables import EntityTypes
 
-__all__ = ('EntityTypes', 'LinkType', 'Profile', 'QueryBuilder', 'SqliteDosStorage', 'SqliteTempBackend', 'exceptions')
+__all__ = ('EntityTypes', 'LinkType', 'Profile', 'QueryBuilder', 'SqliteDosStorage', 'SqliteTempBackend', 'SqliteZipBackend',
+           'exceptions')
 __version__ = '0.1.0'
