@@ -115,14 +115,14 @@ class QueryBackend:
 
     def as_sql(self, data: dict, inline: bool = False) -> str:
         """The SQL text; with ``inline`` the parameters are rendered into it, for display only."""
-        compiled = compile_query(data)
+        compiled = self.compile(data)
         if not inline:
             return compiled.sql
         return render_inline(compiled.sql, compiled.params)
 
     def analyze_query(self, data: dict, execute: bool = True, verbose: bool = False) -> str:
         """SQLite's ``EXPLAIN QUERY PLAN`` of the query, one step per line (indented by depth)."""
-        compiled = compile_query(data)
+        compiled = self.compile(data)
         rows = self._execute(f'EXPLAIN QUERY PLAN {compiled.sql}', compiled.params).fetchall()
         depth: dict[int, int] = {0: -1}
         lines = []

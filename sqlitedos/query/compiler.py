@@ -508,7 +508,9 @@ def compile_query(qdict: dict, builder: Callable | None = None, count_only: bool
                 'remove its filters and projections'
             )
     projections = _compile_projections(vertices, edges, targets, projects, builder)
-    where = and_([compile_filters(targets[tag], spec) for tag, spec in filters.items() if spec])
+    outer_tags = {tag for vertex in vertices if vertex.outer for tag in (vertex.tag, vertex.edge_tag)}
+    where = and_([compile_filters(targets[tag], spec) for tag, spec in filters.items()
+                  if spec and tag not in outer_tags])
     order = _compile_order(qdict.get('order_by') or [], targets)
     ctes, from_sql = _compile_from(vertices, targets, filters, projects, qdict)
     select = [p for projection in projections for p in projection.sql]
@@ -586,9 +588,9 @@ def _order_entries(tag: str, fields: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _compile_from(vertices, targets, filters, projects, qdict) -> tuple[list[Fragment], str]:
+def _compile_from(vertices, targets, filters, projects, qdict) -> tuple[list[Fragment], Fragment]:
     ctes: list[Fragment] = []
-    clauses = [f'FROM {quote_identifier(vertices[0].table.name)} AS {vertices[0].alias}']
+    clauses: list[Any] = [f'FROM {quote_identifier(vertices[0].table.name)} AS {vertices[0].alias}']
     for vertex in vertices[1:]:
         old = vertices[vertex.joined_to]
         join = vertex.join
@@ -598,9 +600,14 @@ def _compile_from(vertices, targets, filters, projects, qdict) -> tuple[list[Fra
             with_path = _uses_path(vertex.edge_tag, filters, projects, qdict.get('order_by'))
             ctes.append(joins_module.recursive_cte_sql(join, vertex.edge_alias, old.table.name, anchor.alias,
                                                        anchor_filter, with_path))
-        clauses.append(joins_module.join_sql(join, vertex.table.name, vertex.alias, old.alias, vertex.edge_alias,
-                                             vertex.outer))
-    return ctes, ' '.join(clauses)
+        vertex_on = edge_on = None
+        if vertex.outer:
+            vertex_on = compile_filters(targets[vertex.tag], filters.get(vertex.tag) or {})
+            if vertex.edge_tag in targets:
+                edge_on = compile_filters(targets[vertex.edge_tag], filters.get(vertex.edge_tag) or {})
+        clauses.extend([' ', joins_module.join_sql(join, vertex.table.name, vertex.alias, old.alias,
+                                                   vertex.edge_alias, vertex.outer, vertex_on, edge_on)])
+    return ctes, concat(*clauses)
 
 
 def _uses_path(edge_tag: str, filters: dict, projects: dict, order_by: Any) -> bool:

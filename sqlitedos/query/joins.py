@@ -113,21 +113,38 @@ def _q(alias: str, column: str) -> str:
     return f'{alias}.{quote_identifier(column)}'
 
 
-def join_sql(join: Join, table: str, alias: str, old_alias: str, edge_alias: str, outer: bool) -> str:
-    """The ``JOIN`` clauses that add vertex ``alias`` (and its edge ``edge_alias``) to vertex ``old_alias``."""
+def join_sql(join: Join, table: str, alias: str, old_alias: str, edge_alias: str, outer: bool,
+             vertex_on: Fragment | None = None, edge_on: Fragment | None = None) -> Fragment:
+    """The ``JOIN`` clauses that add vertex ``alias`` (and its edge ``edge_alias``) to vertex ``old_alias``.
+
+    For an outer join the vertex's and the edge's own filters (``vertex_on``, ``edge_on``) go into the ``ON``
+    clauses, so a vertex without a partner is kept (with NULLs) instead of being filtered out by ``WHERE``.
+    """
     kind = 'LEFT JOIN' if outer else 'JOIN'
     new = f'{kind} {quote_identifier(table)} AS {alias}'
     if join.kind == 'fk':
-        return f'{new} ON {_q(alias, join.this_column)} = {_q(old_alias, join.other_column)}'
+        return _on(f'{new} ON {_q(alias, join.this_column)} = {_q(old_alias, join.other_column)}', vertex_on)
     if join.kind in ('link', 'membership'):
-        edge = (
+        edge = _on(
             f'{kind} {quote_identifier(join.edge_table)} AS {edge_alias} '
-            f'ON {_q(edge_alias, join.edge_old)} = {_q(old_alias, "id")}'
+            f'ON {_q(edge_alias, join.edge_old)} = {_q(old_alias, "id")}',
+            edge_on,
         )
-        return f'{edge} {new} ON {_q(alias, "id")} = {_q(edge_alias, join.edge_new)}'
-    old_end, new_end = ('ancestor_id', 'descendant_id') if join.descendants else ('descendant_id', 'ancestor_id')
-    edge = f'{kind} {edge_alias} ON {edge_alias}.{old_end} = {_q(old_alias, "id")}'
-    return f'{edge} {new} ON {_q(alias, "id")} = {edge_alias}.{new_end}'
+    else:
+        old_end = 'ancestor_id' if join.descendants else 'descendant_id'
+        edge = _on(f'{kind} {edge_alias} ON {edge_alias}.{old_end} = {_q(old_alias, "id")}', edge_on)
+    new_end = (
+        _q(edge_alias, join.edge_new) if join.kind != 'recursive'
+        else f'{edge_alias}.{"descendant_id" if join.descendants else "ancestor_id"}'
+    )
+    vertex = _on(f'{new} ON {_q(alias, "id")} = {new_end}', vertex_on)
+    return Fragment(f'{edge.sql} {vertex.sql}', edge.params + vertex.params)
+
+
+def _on(sql: str, extra: Fragment | None) -> Fragment:
+    if extra is None or extra.sql == '1':
+        return Fragment(sql)
+    return Fragment(f'{sql} AND {extra.sql}', extra.params)
 
 
 def recursive_cte_sql(
