@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -259,3 +261,36 @@ def test_dos_storage_repository_is_its_container(dos_storage: Any) -> None:
     assert repository.uuid == dos_storage.get_global_variable('repository|uuid')
     assert dos_storage._repository_info(False)['Objects'] == {'packed': 0, 'loose': 0, 'pack_files': 0}
     assert 'Size (MB)' in dos_storage._repository_info(True)
+
+
+def test_threads_write_and_read_through_one_storage(storage: Any) -> None:
+    contents = [f'thread {t} file {i}'.encode() for t in range(4) for i in range(50)]
+
+    def work(thread: int) -> list[bool]:
+        repository = storage.get_repository()  # first asked for from several threads at once
+        mine = contents[thread * 50:(thread + 1) * 50]
+        keys = [repository.put_object_from_filelike(io.BytesIO(content)) for content in mine]
+        return [repository.get_object_content(key) == content for key, content in zip(keys, mine)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(4)))
+    assert all(all(result) for result in results)
+    assert sorted(storage.get_repository().list_objects()) == sorted({sha256(content) for content in contents})
+
+
+def test_container_created_anew_is_reopened(tmp_path: Path) -> None:
+    from sqlitedos.repository.disk_objectstore import init_container
+
+    backend = DiskObjectStoreRepositoryBackend(tmp_path / 'container')
+    backend.initialise()
+    try:
+        old = backend.put_object_from_filelike(io.BytesIO(b'old'))
+        first_uuid = backend.uuid
+        shutil.rmtree(tmp_path / 'container')
+        init_container(tmp_path / 'container')
+        assert backend.uuid != first_uuid
+        assert not backend.has_object(old)
+        new = backend.put_object_from_filelike(io.BytesIO(b'new'))
+        assert list(backend.list_objects()) == [new]
+    finally:
+        backend.close()

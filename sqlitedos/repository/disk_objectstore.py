@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
@@ -100,35 +101,52 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
 
     def __init__(self, folder: str | Path) -> None:
         self._folder = Path(folder)
-        self._container: Container | None = None
         self._config: dict[str, Any] | None = None
-        self._identity: int | None = None
+        # A Container holds a SQLAlchemy session on its pack index, which must not be shared between threads:
+        # each thread gets its own, as each thread gets its own database connection from the storage.
+        self._local = threading.local()
+        self._open: list[Container] = []
+        self._open_lock = threading.Lock()
 
     def __str__(self) -> str:
         return f'DiskObjectStoreRepository: {self._folder}'
 
     @property
     def container(self) -> Container:
-        """The ``Container`` (imports disk-objectstore the first time)."""
+        """The calling thread's ``Container`` (imports disk-objectstore the first time)."""
         # A container erased and created anew under the same folder (``_clear``, ``initialise(reset=True)``) gets a
         # new config.json: reopen then, rather than keep a session on the old pack index.
         try:
             identity = (self._folder / 'config.json').stat().st_ino
         except FileNotFoundError:
             identity = None
-        if self._container is not None and identity != self._identity:
-            self.close()
-        if self._container is None:
-            self._container = open_container(self._folder)
-            self._identity = identity
+        container = getattr(self._local, 'container', None)
+        if container is not None and identity != self._local.identity:
+            self._close_one(container)
+            container = None
+        if container is None:
+            container = open_container(self._folder)
+            with self._open_lock:
+                self._open.append(container)
+            self._local.container, self._local.identity = container, identity
             self._config = None
-        return self._container
+        return container
+
+    def _close_one(self, container: Container) -> None:
+        with self._open_lock:
+            if container in self._open:
+                self._open.remove(container)
+        container.close()
+        if getattr(self._local, 'container', None) is container:
+            self._local.container = None
 
     def close(self) -> None:
-        """Release the container's open files (its pack index session); the backend can be used again later."""
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        """Release the containers' open files (their pack index sessions); the backend can be used again later."""
+        with self._open_lock:
+            containers, self._open = self._open, []
+        for container in containers:
+            container.close()
+        self._local = threading.local()
 
     def _read_config(self) -> dict[str, Any]:
         if self._config is None:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -40,6 +41,7 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
     def __init__(self, filepath: str | os.PathLike[str] | None = None) -> None:
         self._filepath: str | None = None if filepath is None else str(filepath)
         self._sandbox: Path | None = None
+        self._lock = threading.Lock()
 
     def __str__(self) -> str:
         where = self._sandbox if self._sandbox is not None else 'uninitialised'
@@ -64,11 +66,15 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
     @property
     def sandbox(self) -> Path:
         """The sandbox folder, created on first use."""
-        if self._sandbox is None or not self._sandbox.is_dir():
-            if self._filepath is not None:
-                Path(self._filepath).mkdir(parents=True, exist_ok=True)
-            self._sandbox = Path(tempfile.mkdtemp(prefix='sqlitedos-sandbox-', dir=self._filepath))
-        return self._sandbox
+        sandbox = self._sandbox
+        if sandbox is not None:
+            return sandbox
+        with self._lock:  # threads writing their first objects at once must share one folder
+            if self._sandbox is None:
+                if self._filepath is not None:
+                    Path(self._filepath).mkdir(parents=True, exist_ok=True)
+                self._sandbox = Path(tempfile.mkdtemp(prefix='sqlitedos-sandbox-', dir=self._filepath))
+            return self._sandbox
 
     def erase(self) -> None:
         """Delete the sandbox folder and everything in it."""

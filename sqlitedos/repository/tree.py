@@ -139,6 +139,7 @@ class NodeRepository:
     def __init__(self, node: BackendNode) -> None:
         self._node = node
         self._root = File.from_serialized(node.repository_metadata or {})
+        self._batch = False
 
     def __repr__(self) -> str:
         return f'NodeRepository<{len(list(self.glob()))} files>'
@@ -161,7 +162,8 @@ class NodeRepository:
             )
 
     def _changed(self) -> None:
-        self._node.repository_metadata = self.serialize()
+        if not self._batch:  # a whole tree is serialised once at its end, not once per file
+            self._node.repository_metadata = self.serialize()
 
     # --- reading the tree ---------------------------------------------------------------------------------------
 
@@ -294,14 +296,18 @@ class NodeRepository:
         if not source.is_dir():
             raise NotADirectoryError(f'{str(filepath)!r} is not a folder')
         top = validate_path(path)
-        self.create_directory(top)
-        for dirpath, dirnames, filenames in os.walk(source):
-            relative = Path(dirpath).relative_to(source)
-            base = top.joinpath(*relative.parts)
-            for name in sorted(dirnames):
-                self.create_directory(base / name)
-            for name in sorted(filenames):
-                self.put_object_from_file(Path(dirpath) / name, base / name)
+        self._batch = True
+        try:
+            self.create_directory(top)
+            for dirpath, dirnames, filenames in os.walk(source):
+                base = top.joinpath(*Path(dirpath).relative_to(source).parts)
+                for name in sorted(dirnames):
+                    self.create_directory(base / name)
+                for name in sorted(filenames):
+                    self.put_object_from_file(Path(dirpath) / name, base / name)
+        finally:
+            self._batch = False
+            self._changed()
 
     def create_directory(self, path: PathLike) -> File:
         """Create the directory ``path`` and its parents (an existing directory is fine)."""

@@ -12,17 +12,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlitedos import migrate
-from sqlitedos.db import Session, check_sqlite_version, connect, decode_json, encode_datetime, encode_json, now
-from sqlitedos.exceptions import CorruptStorage, IncompatibleStorageSchema, StorageMigrationError, UnreachableStorage
+from sqlitedos.db import (
+    Session,
+    check_sqlite_version,
+    connect,
+    decode_json,
+    encode_datetime,
+    encode_json,
+    now,
+    translate_errors,
+)
+from sqlitedos.exceptions import (
+    ClosedStorage,
+    CorruptStorage,
+    IncompatibleStorageSchema,
+    InvalidOperation,
+    ReadOnlyError,
+    StorageMigrationError,
+    UnreachableStorage,
+)
 from sqlitedos.profile import Profile, StorageModel
-from sqlitedos.repository.disk_objectstore import init_container, open_container, read_container_id
+from sqlitedos.repository.disk_objectstore import (
+    DiskObjectStoreRepositoryBackend,
+    init_container,
+    open_container,
+    read_container_id,
+)
 from sqlitedos.storage.base import INSERT_SETTING, StorageBackend, ensure_user
 from sqlitedos.tables import TABLE_ORDER, quote_identifier
-
-# (repository and maintenance)
-from sqlitedos.db import translate_errors  # noqa: E402,I001
-from sqlitedos.exceptions import ClosedStorage, InvalidOperation, ReadOnlyError  # noqa: E402
-from sqlitedos.repository.disk_objectstore import DiskObjectStoreRepositoryBackend  # noqa: E402
 
 if TYPE_CHECKING:
     from disk_objectstore import Container
@@ -304,9 +321,12 @@ class SqliteDosStorage(StorageBackend):
         """The repository backend over the storage's container (one per storage object, opened on first use)."""
         repository = self.__dict__.get('_repository')
         if repository is None:
-            if self.is_closed:
-                raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
-            repository = self._repository = DiskObjectStoreRepositoryBackend(self.filepath_container)
+            with self._sessions_lock:  # two threads asking first must get the same object
+                if self.is_closed:
+                    raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+                repository = self.__dict__.get('_repository')
+                if repository is None:
+                    repository = self._repository = DiskObjectStoreRepositoryBackend(self.filepath_container)
         return repository
 
     def _close_repository(self) -> None:

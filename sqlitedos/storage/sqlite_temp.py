@@ -86,10 +86,14 @@ class SqliteTempBackend(StorageBackend):
         """The sandbox repository in the profile's ``filepath`` (created on first write, erased on close)."""
         repository = self.__dict__.get('_repository')
         if repository is None:
-            if self.is_closed:
-                raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
-            repository = self._repository = SandboxShaRepositoryBackend(self.profile.storage_config.get('filepath'))
-            self._repository_finalizer = weakref.finalize(self, repository.erase)
+            with self._sessions_lock:  # two threads asking first must get the same sandbox
+                if self.is_closed:
+                    raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+                repository = self.__dict__.get('_repository')
+                if repository is None:
+                    repository = SandboxShaRepositoryBackend(self.profile.storage_config.get('filepath'))
+                    self._repository_finalizer = weakref.finalize(self, repository.erase)
+                    self._repository = repository
         return repository
 
     def _erase_repository(self) -> None:
