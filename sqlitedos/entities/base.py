@@ -26,6 +26,7 @@ __all__ = (
     'JsonDictMixin',
     'clean_value',
     'column',
+    'require_stored',
     'user_column',
     'validate_attribute_extra_key',
 )
@@ -289,15 +290,18 @@ class BackendEntity:
 
     def _require_stored(self, other: BackendEntity, what: str) -> int:
         """The pk of ``other``, checking it is a stored entity of this storage."""
-        if not isinstance(other, BackendEntity):
-            raise TypeError(f'{what} must be a backend entity, got {type(other).__name__}: {other!r}')
-        if other._backend is not self._backend:
-            raise InvalidOperation(
-                f'{what} {other!r} belongs to another storage ({other._backend}), not {self._backend}'
-            )
-        if other._id is None:
-            raise InvalidOperation(f'{what} {other!r} is not stored: store it first')
-        return other._id
+        return require_stored(self._backend, other, what)
+
+
+def require_stored(backend: StorageBackend, other: Any, what: str) -> int:
+    """The pk of ``other``, checking it is a stored backend entity of ``backend``."""
+    if not isinstance(other, BackendEntity):
+        raise TypeError(f'{what} must be a backend entity, got {type(other).__name__}: {other!r}')
+    if other._backend is not backend:
+        raise InvalidOperation(f'{what} {other!r} belongs to another storage ({other._backend}), not {backend}')
+    if other._id is None:
+        raise InvalidOperation(f'{what} {other!r} is not stored: store it first')
+    return other._id
 
 
 class JsonDictMixin:

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from sqlitedos.entities.base import BackendCollection, BackendEntity, column, new_row_uuid
-from sqlitedos.db import now
+from sqlitedos.db import encode_datetime, now, translate_errors
 
 if TYPE_CHECKING:
     from sqlitedos.entities.nodes import BackendNode
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
 
 __all__ = ('BackendComment', 'BackendCommentCollection')
+
+UPDATE_MTIME = 'UPDATE db_dbcomment SET mtime = ? WHERE id = ?'
 
 
 class BackendComment(BackendEntity):
@@ -56,10 +58,8 @@ class BackendComment(BackendEntity):
         """Set the modification time (written without a further refresh)."""
         self._row['mtime'] = value
         if self.is_stored:
-            from sqlitedos.db import encode_datetime
-
-            with self._backend.transaction() as connection:
-                connection.execute('UPDATE db_dbcomment SET mtime = ? WHERE id = ?', (encode_datetime(value), self._id))
+            with self._backend.transaction() as connection, translate_errors():
+                connection.execute(UPDATE_MTIME, (encode_datetime(value), self._id))
 
     @property
     def node(self) -> BackendNode:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid
+from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid, require_stored
 from sqlitedos.db import now
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class BackendLog(BackendEntity):
         uuid: str | None = None,
     ) -> None:
         if not isinstance(dbnode_id, int) or isinstance(dbnode_id, bool):
-            dbnode_id = self._node_pk(backend, dbnode_id)
+            dbnode_id = require_stored(backend, dbnode_id, 'the node')
         super().__init__(
             backend,
             {
@@ -45,12 +45,6 @@ class BackendLog(BackendEntity):
                 'metadata': clean_value(metadata or {}),
             },
         )
-
-    @staticmethod
-    def _node_pk(backend: StorageBackend, node: Any) -> int:
-        probe = BackendEntity.__new__(BackendEntity)
-        probe._backend = backend
-        return probe._require_stored(node, 'the node')
 
     def _fill_defaults(self) -> None:
         if self._row['time'] is None:

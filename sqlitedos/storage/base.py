@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import operator
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from sqlitedos.db import (
     now,
     translate_errors,
 )
-from sqlitedos.exceptions import ClosedStorage, IntegrityError, NotExistentKeyError
+from sqlitedos.exceptions import ClosedStorage, IntegrityError, NotExistentKeyError, ValidationError
 from sqlitedos.profile import Profile
 
 from sqlitedos.tables import EntityTypes, Table, quote_identifier, table_for
@@ -67,7 +68,33 @@ class Mapper(NamedTuple):
 _REQUIRED_COLUMNS = frozenset({'email', 'aiidauser_id', 'dbcomputer_id@db_dbauthinfo', 'user_id', 'dbnode_id',
                                'input_id', 'output_id', 'dbgroup_id', 'loggername', 'levelname'})
 _MTIME_COLUMNS = {'db_dbnode': 'mtime', 'db_dbcomment': 'mtime'}
-_BULK_ENCODERS: dict[str, Callable[[Any], Any]] = {}
+#: ``json.dumps`` with its defaults (aiida's format), minus two Python call layers per value on the bulk path.
+_encode_json_fast = json.JSONEncoder().encode
+
+
+def _bulk_encode_json(value: Any) -> str:
+    if value.__class__ is dict and not value:
+        return '{}'
+    return _encode_json_fast(value)
+
+
+def _memoised(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``encode`` with a cache: bulk rows usually share their timestamps, and ``strftime`` is the slow part."""
+    cache: dict[Any, Any] = {}
+
+    def encode_cached(value: Any) -> Any:
+        try:
+            return cache[value]
+        except KeyError:
+            cache[value] = encoded = encode(value)
+            return encoded
+
+    return encode_cached
+
+
+def _bulk_encoders(plan: _BulkPlan) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """Fresh per-call encoders for the columns of ``plan`` that need one."""
+    return tuple((index, _memoised(encode) if kind == 'datetime' else encode) for index, kind, encode in plan.encoded)
 
 
 def _default_for(table: Table, name: str) -> Callable[[], Any]:
@@ -96,7 +123,7 @@ class _BulkPlan(NamedTuple):
     keyset: frozenset[str]
     insert_sql: str
     getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]
-    encoded: tuple[tuple[int, Callable[[Any], Any]], ...]
+    encoded: tuple[tuple[int, str, Callable[[Any], Any]], ...]
     defaults: dict[str, Callable[[], Any]]
 
 
@@ -106,13 +133,50 @@ def _bulk_plan(entity_type: EntityTypes) -> _BulkPlan:
 
     table = table_for(entity_type)
     fields = tuple(name for name in table.column_names if name != 'id')
+    kinds = [(index, table.column(name).kind) for index, name in enumerate(fields)]
     encoded = tuple(
-        (index, ENCODERS[table.column(name).kind]) for index, name in enumerate(fields)
-        if table.column(name).kind in ENCODERS
+        (index, kind, _bulk_encode_json if kind == 'json' else ENCODERS[kind])
+        for index, kind in kinds
+        if kind in ENCODERS
     )
     getter = operator.itemgetter(*fields) if len(fields) > 1 else (lambda row, _n=fields[0]: (row[_n],))
-    return _BulkPlan(table, fields, frozenset(fields), insert_sql(table, fields), getter, encoded,
-                     {name: _default_for(table, name) for name in fields})
+    defaults = {name: _default_for(table, name) for name in fields}
+    return _BulkPlan(table, fields, frozenset(fields), insert_sql(table, fields), getter, encoded, defaults)
+
+
+def _bulk_params(plan: _BulkPlan, rows: Sequence[Mapping[str, Any]], allow_defaults: bool) -> list[Sequence[Any]]:
+    """The parameter tuples of ``rows``, checking key sets and filling defaults; nothing is written here."""
+    keyset, getter, encoded = plan.keyset, plan.getter, _bulk_encoders(plan)
+    params = []
+    try:
+        for row in rows:
+            if row.keys() != keyset:
+                if not allow_defaults or not keyset.issuperset(row.keys()):
+                    raise IntegrityError(
+                        f'Incorrect fields given for {plan.table.name}: {sorted(row)}; expected '
+                        f'{"a subset of " if allow_defaults else ""}{sorted(keyset)}'
+                    )
+                row = {name: row[name] if name in row else plan.defaults[name]() for name in plan.fields}
+            values = getter(row)
+            if encoded:
+                values = list(values)
+                for index, encode in encoded:
+                    values[index] = encode(values[index])
+            params.append(values)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f'a row for {plan.table.name} holds a value that cannot be stored: {exc}') from exc
+    return params
+
+
+def _collection(class_name: str) -> Any:
+    """A cached property holding the storage's collection of class ``class_name`` (from ``sqlitedos.entities``)."""
+
+    def collection(self: StorageBackend) -> Any:
+        from sqlitedos import entities
+
+        return getattr(entities, class_name)(self)
+
+    return functools.cached_property(collection)
 
 
 class StorageBackend:
@@ -224,47 +288,13 @@ class StorageBackend:
 
     # --- entities -----------------------------------------------------------------------------------------------
 
-    @functools.cached_property
-    def users(self) -> BackendUserCollection:
-        from sqlitedos.entities import BackendUserCollection
-
-        return BackendUserCollection(self)
-
-    @functools.cached_property
-    def computers(self) -> BackendComputerCollection:
-        from sqlitedos.entities import BackendComputerCollection
-
-        return BackendComputerCollection(self)
-
-    @functools.cached_property
-    def authinfos(self) -> BackendAuthInfoCollection:
-        from sqlitedos.entities import BackendAuthInfoCollection
-
-        return BackendAuthInfoCollection(self)
-
-    @functools.cached_property
-    def nodes(self) -> BackendNodeCollection:
-        from sqlitedos.entities import BackendNodeCollection
-
-        return BackendNodeCollection(self)
-
-    @functools.cached_property
-    def groups(self) -> BackendGroupCollection:
-        from sqlitedos.entities import BackendGroupCollection
-
-        return BackendGroupCollection(self)
-
-    @functools.cached_property
-    def comments(self) -> BackendCommentCollection:
-        from sqlitedos.entities import BackendCommentCollection
-
-        return BackendCommentCollection(self)
-
-    @functools.cached_property
-    def logs(self) -> BackendLogCollection:
-        from sqlitedos.entities import BackendLogCollection
-
-        return BackendLogCollection(self)
+    users: BackendUserCollection = _collection('BackendUserCollection')
+    computers: BackendComputerCollection = _collection('BackendComputerCollection')
+    authinfos: BackendAuthInfoCollection = _collection('BackendAuthInfoCollection')
+    nodes: BackendNodeCollection = _collection('BackendNodeCollection')
+    groups: BackendGroupCollection = _collection('BackendGroupCollection')
+    comments: BackendCommentCollection = _collection('BackendCommentCollection')
+    logs: BackendLogCollection = _collection('BackendLogCollection')
 
     @property
     def default_user(self) -> BackendUser | None:
@@ -310,22 +340,7 @@ class StorageBackend:
         plan = _bulk_plan(EntityTypes(entity_type))
         if not rows:
             return []
-        keyset, getter, encoded = plan.keyset, plan.getter, plan.encoded
-        params = []
-        for row in rows:
-            if row.keys() != keyset:
-                if not allow_defaults or not keyset.issuperset(row.keys()):
-                    raise IntegrityError(
-                        f'Incorrect fields given for {plan.table.name}: {sorted(row)}; expected '
-                        f'{"a subset of " if allow_defaults else ""}{sorted(keyset)}'
-                    )
-                row = {name: row[name] if name in row else plan.defaults[name]() for name in plan.fields}
-            values = getter(row)
-            if encoded:
-                values = list(values)
-                for index, encode in encoded:
-                    values[index] = encode(values[index])
-            params.append(values)
+        params = _bulk_params(plan, rows, allow_defaults)
         table = quote_identifier(plan.table.name)
         with self.transaction() as connection, translate_errors():
             (before,) = connection.execute(f'SELECT coalesce(max(id), 0) FROM {table}').fetchone()
@@ -339,8 +354,8 @@ class StorageBackend:
     def bulk_update(self, entity_type: EntityTypes | str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Update rows by ``id`` (each row: ``id`` plus a subset of the columns); ``mtime`` is refreshed."""
         plan = _bulk_plan(EntityTypes(entity_type))
-        encoders = dict(zip(plan.fields, [None] * len(plan.fields)))
-        encoders.update({plan.fields[index]: encode for index, encode in plan.encoded})
+        encoders: dict[str, Any] = dict.fromkeys(plan.fields)
+        encoders.update({plan.fields[index]: encode for index, encode in _bulk_encoders(plan)})
         mtime = _MTIME_COLUMNS.get(plan.table.name)
         stamp = encode_datetime(now())
         batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
@@ -351,7 +366,7 @@ class StorageBackend:
                     f'{sorted(plan.keyset)}'
                 )
             names = tuple(key for key in row if key != 'id')
-            values = [row[name] if encoders[name] is None else encoders[name](row[name]) for name in names]  # type: ignore
+            values = [row[name] if encoders[name] is None else encoders[name](row[name]) for name in names]
             if mtime and mtime not in names:
                 names += (mtime,)
                 values.append(stamp)
