@@ -396,3 +396,26 @@ def test_clear_folder_storage(dos_storage: Any) -> None:
 def test_clear_temp_is_not_implemented(temp_storage: Any) -> None:
     with pytest.raises(NotImplementedError):
         temp_storage._clear()
+
+
+def test_repository_property_is_lazy_and_cached(storage: Any) -> None:
+    from sqlitedos.repository.tree import NodeRepository
+
+    node = storage.nodes.create(node_type='data.Data.', user=storage.default_user)
+    assert node._repository is None
+    repository = node.repository
+    assert isinstance(repository, NodeRepository) and node.repository is repository
+    node.store()
+    assert storage.nodes.get(node.pk).repository is not repository
+
+
+def test_files_stored_with_the_node(storage: Any) -> None:
+    node = storage.nodes.create(node_type='data.core.folder.FolderData.', user=storage.default_user)
+    node.repository.put_object_from_bytes(b'hi', 'd/a.txt')
+    node.store()
+    loaded = storage.nodes.get(node.pk)
+    assert loaded.repository_metadata == node.repository_metadata
+    assert loaded.repository_metadata['o']['d']['o']['a.txt']['k'] == (
+        '8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4'
+    )
+    assert loaded.repository.get_object_content('d/a.txt', 'rb') == b'hi'
