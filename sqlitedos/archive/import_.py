@@ -262,6 +262,7 @@ def import_archive(
         database = reader.extract_database(Path(workdir) / DATABASE_NAME)
         report(progress, 'Reading archive', 1, 1)
         _check_archive_database(database, reader)
+        _check_against_storage(storage, database)
         _import_objects(storage, reader, database, progress)
         try:
             options = _Options(mode, import_new_extras, merge_comments, include_authinfos, create_group, group_id,
@@ -355,6 +356,28 @@ def _check_references(connection: sqlite3.Connection) -> None:
                 )
 
 
+def _check_against_storage(storage: StorageBackend, database: Path) -> None:
+    """Refuse an archive node whose uuid the storage has for a node of another type (before any file is written)."""
+    connection = storage.get_session()
+    with translate_errors():
+        connection.execute(ATTACH, (str(database),))
+    try:
+        with translate_errors():
+            _refuse_node_type_clash(connection)
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute(DETACH)
+
+
+def _refuse_node_type_clash(connection: sqlite3.Connection) -> None:
+    clash = connection.execute(NODE_TYPE_CLASH).fetchone()
+    if clash is not None:
+        raise ImportValidationError(
+            f'the archive node {clash[0]} has node_type {clash[1]!r} but the storage already has a node with that '
+            f'uuid and node_type {clash[2]!r}: the uuid is duplicated with different content (nothing was imported)'
+        )
+
+
 # --- step 2: repository objects -------------------------------------------------------------------------------------
 
 
@@ -437,12 +460,7 @@ def _copy_rows(storage: StorageBackend, conn: sqlite3.Connection, options: _Opti
     if options.include_authinfos:
         conn.execute(INSERT_AUTHINFOS)
     advance('Adding nodes')
-    clash = conn.execute(NODE_TYPE_CLASH).fetchone()
-    if clash is not None:
-        raise ImportValidationError(
-            f'the archive node {clash[0]} has node_type {clash[1]!r} but the storage already has a node with that '
-            f'uuid and node_type {clash[2]!r}: the uuid is duplicated with different content (nothing was imported)'
-        )
+    _refuse_node_type_clash(conn)
     conn.execute(MAP_EXISTING_NODES)
     conn.execute(INSERT_NODES, {'import_new_extras': int(bool(options.import_new_extras))})
     conn.execute(MAP_NEW_NODES)
