@@ -81,7 +81,8 @@ def cold_start(rec: Recorder, n: int, profile: str, repeats: int = 5) -> None:
     timings = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, '-c', COLD_SCRIPT, profile], capture_output=True, text=True)
+        env = {k: v for k, v in os.environ.items() if k != 'PYTHONDONTWRITEBYTECODE'}  # as sqlitedos' cold start
+        proc = subprocess.run([sys.executable, '-c', COLD_SCRIPT, profile], capture_output=True, text=True, env=env)
         timings.append(time.perf_counter() - t0)
         if proc.returncode != 0 or proc.stdout.strip().splitlines()[-1:] != [str(2 * n)]:
             raise AssertionError(f'cold start: {proc.stdout!r} {proc.stderr[-500:]!r}')

@@ -291,7 +291,7 @@ def fresh_container(workdir: Path, name: str):
 
 
 def r_objectstore(rec: wl.Recorder, n: int, workdir: Path):
-    """W5 counterparts: loose writes one by one, reads back (container kept open, and reopened per call), packing."""
+    """W5 counterparts: loose writes one by one, reads back one by one (container kept open) and in bulk, packing."""
     backend = 'raw-disk-objectstore'
     payloads = [wl.payload('w5direct', i) for i in range(n)]
     size = n * wl.PAYLOAD_SIZE
@@ -301,14 +301,8 @@ def r_objectstore(rec: wl.Recorder, n: int, workdir: Path):
     hashes = [c.add_streamed_object(io.BytesIO(p)) for p in payloads]
     rec.add(backend, 'W5', 'add_streamed_object(loose, one by one)', n, 'objects', time.perf_counter() - t0)
 
-    def read_each(container, reopen: bool) -> None:
-        got = 0
-        for h in hashes:
-            if reopen:  # what aiida's repository backend does: `with container:` around every call
-                with container as cont:
-                    got += len(cont.get_object_content(h))
-            else:
-                got += len(container.get_object_content(h))
+    def read_each(container) -> None:
+        got = sum(len(container.get_object_content(h)) for h in hashes)
         assert got == size
 
     def read_bulk(container) -> None:
@@ -316,8 +310,7 @@ def r_objectstore(rec: wl.Recorder, n: int, workdir: Path):
         assert len(got) == n and sum(map(len, got.values())) == size
 
     for label, fn in [
-        ('get_object_content(loose, one by one)', lambda: read_each(c, False)),
-        ('get_object_content(loose, one by one, with container: each)', lambda: read_each(c, True)),
+        ('get_object_content(loose, one by one)', lambda: read_each(c)),
         ('get_objects_content(loose, bulk)', lambda: read_bulk(c)),
     ]:
         dt, _ = wl.time_call(fn)
@@ -333,7 +326,7 @@ def r_objectstore(rec: wl.Recorder, n: int, workdir: Path):
     assert c.count_objects().loose == 0
 
     for label, fn in [
-        ('get_object_content(packed, one by one)', lambda: read_each(c, False)),
+        ('get_object_content(packed, one by one)', lambda: read_each(c)),
         ('get_objects_content(packed, bulk)', lambda: read_bulk(c)),
     ]:
         dt, _ = wl.time_call(fn)

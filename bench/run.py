@@ -43,8 +43,9 @@ TEMP_WORKLOADS = ('W1', 'W2', 'W3', 'W4', 'W7')
 class Run:
     """The state of one benchmark run: records, and the status of each (backend, workload)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, profile_dir: Path | None = None) -> None:
         self.n = n
+        self.profile_dir = profile_dir
         self.records: list[dict] = []
         self.status: dict[str, str] = {}
         self.failed = False
@@ -54,7 +55,10 @@ class Run:
         if self.status.get(key, 'ok') != 'ok':
             return False
         try:
-            fn(*args)
+            if self.profile_dir:
+                profile(self.profile_dir / f'profile-{key.replace(" ", "-")}.txt', fn, *args)
+            else:
+                fn(*args)
         except side.NotAvailable as exc:
             self.status[key] = f'not available: {exc}'
             wl.log(f'{key}: not available ({exc})')
@@ -66,6 +70,24 @@ class Run:
             return False
         self.status[key] = 'ok'
         return True
+
+
+def profile(path: Path, fn, *args) -> None:
+    """Run ``fn`` under cProfile and write the top functions (by own and by cumulative time) to ``path``."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    try:
+        prof.runcall(fn, *args)
+    finally:
+        buf = io.StringIO()
+        buf.write(f'# {path.stem} (times include cProfile overhead)\n\n## by tottime\n')
+        pstats.Stats(prof, stream=buf).sort_stats('tottime').print_stats(30)
+        buf.write('\n## by cumulative\n')
+        pstats.Stats(prof, stream=buf).sort_stats('cumulative').print_stats(50)
+        path.write_text(buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------------------- seeding
@@ -210,6 +232,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--raw-aiida-mode', action='store_true', help="also the raw limits with aiida's pragmas")
     p.add_argument('--workdir', help='scratch folder (default: a new temporary folder, removed afterwards)')
     p.add_argument('--results', default=str(HERE / 'results.json'))
+    p.add_argument('--cprofile', action='store_true',
+                   help='profile each sqlitedos workload into bench/profile-*.txt (timings then include the overhead)')
     p.add_argument('--update-readme', action='store_true', help='only rewrite README.md from --results, run nothing')
     return p.parse_args()
 
@@ -224,7 +248,7 @@ def main() -> int:
     if unknown:
         sys.exit(f'unknown workloads {sorted(unknown)}; expected some of {",".join(ALL)}')
     backends = set(args.backends.split(','))
-    run = Run(args.n)
+    run = Run(args.n, HERE if args.cprofile else None)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix='sqlitedos-bench-'))
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -249,6 +273,9 @@ def main() -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    if args.cprofile:
+        wl.log(f'wrote {HERE}/profile-*.txt; not writing {args.results} (the timings include the profiler)')
+        return 1 if run.failed else 0
     data = {'meta': meta(args, time.time() - t_start), 'status': run.status, 'results': wl.aggregate(run.records)}
     Path(args.results).write_text(json.dumps(data, indent=1, default=str))
     print(report.render(data))

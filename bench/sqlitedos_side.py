@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -393,15 +394,25 @@ storage.close()
 """
 
 
+def cold_env() -> dict[str, str]:
+    """The environment of a cold-start process: bytecode caching on (an installed package has its ``.pyc`` files;
+    with ``PYTHONDONTWRITEBYTECODE`` set, every start would compile sqlitedos from source). The untimed first
+    start writes the cache."""
+    env = dict(os.environ)
+    env.pop('PYTHONDONTWRITEBYTECODE', None)
+    return env
+
+
 def cold_start(rec: wl.Recorder, folder: Path, n: int, repeats: int = 5) -> None:
     """A new process that imports sqlitedos, opens the folder storage and counts the Dicts; vs ``python -c pass``."""
     qh = json.dumps(wl.queries(n, -1)['a_count_dict']['queryhelp'])
+    env = cold_env()
     for backend, argv in (('python', [sys.executable, '-c', 'pass']),
                           (DOS, [sys.executable, '-c', COLD_SCRIPT, str(folder), qh])):
         timings = []
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            proc = subprocess.run(argv, capture_output=True, text=True)
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env)
             timings.append(time.perf_counter() - t0)
             if proc.returncode != 0:
                 raise NotAvailable(f'cold start failed: {proc.stderr.strip().splitlines()[-1:]}')
