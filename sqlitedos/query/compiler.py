@@ -383,24 +383,15 @@ def compile_projection(target: Target, key: str, options: dict, builder: Callabl
         raise InputValidationError(f'unknown func {func!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(FUNCS)}')
     if cast is not None and cast not in CASTS:
         raise InputValidationError(f'unknown cast {cast!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(CASTS)}')
-    if key in ('*', '**'):
+    if key == '*':
         if func is not None:
-            raise InputValidationError(f'func {func!r} cannot be applied to {key!r} (tag {target.tag!r})')
-        if target.table is None:
-            names = list(joins_module.RECURSIVE_EDGE_COLUMNS)
-            if key == '*':
-                raise InputValidationError(f'"*" cannot be projected on the recursive edge {target.tag!r}; use "**"')
-        else:
-            names = list(target.table.column_names)
-        columns = [target.column(name) for name in names]
-        sqls = [Fragment(sql) for sql, _ in columns]
-        if key == '*':
-            if builder is None or target.table is None or not target.orm_base or target.orm_base == 'link':
-                raise InputValidationError(f'"*" cannot be projected on tag {target.tag!r}; project "**" or columns')
-            return Projection(target.tag, key, sqls, lambda cells, n=names, b=builder, o=target.orm_base: b(o, dict(zip(n, cells))))
-        decoders = [COLUMN_DECODERS.get(kind, _identity) for _, kind in columns]
-        return Projection(target.tag, key, sqls, lambda cells, n=names, d=decoders: {
-            name: decode(cell) for name, decode, cell in zip(n, d, cells)})
+            raise InputValidationError(f'func {func!r} cannot be applied to "*" (tag {target.tag!r})')
+        if builder is None or target.table is None or not target.orm_base or target.orm_base == 'link':
+            raise InputValidationError(f'"*" cannot be projected on tag {target.tag!r}; project "**" or columns')
+        names = list(target.table.column_names)
+        sqls = [Fragment(target.column(name)[0]) for name in names]
+        return Projection(target.tag, key, sqls,
+                          lambda cells, n=names, b=builder, o=target.orm_base: b(o, dict(zip(n, cells))))
     column_sql, kind, ref = resolve(target, key)
     if ref is not None and (ref.path.params != ('$',) or cast is not None):
         expression, decoder = cast_sql(ref, cast)
@@ -548,6 +539,14 @@ def _compile_projections(vertices, edges, targets, projects, builder) -> list[Pr
             if key in seen:
                 raise InputValidationError(f'{key!r} is projected twice for tag {tag!r}')
             seen.add(key)
+            if key == '**':
+                # aiida expands ``**`` into one projection per column (keys: the column names).
+                if options.get('func') is not None:
+                    raise InputValidationError(f'func cannot be applied to "**" (tag {tag!r})')
+                target = targets[tag]
+                names = target.table.column_names if target.table else tuple(joins_module.RECURSIVE_EDGE_COLUMNS)
+                projections.extend(compile_projection(target, name, {}, builder) for name in names)
+                continue
             projections.append(compile_projection(targets[tag], key, options, builder))
     if not projections:
         last = vertices[-1]
