@@ -609,10 +609,12 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
     """The demo: a storage folder with a small graph, info, queries, an archive round trip, a verify."""
     from sqlitedos.verify import verify
 
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f'{str(path)!r} already exists: the demo builds its storage in a new or empty folder')
     with timed() as elapsed:
         profile = SqliteDosStorage.create_profile('demo', filepath=path, default_user_email=DEMO_EMAIL)
-        created = SqliteDosStorage.initialise(profile)
-        echo(f'== {"Created" if created else "Opened"} storage folder {profile.storage_config["filepath"]}')
+        SqliteDosStorage.initialise(profile)
+        echo(f'== Created storage folder {profile.storage_config["filepath"]}')
         with SqliteDosStorage(profile) as storage:
             graph = build_demo_graph(storage)
             echo(f'   stored {len(graph) - 1} nodes (x + y -> add -> sum, a workflow, a folder of files) in group '
@@ -625,7 +627,8 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
             calc = node_summary(storage, graph['calc'].pk)
             echo(f"\n== sqlitedos node show {path} {calc['pk']}  (files)")
             echo('\n'.join(f'   {name}' for name in calc['files']))
-            demo_archive(storage, path.parent / 'demo.aiida', echo, progress)
+            with tempfile.TemporaryDirectory(prefix='sqlitedos-demo-') as workdir:
+                demo_archive(storage, Path(workdir) / 'demo.aiida', echo, progress)
         report = verify(path)
         echo(f'\n== sqlitedos verify: {"OK" if report.ok else report.render()}')
         echo(f'\nDone in {elapsed():.2f} s. Try: python -m sqlitedos info {path}')
@@ -641,7 +644,7 @@ def demo_archive(storage: SqliteDosStorage, target: Path, echo: Callable[[str], 
     from sqlitedos.storage.sqlite_temp import SqliteTempBackend
 
     archive_path = create_archive(storage, target, overwrite=True, progress=progress)
-    echo(f'\n== Exported the storage to {archive_path} ({archive_path.stat().st_size} bytes)')
+    echo(f'\n== sqlitedos archive create: exported the storage to an archive ({archive_path.stat().st_size} bytes)')
     temp = SqliteTempBackend(SqliteTempBackend.create_profile(default_user_email=DEMO_EMAIL))
     try:
         group = import_archive(temp, archive_path, progress=progress)

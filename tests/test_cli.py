@@ -253,9 +253,11 @@ def test_migrate(storage_path: Path) -> None:
 
 def test_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     output = run('demo', tmp_path / 'demo').output
-    for text in ('Created storage folder', 'Nodes: 6', 'Query: Int nodes with value > 3', 'Exported the storage',
+    for text in ('Created storage folder', 'Nodes: 6', 'Query: Int nodes with value > 3', 'exported the storage',
                  'imported it into an in-memory SqliteTempBackend', 'sqlitedos verify: OK'):
         assert text in output
+    assert 'already exists' in run('demo', tmp_path / 'demo', exit_code=1).stderr
+    assert not list(tmp_path.glob('*.aiida'))  # the demo archive lived in a temporary folder
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
     (tmp_path / 'tmp').mkdir()
     assert 'Created storage folder' in run('demo').output
