@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -258,3 +259,27 @@ def test_real_node_files_round_trip(storage: Any) -> None:
         'SELECT repository_metadata FROM db_dbnode WHERE id = ?', (node.pk,)
     ).fetchall()
     assert json.loads(row[0]) == node.repository_metadata
+
+
+def test_metadata_tracks_a_random_sequence_of_changes(storage: Any) -> None:
+    """After each put/delete the node's metadata equals a model of the files (the cached serialisation is right)."""
+    rng = random.Random(4)
+    node = FakeNode(storage)
+    tree = NodeRepository(node)
+    model: dict[str, bytes] = {}
+    for step in range(300):
+        if model and rng.random() < 0.3:
+            path = rng.choice(sorted(model))
+            tree.delete_object(path)
+            del model[path]
+        else:
+            path = '/'.join(f'd{rng.randrange(3)}' for _ in range(rng.randrange(3))) + f'/f{rng.randrange(20)}'
+            path = path.lstrip('/')
+            content = f'{step}'.encode()
+            tree.put_object_from_bytes(content, path)
+            model[path] = content
+        files = {path: key for path, key in flatten(node.repository_metadata).items() if key is not None}
+        assert files == {path: sha256(content) for path, content in model.items()}, step
+    assert NodeRepository(FakeNode(storage, json.loads(json.dumps(node.repository_metadata)))).serialize() == (
+        node.repository_metadata
+    )

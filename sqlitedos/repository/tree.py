@@ -38,7 +38,7 @@ class FileType(enum.Enum):
 class File:
     """An entry of the tree: a file with a repository ``key``, or a directory with child ``objects``."""
 
-    __slots__ = ('name', 'file_type', 'key', 'objects')
+    __slots__ = ('name', 'file_type', 'key', 'objects', '_serialized')
 
     def __init__(
         self, name: str = '', file_type: FileType = FileType.DIRECTORY, key: str | None = None,
@@ -48,6 +48,9 @@ class File:
         self.file_type = file_type
         self.key = key
         self.objects: dict[str, File] = objects if objects is not None else {}
+        # The serialised form, kept until a child changes, so that re-serialising a large tree after one new file
+        # rebuilds only the directories on that file's path. The cached dicts are never mutated once made.
+        self._serialized: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f'File<{self.file_type.name.lower()}, name={self.name!r}, key={self.key!r}>'
@@ -57,11 +60,14 @@ class File:
 
     def serialize(self) -> dict[str, Any]:
         """aiida's JSON form of this entry (see the module docstring)."""
-        if self.file_type is FileType.FILE:
-            return {'k': self.key}
-        if not self.objects:
-            return {}
-        return {'o': {name: child.serialize() for name, child in self.objects.items()}}
+        if self._serialized is None:
+            if self.file_type is FileType.FILE:
+                self._serialized = {'k': self.key}
+            elif not self.objects:
+                self._serialized = {}
+            else:
+                self._serialized = {'o': {name: child.serialize() for name, child in self.objects.items()}}
+        return self._serialized
 
     @classmethod
     def from_serialized(cls, serialized: dict[str, Any], name: str = '') -> File:
@@ -161,7 +167,14 @@ class NodeRepository:
                 'the files of a stored node cannot be changed: store the new files on a new (unstored) node'
             )
 
-    def _changed(self) -> None:
+    def _changed(self, directory: PurePosixPath = PurePosixPath()) -> None:
+        """Record that the children of ``directory`` changed: drop the cached forms on its path, update the node."""
+        entry: File | None = self._root
+        for part in ('', *directory.parts):
+            entry = entry.objects.get(part) if part else entry  # type: ignore[union-attr]
+            if entry is None:
+                break
+            entry._serialized = None
         if not self._batch:  # a whole tree is serialised once at its end, not once per file
             self._node.repository_metadata = self.serialize()
 
@@ -320,7 +333,7 @@ class NodeRepository:
             elif child.file_type is FileType.FILE:
                 raise NotADirectoryError(f'cannot create directory `{path}`: `{part}` is a file')
             entry = child
-        self._changed()
+        self._changed(validate_path(path))
         return entry
 
     def delete_object(self, path: PathLike) -> None:
@@ -332,7 +345,7 @@ class NodeRepository:
         if entry.file_type is FileType.DIRECTORY and entry.objects:
             raise OSError(f'cannot delete `{path}`: it is a directory that is not empty')
         del self._get_directory(path.parent).objects[path.name]
-        self._changed()
+        self._changed(path.parent)
 
     def erase(self) -> None:
         """Remove every file and directory from the tree."""
@@ -347,12 +360,16 @@ class NodeRepository:
         return path
 
     def _insert(self, path: PurePosixPath, entry: File) -> None:
-        directory = self.create_directory(path.parent)
+        batch, self._batch = self._batch, True
+        try:
+            directory = self.create_directory(path.parent)
+        finally:
+            self._batch = batch
         existing = directory.objects.get(path.name)
         if existing is not None and existing.file_type is FileType.DIRECTORY:
             raise IsADirectoryError(f'cannot store a file as `{path}`: it is a directory')
         directory.objects[path.name] = entry
-        self._changed()
+        self._changed(path.parent)
 
 
 class _KeyReader:
