@@ -136,8 +136,8 @@ def test_golden_fragments():
     """A handful of exact compilations (the shapes the docs describe)."""
     ref = JsonRef('t0."attributes"', Fragment('?', ('$."a"',)))
     assert OPERATORS['=='].on_json(ref, 'x') == Fragment(
-        '(ifnull(json_type(t0."attributes", ?), \'\') IN (\'text\') AND json_extract(t0."attributes", ?) = ?)',
-        ('$."a"', '$."a"', 'x'))
+        '(json_extract(t0."attributes", ?) = ? AND ifnull(json_type(t0."attributes", ?), \'\') IN (\'text\'))',
+        ('$."a"', 'x', '$."a"'))
     assert OPERATORS['in'].on_column('t0."id"', 'int', [1, 2]) == Fragment(
         't0."id" IN (SELECT value FROM json_each(?))', ('[1, 2]',))
     assert OPERATORS['=='].on_column('t0."process_type"', 'text', None) == Fragment('t0."process_type" IS NULL')

@@ -303,6 +303,22 @@ def _decode_json_text(cell: Any) -> Any:
     return None if cell is None else json.loads(cell)
 
 
+def _cell(row: tuple, index: int) -> Any:
+    return row[index]
+
+
+def _decode_typed(row: tuple, index: int) -> Any:
+    """(json_type, json_extract) -> the Python value, keeping JSON booleans (json_extract gives 1/0 for them)."""
+    json_type, value = row[index], row[index + 1]
+    if json_type == 'true':
+        return True
+    if json_type == 'false':
+        return False
+    if json_type == 'array' or json_type == 'object':
+        return json.loads(value)
+    return value
+
+
 def _decode_json_datetime(cell: Any) -> Any:
     if cell is None:
         return None
@@ -326,7 +342,9 @@ COLUMN_DECODERS: dict[str, Decoder] = {
 
 def cast_sql(ref: JsonRef, cast: str | None) -> tuple[Fragment, Decoder]:
     """A JSON value projected with a cast code (None: the decoded JSON value, keeping JSON types)."""
-    if cast in (None, 'j'):
+    if cast is None:
+        return ref.json(), _decode_json_text
+    if cast == 'j':
         return ref.json(), _decode_json_text
     if cast == 'f':
         return concat('CAST(', ref.extract(), ' AS REAL)'), _identity
@@ -344,12 +362,14 @@ def cast_sql(ref: JsonRef, cast: str | None) -> tuple[Fragment, Decoder]:
 
 @dataclass
 class Projection:
-    """One projected value: its output key, its SQL expressions, and how to turn the cells into the value."""
+    """One projected value: its output key, its SQL expressions, and ``decode(row, start)``, which turns the cells
+    from ``row[start]`` on into the value; ``plain`` when that is the cell itself."""
 
     tag: str
     key: str
     sql: list[Fragment]
-    decode: Callable[[tuple], Any]
+    decode: Callable[[tuple, int], Any]
+    plain: bool = False
 
 
 def _projection_entries(tag: str, spec: Any) -> list[tuple[str, dict]]:
@@ -390,9 +410,13 @@ def compile_projection(target: Target, key: str, options: dict, builder: Callabl
             raise InputValidationError(f'"*" cannot be projected on tag {target.tag!r}; project "**" or columns')
         names = list(target.table.column_names)
         sqls = [Fragment(target.column(name)[0]) for name in names]
-        return Projection(target.tag, key, sqls,
-                          lambda cells, n=names, b=builder, o=target.orm_base: b(o, dict(zip(n, cells))))
+        width = len(names)
+        return Projection(target.tag, key, sqls, lambda row, i, n=names, b=builder, o=target.orm_base, w=width:
+                          b(o, dict(zip(n, row[i:i + w]))))
     column_sql, kind, ref = resolve(target, key)
+    if ref is not None and ref.path.params != ('$',) and cast is None and func is None:
+        # Two cheap columns instead of the JSON text: json.loads per row costs more than the query itself.
+        return Projection(target.tag, key, [ref.type(), ref.extract()], _decode_typed)
     if ref is not None and (ref.path.params != ('$',) or cast is not None):
         expression, decoder = cast_sql(ref, cast)
         if func is not None:
@@ -403,7 +427,9 @@ def compile_projection(target: Target, key: str, options: dict, builder: Callabl
         if func is not None:
             expression = Fragment(f'{func.upper()}({column_sql})')
             decoder = int if func == 'count' else decoder
-    return Projection(target.tag, key, [expression], lambda cells, d=decoder: d(cells[0]))
+    if decoder is _identity:
+        return Projection(target.tag, key, [expression], _cell, plain=True)
+    return Projection(target.tag, key, [expression], lambda row, i, d=decoder: d(row[i]))
 
 
 # --- ordering -----------------------------------------------------------------------------------------------------
@@ -451,16 +477,21 @@ class Compiled:
     sql: str
     params: tuple
     projections: list[Projection]
-    widths: list[int] = field(default_factory=list)
     project_map: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        starts, start = [], 0
+        for projection in self.projections:
+            starts.append(start)
+            start += len(projection.sql)
+        self._plan = [(projection.decode, index) for projection, index in zip(self.projections, starts)]
+        self._all_plain = all(projection.plain for projection in self.projections)
 
     def decode(self, row: tuple) -> list[Any]:
         """A result row -> the projected values in order."""
-        values, start = [], 0
-        for projection, width in zip(self.projections, self.widths):
-            values.append(projection.decode(row[start:start + width]))
-            start += width
-        return values
+        if self._all_plain:
+            return list(row)
+        return [decode(row, index) for decode, index in self._plan]
 
     def decode_dict(self, row: tuple) -> dict[str, dict[str, Any]]:
         """A result row -> ``{tag: {key: value}}`` with ``project_map`` applied to the keys."""
@@ -519,8 +550,7 @@ def compile_query(qdict: dict, builder: Callable | None = None, count_only: bool
     if limit is not None or offset is not None:
         parts.append(Fragment(' LIMIT ? OFFSET ?', (-1 if limit is None else limit, offset or 0)))
     fragment = concat(*parts)
-    return Compiled(fragment.sql, fragment.params, projections, [len(p.sql) for p in projections],
-                    qdict.get('project_map') or {})
+    return Compiled(fragment.sql, fragment.params, projections, qdict.get('project_map') or {})
 
 
 def _comma(fragments: list[Fragment]) -> list[Any]:

@@ -140,8 +140,9 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
             Fragment('', (value.astimezone(dt.timezone.utc).isoformat(),)),
         )
     if kind in _JSON_TYPE_OF_KIND:
-        return concat('(', ref.guard(*_JSON_TYPE_OF_KIND[kind]), ' AND ', ref.extract(), f' {sql_op} ?)',
-                      Fragment('', (value,)))
+        # The comparison first: SQLite evaluates AND left to right, so the type check parses only the matches.
+        return concat('(', ref.extract(), f' {sql_op} ?', Fragment('', (value,)), ' AND ',
+                      ref.guard(*_JSON_TYPE_OF_KIND[kind]), ')')
     raise _reject(operator, value, 'a str, int, float, bool or datetime')
 
 
@@ -230,8 +231,8 @@ def _in_json(ref: JsonRef, value: Any) -> Fragment:
     parts = []
     for kind, items in by_kind.items():
         if kind in ('number', 'str'):
-            parts.append(concat('(', ref.guard(*_JSON_TYPE_OF_KIND[kind]), ' AND ', ref.extract(),
-                                ' IN (SELECT value FROM json_each(?)))', Fragment('', (json.dumps(items),))))
+            parts.append(concat('(', ref.extract(), ' IN (SELECT value FROM json_each(?))',
+                                Fragment('', (json.dumps(items),)), ' AND ', ref.guard(*_JSON_TYPE_OF_KIND[kind]), ')'))
         elif kind in ('bool', 'list', 'dict', 'datetime', 'null'):
             parts.extend(_eq_json(ref, item) for item in items)
         else:
