@@ -249,7 +249,7 @@ def copy_container(source: Path, target: Path, previous: Path | None, progress: 
             counts['vanished'] += 1
         done += 1
         if progress is not None:
-            progress('container', done, total)
+            progress('Copying container', done, total)
 
     for path in loose:
         copy_one(path)
@@ -259,7 +259,7 @@ def copy_container(source: Path, target: Path, previous: Path | None, progress: 
     packs = _iter_files(source / 'packs')  # listed again: packing may have started a new pack meanwhile
     total += len(packs) - len(packs_before)
     if progress is not None:
-        progress('container', done, total)
+        progress('Copying container', done, total)
     for path in packs:
         copy_one(path)
     return counts
@@ -270,10 +270,10 @@ def backup_storage(storage: SqliteDosStorage, path: Path, prev_backup: Path | No
     path = Path(path)
     path.mkdir()
     if progress is not None:
-        progress('database', 0, 1)
+        progress('Copying database', 0, 1)
     copy_sqlite(storage.filepath_database, path / FILENAME_DATABASE)
     if progress is not None:
-        progress('database', 1, 1)
+        progress('Copying database', 1, 1)
     previous_container = Path(prev_backup) / FILENAME_CONTAINER if prev_backup is not None else None
     copy_container(storage.filepath_container, path / FILENAME_CONTAINER, previous_container, progress)
 

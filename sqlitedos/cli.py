@@ -48,6 +48,8 @@ class SqlitedosGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # the reader went away (`sqlitedos ... | head`): click's main exits quietly
         except HANDLED_ERRORS as exc:
             message = str(exc) or type(exc).__name__
             if isinstance(exc, KeyError) and exc.args:  # KeyError's str() adds quotes
@@ -631,7 +633,7 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
                 demo_archive(storage, Path(workdir) / 'demo.aiida', echo, progress)
         report = verify(path)
         echo(f'\n== sqlitedos verify: {"OK" if report.ok else report.render()}')
-        echo(f'\nDone in {elapsed():.2f} s. Try: python -m sqlitedos info {path}')
+        echo(f'\nDone in {elapsed():.2f} s. Try: sqlitedos info {path}')
 
 
 def demo_archive(storage: SqliteDosStorage, target: Path, echo: Callable[[str], None], progress: Any) -> None:

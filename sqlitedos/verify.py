@@ -276,7 +276,7 @@ def _check_objects(container_path: Path, referenced: dict[str, int], report: Ver
                         report.add('corrupt_object', f'object {key} (node {referenced[key]}) has content hashing '
                                                      f'to {digest.hexdigest()}')
                 if progress is not None:
-                    progress('objects', done, total)
+                    progress('Checking objects', done, total)
         for key in keys:
             if key not in present:
                 report.add('missing_object', f'object {key} referenced by node {referenced[key]} is not in the container')

@@ -184,8 +184,8 @@ def test_progress_callback(dos_storage: SqliteDosStorage, tmp_path: Path) -> Non
     small_graph(dos_storage)
     calls: list[tuple[str, int, int]] = []
     backup(dos_storage, tmp_path / 'dest', progress=lambda *args: calls.append(args))
-    assert ('database', 1, 1) in calls
-    stages = [c for c in calls if c[0] == 'container']
+    assert ('Copying database', 1, 1) in calls
+    stages = [c for c in calls if c[0] == 'Copying container']
     assert stages and stages[-1][1] == stages[-1][2]
 
 

@@ -207,7 +207,7 @@ def test_progress_bars_only_when_asked(storage_path: Path, tmp_path: Path) -> No
     quiet = run('backup', storage_path, tmp_path / 'quiet')
     assert quiet.stderr == ''  # CliRunner's streams are not terminals: no bars
     shown = run('--progress', 'always', 'backup', storage_path, tmp_path / 'shown')
-    assert 'container' in shown.stderr and 'database' in shown.stderr
+    assert 'Copying container' in shown.stderr and 'Copying database' in shown.stderr
     assert shown.stdout.startswith('Backed up')
     assert run('--progress', 'never', 'verify', storage_path).stderr == ''
 

@@ -216,7 +216,7 @@ def test_progress_callback(dos_storage: Any) -> None:
     small_graph(dos_storage)
     calls: list[tuple[str, int, int]] = []
     verify(dos_storage, progress=lambda *args: calls.append(args))
-    assert calls[-1] == ('objects', 4, 4)
+    assert calls[-1] == ('Checking objects', 4, 4)
 
 
 def test_report_helpers() -> None:
