@@ -161,24 +161,62 @@ def run_raw(run: Run, rec: wl.Recorder, wanted: set[str], workdir: Path, aiida_m
         wl.log(f'raw: FAILED\n{traceback.format_exc()}')
 
 
+def rss_records(text: str) -> list[dict]:
+    """The JSON objects in a script's output (a whole JSON document, or one object per line) that give a peak RSS."""
+    try:
+        found = json.loads(text)
+        found = found if isinstance(found, list) else found.get('results', [found])
+    except (ValueError, AttributeError):
+        found = []
+        for line in text.splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return [r for r in found if isinstance(r, dict) and any(k.startswith('peak_rss') for k in r)]
+
+
+def peak_bytes(record: dict) -> int | None:
+    for key, scale in (('peak_rss_bytes', 1), ('peak_rss_kib', 2**10), ('peak_rss_kb', 1000), ('peak_rss_mib', 2**20),
+                       ('peak_rss_mb', 10**6), ('peak_rss', 1)):
+        if isinstance(record.get(key), (int, float)):
+            return int(record[key] * scale)
+    return None
+
+
 def run_archive_memory(run: Run, rec: wl.Recorder, workdir: Path) -> None:
-    """Peak RSS of archive import at 10k and 100k nodes, measured by ``bench/archive_memory.py`` (if present)."""
+    """Peak RSS of archive import at 10k and 100k nodes, measured by ``bench/archive_memory.py`` (if present).
+
+    Preferred interface: ``archive_memory.py --nodes N --json PATH`` writing ``{"nodes": N, "peak_rss_bytes": ...,
+    "seconds": ...}``; failing that, the JSON objects it prints (with a ``peak_rss*`` key) are taken.
+    """
     script = HERE / 'archive_memory.py'
+    key = f'{side.DOS} rss'
     if not script.exists():
-        run.status['sqlitedos-dos rss'] = 'not available: bench/archive_memory.py is not there yet'
+        run.status[key] = 'not available: bench/archive_memory.py is not there yet'
         return
     out = workdir / 'archive-memory.json'
+    found: list[dict] = []
     for nodes in (10_000, 100_000):
+        out.unlink(missing_ok=True)
         proc = subprocess.run([sys.executable, str(script), '--nodes', str(nodes), '--json', str(out)],
                               capture_output=True, text=True)
-        if proc.returncode != 0 or not out.exists():
-            run.status['sqlitedos-dos rss'] = f'not available: archive_memory.py exited {proc.returncode}: ' + \
-                ' '.join(proc.stderr.strip().splitlines()[-1:])
-            return
-        data = json.loads(out.read_text())
-        rec.add(side.DOS, 'rss', f'import_archive_peak_rss({nodes} nodes)', nodes, 'nodes',
-                float(data.get('seconds', 0.0)), peak_rss_bytes=data.get('peak_rss_bytes'), raw_output=data)
-    run.status['sqlitedos-dos rss'] = 'ok'
+        got = rss_records(out.read_text() if out.exists() else proc.stdout)
+        if proc.returncode != 0 or not got:
+            break
+        found += [{'nodes': nodes, **r} for r in got]
+    if not found:  # another interface: run it as it is and read what it prints
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        found = rss_records(proc.stdout)
+    if not found:
+        tail = ' '.join((proc.stderr or proc.stdout).strip().splitlines()[-1:])
+        run.status[key] = f'not available: archive_memory.py gave no peak RSS (exit {proc.returncode}: {tail})'
+        return
+    for r in found:
+        nodes = int(r.get('nodes') or r.get('n') or 0)
+        rec.add(side.DOS, 'rss', f'import_archive_peak_rss({nodes} nodes)', nodes or 1, 'nodes',
+                float(r.get('seconds') or 0.0), peak_rss_bytes=peak_bytes(r), raw_output=r)
+    run.status[key] = 'ok'
 
 
 def run_aiida(run: Run, args, wanted: set[str]) -> None:
