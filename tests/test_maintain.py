@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +153,49 @@ def test_maintain_with_real_nodes(dos_storage: Any) -> None:
     assert not dos_storage.get_repository().has_object(sha256(b'dropped'))
     loaded = dos_storage.nodes.get(pk=node.pk)
     assert [loaded.repository.get_object_content(f'f{i}.txt') for i in range(10)] == [f'file {i}' for i in range(10)]
+
+
+WRITER = '''
+import sys
+from sqlitedos import SqliteDosStorage
+
+profile = SqliteDosStorage.create_profile('w', filepath=sys.argv[1], default_user_email='user@email.com')
+storage = SqliteDosStorage(profile)
+for index in range(int(sys.argv[2])):
+    node = storage.nodes.create(node_type='data.core.folder.FolderData.', user=storage.default_user)
+    node.repository.put_object_from_bytes(f'content {index}'.encode(), f'dir/{index}.txt')
+    node.repository.put_object_from_bytes(b'shared by all', 'shared.txt')
+    node.store()
+storage.close()
+'''
+
+
+@pytest.mark.slow
+def test_live_maintain_while_another_process_writes(dos_storage: Any, tmp_path: Path) -> None:
+    if not hasattr(dos_storage, 'nodes'):
+        pytest.skip('the entity API is not available yet')
+    script = tmp_path / 'writer.py'
+    script.write_text(WRITER)
+    count = 300
+    writer = subprocess.Popen(
+        [sys.executable, str(script), str(dos_storage.filepath_root), str(count)],
+        env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'}, cwd=tmp_path,
+        stderr=subprocess.PIPE, text=True,
+    )
+    rounds = 0
+    while writer.poll() is None:
+        dos_storage.maintain()  # live: packs what the writer has put so far
+        rounds += 1
+    assert writer.returncode == 0, writer.stderr.read() if writer.stderr else ''
+    if writer.stderr:
+        writer.stderr.close()
+    dos_storage.maintain()
+    rows = dos_storage.get_session().execute(SELECT_METADATA).fetchall()
+    assert len(rows) == count and rounds > 0
+    repository = dos_storage.get_repository()
+    for index, (_, metadata) in enumerate(rows):
+        files = flatten(json.loads(metadata))
+        assert repository.get_object_content(files[f'dir/{index}.txt']) == f'content {index}'.encode()
+        assert repository.get_object_content(files['shared.txt']) == b'shared by all'
+    assert dos_storage.get_unreferenced_keyset() == set()
+    assert repository.get_info()['Objects']['loose'] == 0
