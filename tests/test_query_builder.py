@@ -129,3 +129,24 @@ def test_import_is_light():
     code = 'import sqlitedos, sys; print(sorted(m for m in ("disk_objectstore", "sqlalchemy", "click") if m in sys.modules))'
     out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == '[]'
+
+
+@pytest.mark.parametrize('entity_type, column', [('data.core.int.Int.', 'uuid'), ('group.core', 'uuid'),
+                                                 ('user', 'email'), ('computer', 'uuid'), ('authinfo', 'enabled'),
+                                                 ('comment', 'uuid'), ('log', 'uuid')])
+def test_star_builds_backend_entities(fixture_storage, entity_type, column):
+    query = QueryBuilder(backend=fixture_storage).append(entity_type=entity_type, tag='x', project=['*', 'id', column])
+    query.order_by({'x': 'id'})
+    rows = query.all()
+    assert rows
+    for entity, pk, value in rows:
+        assert entity.pk == pk == entity.id
+        assert getattr(entity, column) == value
+    assert query.iterdict().__next__()['x']['*'].pk == rows[0][1]
+
+
+def test_default_projection_is_last_vertex_star(fixture_storage):
+    query = QueryBuilder(backend=fixture_storage).append(entity_type='group.core', tag='g')
+    query.append(entity_type='', with_group='g')
+    entities = query.all(flat=True)
+    assert entities and all(type(entity).__name__ == 'BackendNode' for entity in entities)

@@ -156,3 +156,14 @@ def test_same_answer_as_aiida(recorded, ours, name):
     else:
         assert canonical(rows) == canonical(answer)
     assert ours.query().count(data) == count
+
+
+def test_creation_statistics_equal_aiida(tmp_path, ours):
+    folder = unpack_fixture_profile(tmp_path)
+    from tests.interop.conftest import aiida_loaded
+
+    with aiida_loaded(folder) as storage:
+        theirs = storage.query().get_creation_statistics()
+        theirs_user = storage.query().get_creation_statistics(user_pk=2)
+    assert ours.query().get_creation_statistics() == theirs
+    assert ours.query().get_creation_statistics(user_pk=2) == theirs_user
