@@ -40,8 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = ('MERGE_EXTRAS_MODES', 'import_archive')
 
-#: Keys per repository batch, rows per ``executemany``.
+#: Rows per ``executemany``.
 BATCH_SIZE = 1000
+#: Objects per repository batch: each batch of a container is one pack write ending in one fsync, so batches are
+#: large; only the keys (not the contents, which are streamed) of a batch are held in memory.
+OBJECT_BATCH_SIZE = 20000
 DUPLICATE_LABEL_TEMPLATE = '{0} (Imported #{1})'
 DUPLICATE_LABEL_MAX = 100
 IMPORT_GROUP_TYPE = 'core.import'
@@ -391,7 +394,7 @@ def _import_objects(storage: StorageBackend, reader: ArchiveReader, database: Pa
         done = 0
         report(progress, 'Adding files', 0, total)
         while True:
-            batch = [key for (key,) in cursor.fetchmany(BATCH_SIZE)]
+            batch = [key for (key,) in cursor.fetchmany(OBJECT_BATCH_SIZE)]
             if not batch:
                 break
             missing = [key for key, present in zip(batch, has_objects(repository, batch)) if not present]

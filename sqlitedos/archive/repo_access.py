@@ -60,7 +60,7 @@ def read_objects(repository: Any, keys: Sequence[str]) -> Iterator[tuple[str, IO
                     f'the repository object {key} that a node references is missing from the storage; run '
                     '`sqlitedos verify` to find the damage'
                 )
-            yield key, stream, meta['size']
+            yield key, stream, meta.size  # attribute access: meta['size'] deep-copies the dataclass
 
 
 class _HashingReader:
