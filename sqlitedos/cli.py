@@ -201,8 +201,6 @@ def parse_filter(text: str) -> tuple[str, dict[str, Any]]:
         raise click.BadParameter(f'{text!r} is not FIELD<op>VALUE with <op> one of {symbols}', param_hint='--filter')
     operator = dict(FILTER_OPERATORS)[match['op']]
     value = match['value'] if operator == 'like' else parse_value(match['value'])
-    if operator == '!==':
-        return match['field'], {'!==': value}
     return match['field'], {operator: value}
 
 
@@ -293,13 +291,7 @@ def query(path: Path, query_file: Any, entity_type: str | None, orm_base: str, f
 
     with open_storage(path) as storage:
         if query_file is not None:
-            try:
-                query_dict = json.load(query_file)
-            except ValueError as exc:
-                raise click.BadParameter(f'not a JSON query dict: {exc}', param_hint='QUERY_FILE') from exc
-            if not isinstance(query_dict, dict):
-                raise click.BadParameter('the JSON must be an object (a query dict)', param_hint='QUERY_FILE')
-            builder = QueryBuilder.from_dict(storage, query_dict)
+            builder = QueryBuilder.from_dict(storage, read_query_dict(query_file))
             if limit is not None:
                 builder.limit(limit)
         else:
@@ -314,6 +306,22 @@ def query(path: Path, query_file: Any, entity_type: str | None, orm_base: str, f
             builder.order_by({'row': [{order_by.lstrip('-'): {'order': 'desc' if descending else 'asc'}}]})
             builder.limit(limit)
         results = list(builder.iterdict())
+    echo_rows(results, as_json)
+
+
+def read_query_dict(handle: Any) -> dict[str, Any]:
+    """A query dict from an open JSON file; ``BadParameter`` if it is not one."""
+    try:
+        query_dict = json.load(handle)
+    except ValueError as exc:
+        raise click.BadParameter(f'not a JSON query dict: {exc}', param_hint='QUERY_FILE') from exc
+    if not isinstance(query_dict, dict):
+        raise click.BadParameter('the JSON must be an object (a query dict)', param_hint='QUERY_FILE')
+    return query_dict
+
+
+def echo_rows(results: list[dict[str, dict[str, Any]]], as_json: bool) -> None:
+    """Print ``iterdict`` results as a table (or JSON objects), one column per projection."""
     if not results:
         headers: list[str] = []
     else:
@@ -488,10 +496,14 @@ def archive_inspect(archive_path: Path, as_json: bool) -> None:
 @click.option('--full', is_flag=True, help='Also delete unreferenced objects, repack and vacuum (needs exclusive use).')
 @click.option('--dry-run', is_flag=True, help='Report what would be done, change nothing.')
 @click.option('--compress', is_flag=True, help='Compress objects while packing them.')
-def maintain(path: Path, full: bool, dry_run: bool, compress: bool) -> None:
+@click.pass_context
+def maintain(ctx: click.Context, path: Path, full: bool, dry_run: bool, compress: bool) -> None:
     """Pack the repository of the storage at PATH (and with --full reclaim space)."""
-    with open_storage(path) as storage, timed() as elapsed:
+    stage = 'Full maintenance' if full else 'Packing objects'
+    with open_storage(path) as storage, progress_bars(ctx) as bars, timed() as elapsed:
+        bars(stage, 0, 1)  # the repository reports no steps: one bar for the whole run
         report = storage.maintain(full=full, dry_run=dry_run, compress=compress)
+        bars(stage, 1, 1)
     click.echo('\n'.join(render_tree(report or {})))
     click.echo(f'{"Dry run" if dry_run else "Maintenance"} done in {elapsed():.2f} s')
 

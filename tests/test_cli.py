@@ -183,6 +183,7 @@ def test_archive_errors(tmp_path: Path) -> None:
 
 def test_maintain(storage_path: Path) -> None:
     assert 'Dry run done' in run('maintain', storage_path, '--dry-run').output
+    assert 'Packing objects' in run('--progress', 'always', 'maintain', storage_path, '--dry-run').stderr
     assert 'loose: 4' in run('info', storage_path).output
     run('maintain', storage_path)
     assert 'packed: 4' in run('info', storage_path).output
