@@ -23,8 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import workloads as wl  # noqa: E402
-from workloads import log  # noqa: E402
+import workloads as wl
+from workloads import log
 
 ALL_DOS = ['W1', 'W2', 'W3', 'W4', 'cold', 'W5', 'W6', 'W7']
 ALL_TEMP = ['W1', 'W2', 'W3', 'W4']
@@ -82,13 +82,16 @@ def cold_start(rec: Recorder, n: int, profile: str, repeats: int = 5) -> None:
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if k != 'PYTHONDONTWRITEBYTECODE'}  # as sqlitedos' cold start
-        proc = subprocess.run([sys.executable, '-c', COLD_SCRIPT, profile], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, '-c', COLD_SCRIPT, profile], check=False, capture_output=True, text=True, env=env
+        )
         timings.append(time.perf_counter() - t0)
         if proc.returncode != 0 or proc.stdout.strip().splitlines()[-1:] != [str(2 * n)]:
             raise AssertionError(f'cold start: {proc.stdout!r} {proc.stderr[-500:]!r}')
     timings = sorted(timings[1:])
-    rec.add('cold', 'cold_start(process+import+open+count)', 1, 'processes', timings[len(timings) // 2],
-            inner_runs=timings)
+    rec.add(
+        'cold', 'cold_start(process+import+open+count)', 1, 'processes', timings[len(timings) // 2], inner_runs=timings
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------- workloads
@@ -360,12 +363,26 @@ def parent(args) -> None:
             if not workloads or backend not in args.backends.split(','):
                 continue
             out = Path(tempfile.mkstemp(prefix='aiida-bench-', suffix='.json')[1])
-            cmd = [sys.executable, __file__, '--worker', backend, '--rep', str(rep), '--n', str(args.n),
-                   '--workloads', ','.join(workloads), '--aiida-path', args.aiida_path, '--out', str(out)]
+            cmd = [
+                sys.executable,
+                __file__,
+                '--worker',
+                backend,
+                '--rep',
+                str(rep),
+                '--n',
+                str(args.n),
+                '--workloads',
+                ','.join(workloads),
+                '--aiida-path',
+                args.aiida_path,
+                '--out',
+                str(out),
+            ]
             if args.keep:
                 cmd.append('--keep')
             log(f'aiida rep {rep + 1}/{args.reps} {backend}: {" ".join(workloads)}')
-            proc = subprocess.run(cmd)
+            proc = subprocess.run(cmd, check=False)
             got = json.loads(out.read_text() or '[]')
             out.unlink(missing_ok=True)
             records.extend(got)

@@ -177,8 +177,10 @@ def raw_queries(n: int, root: int) -> dict[str, tuple[str, tuple, str]]:
             'rows',
         ),
         'c_i_gt_half_desc_limit100': (
-            f"SELECT id FROM db_dbnode WHERE {dict_like} AND json_extract(attributes, '$.i') > ? "
-            'ORDER BY id DESC LIMIT 100',
+            (
+                f"SELECT id FROM db_dbnode WHERE {dict_like} AND json_extract(attributes, '$.i') > ? "
+                'ORDER BY id DESC LIMIT 100'
+            ),
             (n // 2,),
             'rows',
         ),
@@ -188,30 +190,38 @@ def raw_queries(n: int, root: int) -> dict[str, tuple[str, tuple, str]]:
             'rows',
         ),
         'e1_calc_and_output_of_data': (
-            'SELECT c.id, o.id FROM db_dblink l1 JOIN db_dbnode c ON c.id = l1.output_id '
-            'JOIN db_dblink l2 ON l2.input_id = c.id JOIN db_dbnode o ON o.id = l2.output_id '
-            "WHERE l1.input_id = ? AND c.node_type LIKE 'process.calculation.%' AND o.node_type LIKE 'data.%'",
+            (
+                'SELECT c.id, o.id FROM db_dblink l1 JOIN db_dbnode c ON c.id = l1.output_id '
+                'JOIN db_dblink l2 ON l2.input_id = c.id JOIN db_dbnode o ON o.id = l2.output_id '
+                "WHERE l1.input_id = ? AND c.node_type LIKE 'process.calculation.%' AND o.node_type LIKE 'data.%'"
+            ),
             (root,),
             'rows',
         ),
         'e2_all_calc_outputs': (
-            'SELECT c.id, o.id FROM db_dbnode c JOIN db_dblink l ON l.input_id = c.id '
-            "JOIN db_dbnode o ON o.id = l.output_id WHERE c.node_type LIKE 'process.calculation.%' "
-            "AND o.node_type LIKE 'data.%'",
+            (
+                'SELECT c.id, o.id FROM db_dbnode c JOIN db_dblink l ON l.input_id = c.id '
+                "JOIN db_dbnode o ON o.id = l.output_id WHERE c.node_type LIKE 'process.calculation.%' "
+                "AND o.node_type LIKE 'data.%'"
+            ),
             (),
             'rows',
         ),
         'e3_all_calc_inputs': (
-            'SELECT c.id, i.id FROM db_dbnode c JOIN db_dblink l ON l.output_id = c.id '
-            "JOIN db_dbnode i ON i.id = l.input_id WHERE c.node_type LIKE 'process.calculation.%' "
-            "AND i.node_type LIKE 'data.%'",
+            (
+                'SELECT c.id, i.id FROM db_dbnode c JOIN db_dblink l ON l.output_id = c.id '
+                "JOIN db_dbnode i ON i.id = l.input_id WHERE c.node_type LIKE 'process.calculation.%' "
+                "AND i.node_type LIKE 'data.%'"
+            ),
             (),
             'rows',
         ),
         'f_descendants_of_root': (
-            'WITH RECURSIVE d(id) AS (SELECT output_id FROM db_dblink WHERE input_id = ? AND type IN '
-            "('create', 'input_calc') UNION SELECT l.output_id FROM db_dblink l JOIN d ON l.input_id = d.id "
-            "WHERE l.type IN ('create', 'input_calc')) SELECT id FROM d",
+            (
+                'WITH RECURSIVE d(id) AS (SELECT output_id FROM db_dblink WHERE input_id = ? AND type IN '
+                "('create', 'input_calc') UNION SELECT l.output_id FROM db_dblink l JOIN d ON l.input_id = d.id "
+                "WHERE l.type IN ('create', 'input_calc')) SELECT id FROM d"
+            ),
             (root,),
             'rows',
         ),
@@ -241,7 +251,7 @@ def r_queries(rec: wl.Recorder, n: int, conn: sqlite3.Connection, root: int) -> 
             # even where a scan in rowid order is much faster (e.g. ORDER BY id DESC LIMIT 100)
             variants[f'{name}[no node_type index]'] = re.sub(r'([\w.]*node_type) LIKE', r'+\1 LIKE', sql)
         for label, query in variants.items():
-            med, runs, rows = wl.time_repeated(lambda query=query: run_raw_query(conn, query, params, how))
+            med, runs, rows = wl.time_repeated(lambda q=query, p=params, h=how: run_raw_query(conn, q, p, h))
             got = rows[0] if how == 'scalar' else len(rows)
             if got != expected[name]:
                 raise AssertionError(f'raw W4 {label}: {got} rows, expected {expected[name]}')
@@ -377,8 +387,16 @@ def r_archive(rec: wl.Recorder, conn: sqlite3.Connection, container, workdir: Pa
         with container.get_objects_stream_and_meta(hashes) as triplets:
             for key, stream, _meta in triplets:
                 zf.writestr(f'repo/{key}', stream.read())
-    rec.add('raw-sqlite3+dos', 'W6', 'export_zip(db copy + objects)', n_nodes, 'nodes', time.perf_counter() - t0,
-            archive_bytes=archive.stat().st_size, objects=len(hashes))
+    rec.add(
+        'raw-sqlite3+dos',
+        'W6',
+        'export_zip(db copy + objects)',
+        n_nodes,
+        'nodes',
+        time.perf_counter() - t0,
+        archive_bytes=archive.stat().st_size,
+        objects=len(hashes),
+    )
 
     target = new_db('wal', workdir, 'import-target')
     target_container = fresh_container(workdir, 'dos-import-target')
@@ -401,8 +419,15 @@ def r_archive(rec: wl.Recorder, conn: sqlite3.Connection, container, workdir: Pa
     target.execute('COMMIT')
     dt = time.perf_counter() - t0
     imported = target.execute('SELECT count(*) FROM db_dbnode').fetchone()[0]
-    rec.add('raw-sqlite3+dos', 'W6', 'import_zip(insert-select + add_objects_to_pack)', n_nodes, 'nodes', dt,
-            imported_nodes=imported)
+    rec.add(
+        'raw-sqlite3+dos',
+        'W6',
+        'import_zip(insert-select + add_objects_to_pack)',
+        n_nodes,
+        'nodes',
+        dt,
+        imported_nodes=imported,
+    )
     assert imported == n_nodes
     target.close()
     target_container.close()

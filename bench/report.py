@@ -12,9 +12,17 @@ from pathlib import Path
 START, END = '<!-- results:start -->', '<!-- results:end -->'
 TARGET_N = 10_000
 DOS, TEMP, AIIDA_DOS, AIIDA_TEMP = 'sqlitedos-dos', 'sqlitedos-temp', 'aiida-dos', 'aiida-temp'
-W4_QUERIES = ('a_count_dict', 'b_nested_x_eq_3', 'c_i_gt_half_desc_limit100', 'd_like_project_name',
-              'e1_calc_and_output_of_data', 'e2_all_calc_outputs', 'e3_all_calc_inputs', 'f_descendants_of_root',
-              'g_project_star_1000')
+W4_QUERIES = (
+    'a_count_dict',
+    'b_nested_x_eq_3',
+    'c_i_gt_half_desc_limit100',
+    'd_like_project_name',
+    'e1_calc_and_output_of_data',
+    'e2_all_calc_outputs',
+    'e3_all_calc_inputs',
+    'f_descendants_of_root',
+    'g_project_star_1000',
+)
 COLD = 'cold_start(process+import+open+count)'
 
 
@@ -38,33 +46,70 @@ class Row:
 WAL, MEM, DOSRAW = 'raw-sqlite3-wal', 'raw-sqlite3-memory', 'raw-disk-objectstore'
 ROWS = [
     Row('cold', COLD, ('python', COLD), targets=(('abs', 0.10),), scaled=False),
-    Row('W1', 'store_dict_one_by_one', (WAL, 'insert_one_txn_per_row'), (MEM, 'insert_one_txn_per_row'),
-        (('raw', 2.0), ('aiida', 25.0))),
+    Row(
+        'W1',
+        'store_dict_one_by_one',
+        (WAL, 'insert_one_txn_per_row'),
+        (MEM, 'insert_one_txn_per_row'),
+        (('raw', 2.0), ('aiida', 25.0)),
+    ),
     Row('W2', 'bulk_insert_dict', (WAL, 'executemany_one_txn'), (MEM, 'executemany_one_txn'), (('raw', 1.3),)),
     Row('W3', 'chain_calcs', (WAL, 'chain_calcs'), (MEM, 'chain_calcs'), (('abs', 1.5),)),
     *[
-        Row('W4', q, (WAL, f'{q}[best]'), (WAL, f'{q}[best]'),
-            (('raw', 1.5),) + ((('abs', 1e-4),) if q.startswith('e1') else ()), scaled=False)
+        Row(
+            'W4',
+            q,
+            (WAL, f'{q}[best]'),
+            (WAL, f'{q}[best]'),
+            (('raw', 1.5),) + ((('abs', 1e-4),) if q.startswith('e1') else ()),
+            scaled=False,
+        )
         for q in W4_QUERIES
     ],
     Row('W5', 'node_put_files(loose)', (DOSRAW, 'add_streamed_object(loose, one by one)'), None, (('raw', 1.2),)),
     Row('W5', 'node_read_files(loose)', (DOSRAW, 'get_object_content(loose, one by one)'), None, (('raw', 1.3),)),
     Row('W5', 'maintain_full', (DOSRAW, 'pack_all_loose', 'repack+clean_storage(vacuum)')),
     Row('W5', 'node_read_files(packed)', (DOSRAW, 'get_object_content(packed, one by one)'), None, (('raw', 1.3),)),
-    Row('W5', 'backend_put_object_from_filelike(loose)', (DOSRAW, 'add_streamed_object(loose, one by one)'), None,
-        (('raw', 1.2),)),
-    Row('W5', 'backend_get_object_content(loose)', (DOSRAW, 'get_object_content(loose, one by one)'), None,
-        (('raw', 1.3),)),
-    Row('W5', 'backend_iter_object_streams(loose)', (DOSRAW, 'get_objects_content(loose, bulk)'), None,
-        (('raw', 1.3),)),
+    Row(
+        'W5',
+        'backend_put_object_from_filelike(loose)',
+        (DOSRAW, 'add_streamed_object(loose, one by one)'),
+        None,
+        (('raw', 1.2),),
+    ),
+    Row(
+        'W5',
+        'backend_get_object_content(loose)',
+        (DOSRAW, 'get_object_content(loose, one by one)'),
+        None,
+        (('raw', 1.3),),
+    ),
+    Row(
+        'W5', 'backend_iter_object_streams(loose)', (DOSRAW, 'get_objects_content(loose, bulk)'), None, (('raw', 1.3),)
+    ),
     Row('W6', 'create_archive(all)', ('raw-sqlite3+dos', 'export_zip(db copy + objects)'), None, (('abs', 1.5),)),
-    Row('W6', 'import_archive(fresh profile)', ('raw-sqlite3+dos', 'import_zip(insert-select + add_objects_to_pack)'),
-        None, (('abs', 1.5),)),
+    Row(
+        'W6',
+        'import_archive(fresh profile)',
+        ('raw-sqlite3+dos', 'import_zip(insert-select + add_objects_to_pack)'),
+        None,
+        (('abs', 1.5),),
+    ),
     Row('W7', 'delete_nodes(half of W1)', (WAL, 'delete_ids_one_txn'), (WAL, 'delete_ids_one_txn'), (('raw', 1.5),)),
-    Row('W7', 'delete_nodes_and_connections(half of W2)', (WAL, 'delete_ids_one_txn'), (WAL, 'delete_ids_one_txn'),
-        (('raw', 1.5),)),
-    Row('W7', 'delete_nodes(W3 root, cascades)', (WAL, 'delete_cascade_from_root_one_txn'),
-        (WAL, 'delete_cascade_from_root_one_txn'), (('abs', 0.1),)),
+    Row(
+        'W7',
+        'delete_nodes_and_connections(half of W2)',
+        (WAL, 'delete_ids_one_txn'),
+        (WAL, 'delete_ids_one_txn'),
+        (('raw', 1.5),),
+    ),
+    Row(
+        'W7',
+        'delete_nodes(W3 root, cascades)',
+        (WAL, 'delete_cascade_from_root_one_txn'),
+        (WAL, 'delete_cascade_from_root_one_txn'),
+        (('abs', 0.1),),
+    ),
 ]
 
 
@@ -150,8 +195,16 @@ def judge(row: Row, dos: dict | None, rdos: dict | None, aiida: dict | None, n: 
 def table(data: dict) -> tuple[str, list[tuple[str, str, str]]]:
     idx, n = index(data), data['meta']['n']
     with_aiida = any(b.startswith('aiida') for (b, _, _) in idx)
-    head = ['workload', 'metric', 'sqlitedos dos', 'sqlitedos temp', 'raw limit (comparator)', 'raw', 'dos/raw',
-            'temp/raw']
+    head = [
+        'workload',
+        'metric',
+        'sqlitedos dos',
+        'sqlitedos temp',
+        'raw limit (comparator)',
+        'raw',
+        'dos/raw',
+        'temp/raw',
+    ]
     if with_aiida:
         head += ['aiida dos', 'aiida temp', 'aiida/dos', 'aiida/temp']
     head += ['target', 'status']
@@ -166,12 +219,20 @@ def table(data: dict) -> tuple[str, list[tuple[str, str, str]]]:
             dos_cell = status if status != 'ok' else '-'
         else:
             dos_cell = fmt(dos, n)
-        comparator = '-' if not rdos else f"{rdos['backend'].replace('raw-', '')}: {rdos['metric']}"
+        comparator = '-' if not rdos else f'{rdos["backend"].replace("raw-", "")}: {rdos["metric"]}'
         if rtemp and rtemp is not rdos:
-            comparator += f"; temp: {rtemp['backend'].replace('raw-', '')}"
+            comparator += f'; temp: {rtemp["backend"].replace("raw-", "")}'
         raw_cell = fmt(rdos, n) + (f' / {fmt(rtemp, n)}' if rtemp and rtemp is not rdos else '')
-        cols = [row.workload, row.metric, dos_cell, fmt(temp, n), comparator, raw_cell,
-                fmt_ratio(ratio(dos, rdos)), fmt_ratio(ratio(temp, rtemp))]
+        cols = [
+            row.workload,
+            row.metric,
+            dos_cell,
+            fmt(temp, n),
+            comparator,
+            raw_cell,
+            fmt_ratio(ratio(dos, rdos)),
+            fmt_ratio(ratio(temp, rtemp)),
+        ]
         if with_aiida:
             cols += [fmt(adoc, n), fmt(atemp, n), fmt_ratio(ratio(adoc, dos)), fmt_ratio(ratio(atemp, temp))]
         target, status = judge(row, dos, rdos, adoc, n)
@@ -184,16 +245,23 @@ def table(data: dict) -> tuple[str, list[tuple[str, str, str]]]:
 def sql_split(data: dict) -> str:
     """W4: sqlitedos' QueryBuilder vs its compiled SQL run straight through sqlite3 vs natural SQL, same database."""
     idx, n = index(data), data['meta']['n']
-    lines = ['| query | sqlitedos QueryBuilder (dos) | its SQL via sqlite3 | python share | natural SQL, same db | '
-             'raw best (own db) | aiida QueryBuilder (dos) |', '|---|---|---|---|---|---|---|']
+    lines = [
+        (
+            '| query | sqlitedos QueryBuilder (dos) | its SQL via sqlite3 | python share | natural SQL, same db | '
+            'raw best (own db) | aiida QueryBuilder (dos) |'
+        ),
+        '|---|---|---|---|---|---|---|',
+    ]
     for q in W4_QUERIES:
         qb = idx.get((DOS, 'W4', q))
         sql = idx.get((DOS, 'W4', f'{q}[sqlitedos-sql-via-sqlite3]'))
         nat = idx.get((DOS, 'W4', f'{q}[natural-sql-same-db]'))
         best = idx.get((WAL, 'W4', f'{q}[best]'))
-        share = f"{100 * (1 - sql['seconds'] / qb['seconds']):.0f}%" if qb and sql else '-'
-        lines.append(f'| {q} | {fmt(qb, n)} | {fmt(sql, n)} | {share} | {fmt(nat, n)} | {fmt(best, n)} | '
-                     f'{fmt(idx.get((AIIDA_DOS, "W4", q)), n)} |')
+        share = f'{100 * (1 - sql["seconds"] / qb["seconds"]):.0f}%' if qb and sql else '-'
+        lines.append(
+            f'| {q} | {fmt(qb, n)} | {fmt(sql, n)} | {share} | {fmt(nat, n)} | {fmt(best, n)} | '
+            f'{fmt(idx.get((AIIDA_DOS, "W4", q)), n)} |'
+        )
     return '\n'.join(lines)
 
 
@@ -218,11 +286,13 @@ def render(data: dict) -> str:
     missed = sum(1 for *_, s in verdicts if s.startswith('MISSED'))
     aiida = ''
     if m.get('aiida_n'):
-        aiida = f"; aiida-core side N={m['aiida_n']}, {m['aiida_reps']} run(s)"
+        aiida = f'; aiida-core side N={m["aiida_n"]}, {m["aiida_reps"]} run(s)'
     parts = [
-        f"Run {m['date']} at commit {m.get('git_commit', '?')}: N={m['n']}, median of {m['reps']} runs "
-        f"(W4: median of {m['query_repeats']} timed calls per run){aiida}; Python {m['python']}, SQLite {m['sqlite']}, "
-        f"disk-objectstore {m['disk_objectstore']}, {m['machine']}; wall time {m['wall_seconds']} s.",
+        (
+            f'Run {m["date"]} at commit {m.get("git_commit", "?")}: N={m["n"]}, median of {m["reps"]} runs '
+            f'(W4: median of {m["query_repeats"]} timed calls per run){aiida}; Python {m["python"]}, SQLite {m["sqlite"]}, '
+            f'disk-objectstore {m["disk_objectstore"]}, {m["machine"]}; wall time {m["wall_seconds"]} s.'
+        ),
         '',
         body,
         '',

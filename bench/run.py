@@ -30,10 +30,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import raw  # noqa: E402
-import report  # noqa: E402
-import sqlitedos_side as side  # noqa: E402
-import workloads as wl  # noqa: E402
+import raw
+import report
+import sqlitedos_side as side
+import workloads as wl
 
 ALL = ('W1', 'W2', 'W3', 'W4', 'W5', 'W6', 'W7', 'cold', 'rss')
 DOS_ONLY = {'W5', 'W6', 'cold'}
@@ -63,7 +63,7 @@ class Run:
             self.status[key] = f'not available: {exc}'
             wl.log(f'{key}: not available ({exc})')
             return False
-        except Exception as exc:  # a crash or a wrong answer fails the run
+        except Exception as exc:  # noqa: BLE001 - a crash or a wrong answer fails the run
             self.status[key] = f'FAILED: {type(exc).__name__}: {exc}'
             self.failed = True
             wl.log(f'{key}: FAILED\n{traceback.format_exc()}')
@@ -116,7 +116,7 @@ def run_sqlitedos(run: Run, rec: wl.Recorder, backend: str, wanted: set[str], wo
     folder = workdir / 'dos-storage'
     try:
         storage = side.open_dos(folder) if backend == side.DOS else side.open_temp()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported, and the run fails
         run.status[f'{backend} open'] = f'FAILED: {type(exc).__name__}: {exc}'
         run.failed = True
         wl.log(f'{backend}: cannot open\n{traceback.format_exc()}')
@@ -155,7 +155,7 @@ def run_sqlitedos(run: Run, rec: wl.Recorder, backend: str, wanted: set[str], wo
 def run_raw(run: Run, rec: wl.Recorder, wanted: set[str], workdir: Path, aiida_mode: bool) -> None:
     try:
         raw.run(rec, run.n, wanted, workdir, aiida_mode)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported, and the run fails
         run.status['raw'] = f'FAILED: {type(exc).__name__}: {exc}'
         run.failed = True
         wl.log(f'raw: FAILED\n{traceback.format_exc()}')
@@ -177,8 +177,14 @@ def rss_records(text: str) -> list[dict]:
 
 
 def peak_bytes(record: dict) -> int | None:
-    for key, scale in (('peak_rss_bytes', 1), ('peak_rss_kib', 2**10), ('peak_rss_kb', 1000), ('peak_rss_mib', 2**20),
-                       ('peak_rss_mb', 10**6), ('peak_rss', 1)):
+    for key, scale in (
+        ('peak_rss_bytes', 1),
+        ('peak_rss_kib', 2**10),
+        ('peak_rss_kb', 1000),
+        ('peak_rss_mib', 2**20),
+        ('peak_rss_mb', 10**6),
+        ('peak_rss', 1),
+    ):
         if isinstance(record.get(key), (int, float)):
             return int(record[key] * scale)
     return None
@@ -187,7 +193,8 @@ def peak_bytes(record: dict) -> int | None:
 def run_archive_memory(run: Run, rec: wl.Recorder, workdir: Path) -> None:
     """Peak RSS of archive import at 10k and 100k nodes, measured by ``bench/archive_memory.py`` (if present).
 
-    Preferred interface: ``archive_memory.py --nodes N --json PATH`` writing ``{"nodes": N, "peak_rss_bytes": ...,
+    Its ``measure(n_dicts, n_chain, n_files)`` is called for 10k and 100k Dict nodes (plus n/4 files) when it has
+    one; else ``archive_memory.py --nodes N --json PATH`` writing ``{"nodes": N, "peak_rss_bytes": ...,
     "seconds": ...}``; failing that, the JSON objects it prints (with a ``peak_rss*`` key) are taken.
     """
     script = HERE / 'archive_memory.py'
@@ -195,18 +202,36 @@ def run_archive_memory(run: Run, rec: wl.Recorder, workdir: Path) -> None:
     if not script.exists():
         run.status[key] = 'not available: bench/archive_memory.py is not there yet'
         return
+    import importlib
+
+    module = importlib.import_module('archive_memory')
+    if hasattr(module, 'measure'):  # measure(n_dicts, n_chain, n_files) -> {'nodes', 'import_s', 'import_rss_mib', ...}
+        for nodes in (10_000, 100_000):
+            got = module.measure(nodes, 0, nodes // 4)
+            rec.add(
+                side.DOS,
+                'rss',
+                f'import_archive_peak_rss({nodes} nodes)',
+                got['nodes'],
+                'nodes',
+                got['import_s'],
+                peak_rss_bytes=int(got['import_rss_mib'] * 2**20),
+                raw_output=got,
+            )
+        run.status[key] = 'ok'
+        return
     out = workdir / 'archive-memory.json'
     found: list[dict] = []
     for nodes in (10_000, 100_000):
         out.unlink(missing_ok=True)
-        proc = subprocess.run([sys.executable, str(script), '--nodes', str(nodes), '--json', str(out)],
-                              capture_output=True, text=True)
+        argv = [sys.executable, str(script), '--nodes', str(nodes), '--json', str(out)]
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True)
         got = rss_records(out.read_text() if out.exists() else proc.stdout)
         if proc.returncode != 0 or not got:
             break
         found += [{'nodes': nodes, **r} for r in got]
     if not found:  # another interface: run it as it is and read what it prints
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True)
         found = rss_records(proc.stdout)
     if not found:
         tail = ' '.join((proc.stderr or proc.stdout).strip().splitlines()[-1:])
@@ -214,18 +239,36 @@ def run_archive_memory(run: Run, rec: wl.Recorder, workdir: Path) -> None:
         return
     for r in found:
         nodes = int(r.get('nodes') or r.get('n') or 0)
-        rec.add(side.DOS, 'rss', f'import_archive_peak_rss({nodes} nodes)', nodes or 1, 'nodes',
-                float(r.get('seconds') or 0.0), peak_rss_bytes=peak_bytes(r), raw_output=r)
+        rec.add(
+            side.DOS,
+            'rss',
+            f'import_archive_peak_rss({nodes} nodes)',
+            nodes or 1,
+            'nodes',
+            float(r.get('seconds') or 0.0),
+            peak_rss_bytes=peak_bytes(r),
+            raw_output=r,
+        )
     run.status[key] = 'ok'
 
 
 def run_aiida(run: Run, args, wanted: set[str]) -> None:
     """aiida-core 2.9.4's side: ``aiida_side.py`` in aiida's venv, one worker process per repetition and backend."""
     out = Path(tempfile.mkstemp(prefix='bench-aiida-', suffix='.json')[1])
-    cmd = [args.aiida_python, str(HERE / 'aiida_side.py'), '--n', str(args.aiida_n or run.n), '--reps',
-           str(args.aiida_reps or args.reps), '--workloads', ','.join(sorted(wanted)), '--out', str(out)]
+    cmd = [
+        args.aiida_python,
+        str(HERE / 'aiida_side.py'),
+        '--n',
+        str(args.aiida_n or run.n),
+        '--reps',
+        str(args.aiida_reps or args.reps),
+        '--workloads',
+        ','.join(sorted(wanted)),
+        '--out',
+        str(out),
+    ]
     wl.log(f'aiida: {" ".join(cmd)}')
-    proc = subprocess.run(cmd)
+    proc = subprocess.run(cmd, check=False)
     records = json.loads(out.read_text() or '[]') if out.exists() else []
     out.unlink(missing_ok=True)
     run.records.extend(records)
@@ -252,8 +295,9 @@ def meta(args, wall: float) -> dict:
         'disk_objectstore': disk_objectstore.__version__,
         'machine': f'{platform.machine()} {os.cpu_count()} cpus, {platform.system()} {platform.release()}',
         'date': datetime.datetime.now().isoformat(timespec='seconds'),
-        'git_commit': subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
-                                     cwd=HERE).stdout.strip(),
+        'git_commit': subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'], check=False, capture_output=True, text=True, cwd=HERE
+        ).stdout.strip(),
         'wall_seconds': round(wall, 1),
     }
 
@@ -270,8 +314,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--raw-aiida-mode', action='store_true', help="also the raw limits with aiida's pragmas")
     p.add_argument('--workdir', help='scratch folder (default: a new temporary folder, removed afterwards)')
     p.add_argument('--results', default=str(HERE / 'results.json'))
-    p.add_argument('--cprofile', action='store_true',
-                   help='profile each sqlitedos workload into bench/profile-*.txt (timings then include the overhead)')
+    p.add_argument(
+        '--cprofile',
+        action='store_true',
+        help='profile each sqlitedos workload into bench/profile-*.txt (timings then include the overhead)',
+    )
     p.add_argument('--update-readme', action='store_true', help='only rewrite README.md from --results, run nothing')
     return p.parse_args()
 

@@ -212,7 +212,7 @@ def w4_queries(ctx: Context) -> None:
     try:
         from sqlitedos.query.builder import QueryBuilder
     except ImportError:
-        QueryBuilder = None  # noqa: N806
+        QueryBuilder = None
     expected = wl.expected_rows(ctx.n)
     conn = ctx.conn
     for name, spec in wl.queries(ctx.n, ctx.root).items():
@@ -236,8 +236,18 @@ def w4_queries(ctx: Context) -> None:
             check_star_rows(result)
         reference = reference_answer(conn, ctx.n, ctx.root, name)
         check(normalise(name, result) == reference, f'W4 {name}: the rows differ from plain SQL on the same data')
-        ctx.add('W4', name, 1, 'queries', med, rows=rows, expected_rows=expected[name], correct=True, inner_runs=runs,
-                api='QueryBuilder.from_dict' if QueryBuilder else 'storage.query()')
+        ctx.add(
+            'W4',
+            name,
+            1,
+            'queries',
+            med,
+            rows=rows,
+            expected_rows=expected[name],
+            correct=True,
+            inner_runs=runs,
+            api='QueryBuilder.from_dict' if QueryBuilder else 'storage.query()',
+        )
         w4_sql_split(ctx, name, qh, op)
 
 
@@ -339,7 +349,9 @@ def referenced_keys(storage: Any) -> set[str]:
         for child in entry.get('o', {}).values():
             walk(child)
 
-    for (metadata,) in storage.get_session().execute("SELECT repository_metadata FROM db_dbnode WHERE repository_metadata != '{}'"):
+    for (metadata,) in storage.get_session().execute(
+        "SELECT repository_metadata FROM db_dbnode WHERE repository_metadata != '{}'"
+    ):
         walk(json.loads(metadata))
     return keys
 
@@ -360,8 +372,10 @@ def w6_archive(ctx: Context) -> None:
         dt, _ = wl.time_call(lambda: import_archive(target, path))
         ctx.add('W6', 'import_archive(fresh profile)', nodes, 'nodes', dt, archive_bytes=size)
         got_nodes, got_links, got_sample = node_summary(target)
-        check((got_nodes, got_links) == (nodes, links), f'W6: imported {got_nodes} nodes / {got_links} links, '
-              f'expected {nodes} / {links}')
+        check(
+            (got_nodes, got_links) == (nodes, links),
+            f'W6: imported {got_nodes} nodes / {got_links} links, expected {nodes} / {links}',
+        )
         check(got_sample == sample, 'W6: imported node rows differ from the exported ones')
         keys = referenced_keys(storage)
         present = target.get_repository().has_objects(sorted(keys))
@@ -425,17 +439,26 @@ def cold_start(rec: wl.Recorder, folder: Path, n: int, repeats: int = 5) -> None
     """A new process that imports sqlitedos, opens the folder storage and counts the Dicts; vs ``python -c pass``."""
     qh = json.dumps(wl.queries(n, -1)['a_count_dict']['queryhelp'])
     env = cold_env()
-    for backend, argv in (('python', [sys.executable, '-c', 'pass']),
-                          (DOS, [sys.executable, '-c', COLD_SCRIPT, str(folder), qh])):
+    for backend, argv in (
+        ('python', [sys.executable, '-c', 'pass']),
+        (DOS, [sys.executable, '-c', COLD_SCRIPT, str(folder), qh]),
+    ):
         timings = []
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True, env=env)
             timings.append(time.perf_counter() - t0)
             if proc.returncode != 0:
                 raise NotAvailable(f'cold start failed: {proc.stderr.strip().splitlines()[-1:]}')
             if backend == DOS:
                 check(proc.stdout.strip() == str(2 * n), f'cold start counted {proc.stdout.strip()}, want {2 * n}')
         timings = sorted(timings[1:])  # the first run warms the page cache
-        rec.add(backend, 'cold', 'cold_start(process+import+open+count)', 1, 'processes',
-                timings[len(timings) // 2], inner_runs=timings)
+        rec.add(
+            backend,
+            'cold',
+            'cold_start(process+import+open+count)',
+            1,
+            'processes',
+            timings[len(timings) // 2],
+            inner_runs=timings,
+        )

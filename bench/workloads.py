@@ -17,7 +17,8 @@ import statistics
 import sys
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_N = 10_000
 DEFAULT_REPS = 3
@@ -176,7 +177,11 @@ def queries(n: int, root: int) -> dict[str, dict]:
             'op': 'all',
             'queryhelp': _qh(
                 [_path('r', ''), _path('node_1', '', 'with_ancestors', 'r')],
-                {'r': {'node_type': {'like': '%'}, 'id': root}, 'node_1': {'node_type': {'like': '%'}}, 'r--node_1': {}},
+                {
+                    'r': {'node_type': {'like': '%'}, 'id': root},
+                    'node_1': {'node_type': {'like': '%'}},
+                    'r--node_1': {},
+                },
                 {'r': [], 'node_1': [{'id': {}}], 'r--node_1': []},
             ),
         },
