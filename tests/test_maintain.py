@@ -155,6 +155,24 @@ def test_maintain_with_real_nodes(dos_storage: Any) -> None:
     assert [loaded.repository.get_object_content(f'f{i}.txt') for i in range(10)] == [f'file {i}' for i in range(10)]
 
 
+def test_full_maintain_after_deleting_nodes(dos_storage: Any) -> None:
+    if not hasattr(dos_storage, 'nodes'):
+        pytest.skip('the entity API is not available yet')
+    nodes = []
+    for name in ('first', 'second'):
+        node = dos_storage.nodes.create(node_type='data.core.folder.FolderData.', user=dos_storage.default_user)
+        node.repository.put_object_from_bytes(name.encode(), 'own.txt')
+        node.repository.put_object_from_bytes(b'common', 'common.txt')
+        nodes.append(node.store())
+    with dos_storage.transaction():
+        dos_storage.delete_nodes_and_connections([nodes[0].pk])
+    assert dos_storage.get_unreferenced_keyset() == {sha256(b'first')}
+    dos_storage.maintain(full=True)
+    repository = dos_storage.get_repository()
+    assert repository.has_objects([sha256(b'first'), sha256(b'second'), sha256(b'common')]) == [False, True, True]
+    assert dos_storage.nodes.get(pk=nodes[1].pk).repository.get_object_content('common.txt') == 'common'
+
+
 WRITER = '''
 import sys
 from sqlitedos import SqliteDosStorage

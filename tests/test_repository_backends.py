@@ -252,6 +252,7 @@ def test_temp_storage_erases_its_sandbox_on_close(temp_storage: Any) -> None:
     folder = repository._sandbox
     assert folder is not None and folder.is_dir()
     assert temp_storage._repository_info(True) == {}
+    assert 'repository' not in temp_storage.get_info(detailed=True)  # as aiida's temp storage
     temp_storage.close()
     assert not folder.exists()
 
@@ -261,6 +262,14 @@ def test_dos_storage_repository_is_its_container(dos_storage: Any) -> None:
     assert repository.uuid == dos_storage.get_global_variable('repository|uuid')
     assert dos_storage._repository_info(False)['Objects'] == {'packed': 0, 'loose': 0, 'pack_files': 0}
     assert 'Size (MB)' in dos_storage._repository_info(True)
+    repository.put_object_from_filelike(io.BytesIO(b'one object'))
+    assert dos_storage.get_info()['repository'] == {
+        'SHA-hash algorithm': 'sha256',
+        'Compression algorithm': 'zlib+1',
+        'Objects': {'packed': 0, 'loose': 1, 'pack_files': 0},
+    }
+    sizes = dos_storage.get_info(detailed=True)['repository']['Size (MB)']
+    assert sizes['total_size_loose'] == 0.0 and all(isinstance(value, float) for value in sizes.values())
 
 
 def test_threads_write_and_read_through_one_storage(storage: Any) -> None:
