@@ -201,6 +201,8 @@ WRITER = textwrap.dedent(
     while time.monotonic() < deadline and not os.path.exists({stop!r}):
         add_node(storage, files={{'f.bin': os.urandom(64), 'g.txt': str(n).encode()}})
         n += 1
+        if {pack} and n % 7 == 0:
+            storage.maintain()  # live: pack the loose objects and delete their loose copies while we copy
         if n == 20:
             open({ready!r}, 'w').close()
     storage.close()
@@ -210,11 +212,12 @@ WRITER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_backup_while_another_process_writes(dos_storage: SqliteDosStorage, tmp_path: Path) -> None:
+@pytest.mark.parametrize('pack', [False, True], ids=['writes', 'writes-and-packs'])
+def test_backup_while_another_process_writes(dos_storage: SqliteDosStorage, tmp_path: Path, pack: bool) -> None:
     small_graph(dos_storage)
     stop, ready = tmp_path / 'stop', tmp_path / 'ready'
     script = WRITER.format(root=str(Path(__file__).parent.parent), path=str(dos_storage.filepath_root),
-                           stop=str(stop), ready=str(ready))
+                           stop=str(stop), ready=str(ready), pack=pack)
     writer = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 15

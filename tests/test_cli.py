@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -319,3 +320,25 @@ def test_every_command_end_to_end(tmp_path: Path) -> None:
     assert 'already at the current schema' in sqlitedos_command('migrate', path).stdout
     failed = sqlitedos_command('info', tmp_path / 'missing', check=False)
     assert failed.returncode == 1 and failed.stderr.startswith('Error: ') and 'Traceback' not in failed.stderr
+
+
+def test_commands_on_the_aiida_made_fixture(fixture_profile_path: Path, manifest: dict, tmp_path: Path) -> None:
+    """info, query, node show/cat, verify and backup on a storage folder written by aiida-core 2.9.4."""
+    path = fixture_profile_path
+    info = json.loads(run('info', path, '--json').output)
+    assert info['entities']['Nodes']['count'] == manifest['counts']['nodes']
+    assert info['entities']['Links']['count'] == manifest['counts']['links']
+    uuids = {row['uuid'] for row in json.loads(run('query', path, '--json').output)}
+    assert uuids == {node['uuid'] for node in manifest['nodes']}
+    with_files = [node for node in manifest['nodes'] if node['files_sha256']]
+    assert with_files
+    for expected in with_files[:3]:
+        shown = json.loads(run('node', 'show', path, expected['uuid'], '--json').output)
+        assert shown['attributes'] == expected['attributes'] and shown['user'] == expected['user_email']
+        assert shown['files'] == expected['files_sha256']  # keys are the sha256 of the content
+        name = sorted(shown['files'])[0]
+        content = run('node', 'cat', path, expected['uuid'], name).stdout_bytes
+        assert hashlib.sha256(content).hexdigest() == expected['files_sha256'][name]
+    assert run('verify', path).output.startswith(f'Storage {path}: OK')
+    run('backup', path, tmp_path / 'dest')
+    assert run('verify', tmp_path / 'dest' / 'last-backup').exit_code == 0
