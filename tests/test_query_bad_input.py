@@ -108,3 +108,9 @@ def test_bad_input_raises_before_running(temp_storage, name):
     assert statements == []
     assert data == original
     assert connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'db_dbnode'").fetchone() == (1,)
+
+
+@pytest.mark.parametrize('spec', [{'id': 2**64}, {'attributes.x': {'>': -(2**70)}}, {'attributes.x': {'of_length': 2**63}}])
+def test_integers_beyond_64_bits(temp_storage, spec):
+    with pytest.raises(InputValidationError, match='64 bits'):
+        temp_storage.query().count(base(spec))

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from sqlitedos.db import Fragment
-from sqlitedos.query.compiler import compile_query, json_path
+from sqlitedos.query.compiler import compile_query
+from sqlitedos.query.fields import json_path
 from sqlitedos.query.operators import MISSING, OPERATORS, JsonRef, like_to_regex
 
 NODES = {

@@ -7,17 +7,17 @@ caller, the storage's ``query()`` object) and ``Compiled.decode`` (rows to proje
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlitedos.db import Fragment, decode_datetime, decode_json
+from sqlitedos.db import Fragment
 from sqlitedos.exceptions import InputValidationError
 from sqlitedos.query import joins as joins_module
+from sqlitedos.query.fields import Target, resolve
 from sqlitedos.query.operators import OPERATORS, JsonRef, concat
-from sqlitedos.tables import COLUMN_ALIASES, TABLES, Column, Table, quote_identifier
+from sqlitedos.query.projections import Projection, compile_projection, order_terms, projection_entries
+from sqlitedos.tables import TABLES, Table, quote_identifier
 
 __all__ = ('Compiled', 'compile_query', 'validate')
 
@@ -25,13 +25,6 @@ QUERY_KEYS = frozenset({'path', 'filters', 'project', 'project_map', 'order_by',
 PATH_KEYS = frozenset({'entity_type', 'orm_base', 'tag', 'joining_keyword', 'joining_value', 'edge_tag', 'outerjoin'})
 LOGICAL_KEYS = {'and': (False, ' AND '), 'or': (False, ' OR '), '~and': (True, ' AND '), '!and': (True, ' AND '),
                 '~or': (True, ' OR '), '!or': (True, ' OR ')}
-FUNCS = frozenset({'count', 'max', 'min'})
-CASTS = frozenset({'f', 'i', 'b', 't', 'j', 'd'})
-#: Characters refused in JSON keys of a field path: they have a meaning in SQLite JSON paths or in SQL, and
-#: aiida never writes them (https://www.sqlite.org/json1.html#path_arguments).
-_BAD_JSON_KEY = re.compile(r'["\'\\;\[\]$*]|--|[\x00-\x1f]')
-#: An index component (``attributes.a.0``) may select an array element; each one doubles the path expression.
-MAX_INDEX_COMPONENTS = 4
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
@@ -119,82 +112,6 @@ def _validate_path_item(index: int, item: Any, vertices: list[Vertex], tags: dic
             raise InputValidationError(f'edge tag {vertex.edge_tag!r} of vertex {tag!r} is not unique')
     tags[tag] = index
     return vertex
-
-
-# --- fields -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a tag's fields resolve against: a table (or the recursive edge's columns) under an alias."""
-
-    tag: str
-    alias: str
-    table: Table | None  # None: a recursive edge
-    orm_base: str = ''
-
-    def column(self, name: str) -> tuple[str, str]:
-        """The SQL text and kind of the column (or alias) ``name``."""
-        if self.table is None:
-            if name not in joins_module.RECURSIVE_EDGE_COLUMNS:
-                raise _unknown_field(self.tag, name, tuple(joins_module.RECURSIVE_EDGE_COLUMNS))
-            return f'{self.alias}.{name}', joins_module.RECURSIVE_EDGE_COLUMNS[name]
-        real = self.real_name(name)
-        return f'{self.alias}.{quote_identifier(real)}', self.table.column(real).kind
-
-    def real_name(self, name: str) -> str:
-        assert self.table is not None
-        real = COLUMN_ALIASES.get(self.table.name, {}).get(name, name)
-        if real == '_metadata' and self.table.has_column('metadata'):
-            real = 'metadata'
-        if not self.table.has_column(real):
-            aliases = tuple(COLUMN_ALIASES.get(self.table.name, {}))
-            raise _unknown_field(self.tag, name, self.table.column_names + aliases)
-        return real
-
-
-def _unknown_field(tag: str, name: str, allowed: tuple[str, ...]) -> InputValidationError:
-    return InputValidationError(f'unknown field {name!r} of tag {tag!r}; expected one of: {", ".join(allowed)}')
-
-
-def json_path(components: list[str], column_sql: str, tag: str) -> Fragment:
-    """The SQLite JSON path of ``components`` as a fragment; an all-digit component is an array index where the
-    value is an array and an object key otherwise (PostgreSQL's ``#>``)."""
-    for component in components:
-        if not isinstance(component, str) or not component or _BAD_JSON_KEY.search(component):
-            raise InputValidationError(
-                f'invalid JSON key {component!r} in a field of tag {tag!r}: keys must be non-empty and contain none '
-                'of " \' \\ ; [ ] $ * -- or control characters'
-            )
-    if not any(component.isdigit() for component in components):
-        return Fragment('?', ('$' + ''.join(f'."{c}"' for c in components),))
-    if sum(component.isdigit() for component in components) > MAX_INDEX_COMPONENTS:
-        raise InputValidationError(f'at most {MAX_INDEX_COMPONENTS} numeric components are supported in a JSON path')
-    path, pending = None, '$'
-    for component in components:
-        if not component.isdigit():
-            pending += f'."{component}"'
-            continue
-        prefix = concat(path, ' || ?', Fragment('', (pending,))) if path else Fragment('?', (pending,))
-        step = concat(
-            '(', prefix, f" || (CASE json_type({column_sql}, ", prefix, ") WHEN 'array' THEN ? ELSE ? END))",
-            Fragment('', (f'[{int(component)}]', f'."{component}"')),
-        )
-        path, pending = step, ''
-    return concat(path, ' || ?', Fragment('', (pending,))) if pending else path  # type: ignore[arg-type]
-
-
-def resolve(target: Target, field_name: str) -> tuple[str, str, JsonRef | None]:
-    """A field path -> (column SQL, column kind, JsonRef or None). JSON columns always resolve to a JsonRef."""
-    if not isinstance(field_name, str) or not field_name:
-        raise InputValidationError(f'a field of tag {target.tag!r} must be a non-empty str, not {field_name!r}')
-    head, *rest = field_name.split('.')
-    column_sql, kind = target.column(head)
-    if kind != 'json':
-        if rest:
-            raise InputValidationError(f'field {field_name!r} of tag {target.tag!r}: column {head!r} is not JSON')
-        return column_sql, kind, None
-    return column_sql, kind, JsonRef(column_sql, json_path(rest, column_sql, target.tag))
 
 
 # --- filters ------------------------------------------------------------------------------------------------------
@@ -289,184 +206,6 @@ def _unsupported(name: str, field_name: str, what: str) -> InputValidationError:
     return InputValidationError(f'operator {name!r} does not apply to {what} (field {field_name!r})')
 
 
-# --- projections --------------------------------------------------------------------------------------------------
-
-
-Decoder = Callable[[Any], Any]
-
-
-def _decode_bool(cell: Any) -> Any:
-    return None if cell is None else bool(cell)
-
-
-def _decode_json_text(cell: Any) -> Any:
-    return None if cell is None else json.loads(cell)
-
-
-def _cell(row: tuple, index: int) -> Any:
-    return row[index]
-
-
-def _decode_typed(row: tuple, index: int) -> Any:
-    """(json_type, json_extract) -> the Python value, keeping JSON booleans (json_extract gives 1/0 for them)."""
-    json_type, value = row[index], row[index + 1]
-    if json_type == 'true':
-        return True
-    if json_type == 'false':
-        return False
-    if json_type == 'array' or json_type == 'object':
-        return json.loads(value)
-    return value
-
-
-def _decode_json_datetime(cell: Any) -> Any:
-    if cell is None:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(str(cell))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
-def _identity(cell: Any) -> Any:
-    return cell
-
-
-COLUMN_DECODERS: dict[str, Decoder] = {
-    'json': decode_json,
-    'datetime': decode_datetime,
-    'bool': _decode_bool,
-}
-
-
-def cast_sql(ref: JsonRef, cast: str | None) -> tuple[Fragment, Decoder]:
-    """A JSON value projected with a cast code (None: the decoded JSON value, keeping JSON types)."""
-    if cast is None:
-        return ref.json(), _decode_json_text
-    if cast == 'j':
-        return ref.json(), _decode_json_text
-    if cast == 'f':
-        return concat('CAST(', ref.extract(), ' AS REAL)'), _identity
-    if cast == 'i':
-        return concat('CAST(', ref.extract(), ' AS INTEGER)'), _identity
-    if cast == 't':
-        return concat('(CASE ', ref.type(), " WHEN 'text' THEN ", ref.extract(), ' ELSE ', ref.json(), ' END)'), _identity
-    if cast == 'b':
-        return concat('(CASE ', ref.type(), " WHEN 'true' THEN 1 WHEN 'false' THEN 0 WHEN 'integer' THEN ",
-                      ref.extract(), " != 0 WHEN 'real' THEN ", ref.extract(), ' != 0 END)'), _decode_bool
-    if cast == 'd':
-        return ref.extract(), _decode_json_datetime
-    raise InputValidationError(f'unknown cast {cast!r}; expected one of: {", ".join(sorted(CASTS))}')
-
-
-@dataclass
-class Projection:
-    """One projected value: its output key, its SQL expressions, and ``decode(row, start)``, which turns the cells
-    from ``row[start]`` on into the value; ``plain`` when that is the cell itself."""
-
-    tag: str
-    key: str
-    sql: list[Fragment]
-    decode: Callable[[tuple, int], Any]
-    plain: bool = False
-
-
-def _projection_entries(tag: str, spec: Any) -> list[tuple[str, dict]]:
-    if spec in (None, []):
-        return []
-    if isinstance(spec, (str, dict)):
-        spec = [spec]
-    if not isinstance(spec, (list, tuple)):
-        raise InputValidationError(f'the projections of tag {tag!r} must be a list, not {spec!r}')
-    entries = []
-    for entry in spec:
-        if isinstance(entry, str):
-            entries.append((entry, {}))
-        elif isinstance(entry, dict):
-            for key, options in entry.items():
-                options = options or {}
-                if not isinstance(options, dict) or set(options) - {'func', 'cast'}:
-                    raise InputValidationError(
-                        f'projection {key!r} of tag {tag!r}: options must be a dict with keys func and cast only'
-                    )
-                entries.append((key, options))
-        else:
-            raise InputValidationError(f'invalid projection {entry!r} of tag {tag!r}')
-    return entries
-
-
-def compile_projection(target: Target, key: str, options: dict, builder: Callable | None) -> Projection:
-    """One projection (``*``, ``**``, a column, a JSON sub-path), with its ``func`` and ``cast``."""
-    func, cast = options.get('func'), options.get('cast')
-    if func is not None and func not in FUNCS:
-        raise InputValidationError(f'unknown func {func!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(FUNCS)}')
-    if cast is not None and cast not in CASTS:
-        raise InputValidationError(f'unknown cast {cast!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(CASTS)}')
-    if key == '*':
-        if func is not None:
-            raise InputValidationError(f'func {func!r} cannot be applied to "*" (tag {target.tag!r})')
-        if builder is None or target.table is None or not target.orm_base or target.orm_base == 'link':
-            raise InputValidationError(f'"*" cannot be projected on tag {target.tag!r}; project "**" or columns')
-        names = list(target.table.column_names)
-        sqls = [Fragment(target.column(name)[0]) for name in names]
-        width = len(names)
-        return Projection(target.tag, key, sqls, lambda row, i, n=names, b=builder, o=target.orm_base, w=width:
-                          b(o, dict(zip(n, row[i:i + w]))))
-    column_sql, kind, ref = resolve(target, key)
-    if ref is not None and ref.path.params != ('$',) and cast is None and func is None:
-        # Two cheap columns instead of the JSON text: json.loads per row costs more than the query itself.
-        return Projection(target.tag, key, [ref.type(), ref.extract()], _decode_typed)
-    if ref is not None and (ref.path.params != ('$',) or cast is not None):
-        expression, decoder = cast_sql(ref, cast)
-        if func is not None:
-            expression = concat(func.upper(), '(', ref.extract() if cast in (None, 'j') else expression, ')')
-            decoder = int if func == 'count' else (_identity if cast in (None, 'j') else decoder)
-    else:
-        expression, decoder = Fragment(column_sql), COLUMN_DECODERS.get(kind, _identity)
-        if func is not None:
-            expression = Fragment(f'{func.upper()}({column_sql})')
-            decoder = int if func == 'count' else decoder
-    if decoder is _identity:
-        return Projection(target.tag, key, [expression], _cell, plain=True)
-    return Projection(target.tag, key, [expression], lambda row, i, d=decoder: d(row[i]))
-
-
-# --- ordering -----------------------------------------------------------------------------------------------------
-
-
-_JSON_TYPE_RANK = ("(CASE {t} WHEN 'null' THEN 0 WHEN 'text' THEN 1 WHEN 'integer' THEN 2 WHEN 'real' THEN 2 "
-                   "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)")
-
-
-def order_terms(target: Target, key: str, options: Any) -> list[Fragment]:
-    """ORDER BY terms for one field; NULLs last ascending and first descending, as PostgreSQL sorts."""
-    if isinstance(options, str):
-        options = {'order': options}
-    if not isinstance(options, dict) or set(options) - {'order', 'cast'}:
-        raise InputValidationError(f'order_by on {key!r} of tag {target.tag!r}: expected a dict with order and cast')
-    order = options.get('order', 'asc')
-    if order not in ('asc', 'desc'):
-        raise InputValidationError(f'order {order!r} on {key!r} of tag {target.tag!r}; expected "asc" or "desc"')
-    cast = options.get('cast')
-    column_sql, kind, ref = resolve(target, key)
-    suffix = ' ASC NULLS LAST' if order == 'asc' else ' DESC NULLS FIRST'
-    if ref is None:
-        return [Fragment(column_sql + suffix)]
-    if cast is None or cast == 'j':
-        rank = concat(*_split_rank(ref))
-        return [concat(rank, suffix), concat(ref.extract(), suffix)]
-    if cast == 'd':
-        return [concat('julianday(', ref.extract(), ')', suffix)]
-    expression, _ = cast_sql(ref, cast)
-    return [concat(expression, suffix)]
-
-
-def _split_rank(ref: JsonRef) -> list[Any]:
-    before, after = _JSON_TYPE_RANK.split('{t}')
-    return [before, ref.type(), after]
-
-
 # --- the whole query ----------------------------------------------------------------------------------------------
 
 
@@ -517,7 +256,7 @@ def _targets(vertices: list[Vertex]) -> tuple[dict[str, Target], list[tuple[str,
     return targets, edges
 
 
-def compile_query(qdict: dict, builder: Callable | None = None, count_only: bool = False) -> Compiled:
+def compile_query(qdict: dict, builder: Callable | None = None) -> Compiled:
     """Validate and compile a query dict; ``builder(orm_base, row)`` builds the entity of a ``*`` projection."""
     vertices = validate(qdict)
     targets, edges = _targets(vertices)
@@ -565,7 +304,7 @@ def _compile_projections(vertices, edges, targets, projects, builder) -> list[Pr
     projections: list[Projection] = []
     for tag in order:
         seen: set[str] = set()
-        for key, options in _projection_entries(tag, projects.get(tag)):
+        for key, options in projection_entries(tag, projects.get(tag)):
             if key in seen:
                 raise InputValidationError(f'{key!r} is projected twice for tag {tag!r}')
             seen.add(key)

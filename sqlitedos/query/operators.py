@@ -96,6 +96,16 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+#: SQLite integers are 64-bit signed (https://www.sqlite.org/datatype3.html); larger ones cannot be parameters.
+SQLITE_INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def check_int_range(operator: str, value: Any) -> None:
+    """Refuse an integer that SQLite cannot bind (it would raise OverflowError at execution)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not SQLITE_INT_RANGE[0] <= value <= SQLITE_INT_RANGE[1]:
+        raise _reject(operator, value, 'an integer within 64 bits')
+
+
 def _reject(operator: str, value: Any, expected: str) -> InputValidationError:
     return InputValidationError(
         f'invalid value {value!r} ({type(value).__name__}) for operator {operator!r}; expected {expected}'
@@ -119,6 +129,7 @@ def encode_column_value(kind: str, value: Any, operator: str) -> Any:
     if kind in ('int', 'fk'):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _reject(operator, value, 'a number for an integer column')
+        check_int_range(operator, value)
         return value
     if not isinstance(value, str):
         raise _reject(operator, value, 'a str for a text column')
@@ -140,6 +151,7 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
             Fragment('', (value.astimezone(dt.timezone.utc).isoformat(),)),
         )
     if kind in _JSON_TYPE_OF_KIND:
+        check_int_range(operator, value)
         # The comparison first: SQLite evaluates AND left to right, so the type check parses only the matches.
         return concat('(', ref.extract(), f' {sql_op} ?', Fragment('', (value,)), ' AND ',
                       ref.guard(*_JSON_TYPE_OF_KIND[kind]), ')')
@@ -306,11 +318,12 @@ def _check_length(operator: str) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _reject(operator, value, 'an int')
+        check_int_range(operator, value)
 
     return check
 
 
-def _length(sql_op: str) -> tuple[Callable, Callable]:
+def _length(sql_op: str) -> tuple[Callable, Callable]:  # the value is checked by _check_length
     def on_column(column: str, kind: str, value: Any) -> Fragment:
         if kind not in ('text', 'uuid'):
             raise InputValidationError(f'length operators apply to text columns and JSON arrays, not to {column}')
