@@ -69,8 +69,6 @@ def test_fixture_files_read_back_before_and_after_full_maintain(fixture_storage:
 
 
 def test_fixture_files_through_node_trees(fixture_storage: Any, manifest: dict[str, Any]) -> None:
-    if not hasattr(fixture_storage, 'nodes'):
-        pytest.skip('the entity API is not available yet')
     for expected in manifest['nodes']:
         node = fixture_storage.nodes.get(uuid=expected['uuid'])
         for path, digest in expected['files_sha256'].items():
@@ -141,8 +139,6 @@ def test_temp_maintain_is_a_no_op(temp_storage: Any) -> None:
 
 
 def test_maintain_with_real_nodes(dos_storage: Any) -> None:
-    if not hasattr(dos_storage, 'nodes'):
-        pytest.skip('the entity API is not available yet')
     node = dos_storage.nodes.create(node_type='data.core.folder.FolderData.', user=dos_storage.default_user)
     for index in range(10):
         node.repository.put_object_from_bytes(f'file {index}'.encode(), f'f{index}.txt')
@@ -156,8 +152,6 @@ def test_maintain_with_real_nodes(dos_storage: Any) -> None:
 
 
 def test_full_maintain_after_deleting_nodes(dos_storage: Any) -> None:
-    if not hasattr(dos_storage, 'nodes'):
-        pytest.skip('the entity API is not available yet')
     nodes = []
     for name in ('first', 'second'):
         node = dos_storage.nodes.create(node_type='data.core.folder.FolderData.', user=dos_storage.default_user)
@@ -190,8 +184,6 @@ storage.close()
 
 @pytest.mark.slow
 def test_live_maintain_while_another_process_writes(dos_storage: Any, tmp_path: Path) -> None:
-    if not hasattr(dos_storage, 'nodes'):
-        pytest.skip('the entity API is not available yet')
     script = tmp_path / 'writer.py'
     script.write_text(WRITER)
     count = 300

@@ -237,8 +237,6 @@ def test_dedup_across_nodes(storage: Any) -> None:
 
 
 def new_node(storage: Any) -> Any:
-    if not hasattr(storage, 'nodes'):
-        pytest.skip('the entity API is not available yet')
     return storage.nodes.create(node_type='data.core.folder.FolderData.', user=storage.default_user)
 
 

@@ -195,11 +195,12 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         from disk_objectstore.exceptions import NotExistent as ContainerNotExistent
 
         check_key(key)
-        try:
-            with self.container.get_object_stream(key) as stream:
-                yield VerifyingReader(stream, key)  # type: ignore[misc]
-        except ContainerNotExistent as exc:
-            raise ObjectNotFoundError(f'object with key `{key}` does not exist.') from exc
+        with contextlib.ExitStack() as stack:
+            try:
+                stream = stack.enter_context(self.container.get_object_stream(key))
+            except ContainerNotExistent as exc:
+                raise ObjectNotFoundError(f'object with key `{key}` does not exist.') from exc
+            yield VerifyingReader(stream, key)  # type: ignore[misc]
 
     def iter_object_streams(self, keys: Iterable[str]) -> Iterator[tuple[str, BinaryIO]]:
         """Yield ``(key, stream)`` in the container's order (pack by pack, by offset), not in the order given."""
