@@ -225,11 +225,14 @@ class Compiled:
             start += len(projection.sql)
         self._plan = [(projection.decode, index) for projection, index in zip(self.projections, starts)]
         self._all_plain = all(projection.plain for projection in self.projections)
+        self._single = self.projections[0].decode if len(self.projections) == 1 else None
 
     def decode(self, row: tuple) -> list[Any]:
         """A result row -> the projected values in order."""
         if self._all_plain:
             return list(row)
+        if self._single is not None:
+            return [self._single(row, 0)]
         return [decode(row, index) for decode, index in self._plan]
 
     def decode_dict(self, row: tuple) -> dict[str, dict[str, Any]]:

@@ -33,16 +33,19 @@ def _cell(row: tuple, index: int) -> Any:
     return row[index]
 
 
+#: json_type values whose json_extract value is already the Python value.
+_NATIVE_JSON_TYPES = frozenset({'text', 'integer', 'real', 'null', None})
+_JSON_BOOLEANS = {'true': True, 'false': False}
+
+
 def _decode_typed(row: tuple, index: int) -> Any:
     """(json_type, json_extract) -> the Python value, keeping JSON booleans (json_extract gives 1/0 for them)."""
-    json_type, value = row[index], row[index + 1]
-    if json_type == 'true':
-        return True
-    if json_type == 'false':
-        return False
-    if json_type == 'array' or json_type == 'object':
-        return json.loads(value)
-    return value
+    json_type = row[index]
+    if json_type in _NATIVE_JSON_TYPES:
+        return row[index + 1]
+    if json_type in _JSON_BOOLEANS:
+        return _JSON_BOOLEANS[json_type]
+    return json.loads(row[index + 1])
 
 
 def _decode_json_datetime(cell: Any) -> Any:
