@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import gc
 import io
 import json
 import subprocess
@@ -209,3 +210,18 @@ def test_live_maintain_while_another_process_writes(dos_storage: Any, tmp_path: 
         assert repository.get_object_content(files['shared.txt']) == b'shared by all'
     assert dos_storage.get_unreferenced_keyset() == set()
     assert repository.get_info()['Objects']['loose'] == 0
+
+
+def test_full_maintain_keeps_files_of_unstored_nodes(dos_storage: Any) -> None:
+    """Node files go to the container when put: an unstored node's files must survive maintenance until store()."""
+    node = dos_storage.nodes.create(node_type='data.core.folder.FolderData.', user=dos_storage.default_user)
+    node.repository.put_object_from_bytes(b'not stored yet', 'pending.txt')
+    dos_storage.get_repository().put_object_from_filelike(io.BytesIO(b'true orphan'))
+    report = dos_storage.maintain(full=True)
+    assert report['unreferenced_objects'] == 1
+    node.store()
+    assert dos_storage.nodes.get(pk=node.pk).repository.get_object_content('pending.txt') == 'not stored yet'
+    assert dos_storage.get_unreferenced_keyset() == set()
+    del node
+    gc.collect()
+    assert dos_storage.get_repository().keys_held() == set()

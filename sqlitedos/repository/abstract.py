@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import re
+import weakref
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -155,6 +156,18 @@ class AbstractRepositoryBackend(abc.ABC):
                 "('rb') or wrap bytes in io.BytesIO"
             )
         return self._put_object_from_filelike(handle)
+
+    def hold_unstored(self, tree: Any) -> None:
+        """Remember (weakly) the file tree of an unstored node, whose keys no database row records yet.
+
+        ``tree.pending_keys()`` lists them; maintenance in this process leaves them alone (``keys_held``).
+        """
+        self.__dict__.setdefault('_unstored_trees', weakref.WeakSet()).add(tree)
+
+    def keys_held(self) -> set[str]:
+        """The keys of the files of unstored nodes alive in this process (see ``hold_unstored``)."""
+        trees = list(self.__dict__.get('_unstored_trees', ()))
+        return {key for tree in trees for key in tree.pending_keys()}
 
     @abc.abstractmethod
     def _put_object_from_filelike(self, handle: BinaryIO) -> str:

@@ -239,6 +239,10 @@ class NodeRepository:
             for name in filenames:
                 yield root / name
 
+    def pending_keys(self) -> list[str]:
+        """The keys of the files while the node is unstored (none once stored: then the database holds them)."""
+        return [] if self._node.is_stored else self.get_file_keys()
+
     def get_file_keys(self) -> list[str]:
         """The repository key of every file (with repeats when files share content)."""
         return list(iter_keys(self.serialize()))
@@ -287,7 +291,9 @@ class NodeRepository:
                 f'cannot store {type(handle).__name__} as `{path}`: it is not a binary stream; open files in '
                 "binary mode ('rb') or wrap text in io.BytesIO(text.encode())"
             )
-        key = self.backend.put_object_from_filelike(handle)
+        backend = self.backend
+        key = backend.put_object_from_filelike(handle)
+        backend.hold_unstored(self)
         self._insert(path, File(path.name, FileType.FILE, key=key))
 
     def put_object_from_bytes(self, content: bytes, path: PathLike) -> None:

@@ -372,7 +372,8 @@ class SqliteDosStorage(StorageBackend):
             raise InvalidOperation('full maintenance cannot run inside a transaction: call it outside `transaction()`')
         report: dict[str, Any] = {}
         with self.transaction():
-            unreferenced = self.get_unreferenced_keyset()
+            # Files of nodes that this process has not stored yet are in the container but in no row: keep them.
+            unreferenced = self.get_unreferenced_keyset() - repository.keys_held()
             report['unreferenced_objects'] = len(unreferenced)
             if not dry_run and unreferenced:
                 repository.delete_objects(sorted(unreferenced))
