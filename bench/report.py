@@ -267,12 +267,19 @@ def sql_split(data: dict) -> str:
 
 def extras(data: dict) -> list[str]:
     idx, out = index(data), []
+    peaks = {}
     for (backend, workload, metric), rec in sorted(idx.items()):
-        if workload == 'rss':
-            peak = rec.get('peak_rss_bytes')
-            out.append(f'- {metric}: peak RSS {peak / 2**20:,.0f} MiB' if peak else f'- {metric}: {rec}')
+        if workload == 'rss' and rec.get('peak_rss_bytes'):
+            peaks[rec['n_ops']] = rec['peak_rss_bytes']
+            out.append(
+                f'- {metric}: peak RSS {rec["peak_rss_bytes"] / 2**20:,.0f} MiB (import {fmt_seconds(rec["seconds"])}, '
+                f'{rec["n_ops"]} nodes; `bench/archive_memory.py`, one run)'
+            )
         if workload == 'W6' and rec.get('archive_bytes') and 'create' in metric:
             out.append(f'- archive size ({backend}): {rec["archive_bytes"] / 1e6:.1f} MB for {rec["n_ops"]} nodes')
+    if len(peaks) == 2:
+        small, big = (peaks[k] for k in sorted(peaks))
+        out.append(f'- archive import peak RSS, 10x the nodes: {big / small:.2f}x the memory')
     bad = {k: v for k, v in data.get('status', {}).items() if v != 'ok'}
     for key, value in sorted(bad.items()):
         out.append(f'- {key}: {value}')
