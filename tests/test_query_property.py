@@ -232,3 +232,32 @@ def _closure(edges: list[tuple[int, int]], start: int) -> set[int]:
         frontier = {b for a, b in edges if a in frontier} - seen
         seen |= frontier
     return seen
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 6),
+       edges=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from(['x', 'y']),
+                                st.sampled_from(['create', 'input_calc'])), max_size=8),
+       keyword=st.sampled_from(['with_incoming', 'with_outgoing']), outer=st.booleans(),
+       label=st.sampled_from([None, 'x']), target_max=st.sampled_from([None, 3]))
+def test_link_joins_equal_python(module_storage, n, edges, keyword, outer, label, target_max):
+    """Link joins with edge filters, vertex filters and outer joins against a Python nested loop."""
+    load(module_storage, [{'label': '', 'process_type': None, 'attributes': {}} for _ in range(n)])
+    links = [(a, b, lab, kind) for a, b, lab, kind in edges if a <= n and b <= n]
+    module_storage.get_session().executemany(INSERT_LINK, [(a, b, lab, kind) for a, b, lab, kind in links])
+    data = query({})
+    data['path'].append({'entity_type': '', 'orm_base': 'node', 'tag': 'm', 'joining_keyword': keyword,
+                         'joining_value': 'n', 'edge_tag': 'n--m', 'outerjoin': outer})
+    data['filters'] = {'n': {}, 'm': {'id': {'<=': target_max}} if target_max else {},
+                       'n--m': {'label': label} if label else {}}
+    data['project'] = {'n': ['id'], 'm': ['id'], 'n--m': ['label']}
+    got = sorted(module_storage.query().all(data), key=repr)
+    expected = []
+    for first in range(1, n + 1):
+        matched = []
+        for a, b, lab, _ in links:
+            mine, other = (a, b) if keyword == 'with_incoming' else (b, a)
+            if mine == first and (label is None or lab == label) and (target_max is None or other <= target_max):
+                matched.append([first, other, lab])
+        expected.extend(matched or ([[first, None, None]] if outer else []))
+    assert got == sorted(expected, key=repr)

@@ -121,23 +121,23 @@ def join_sql(join: Join, table: str, alias: str, old_alias: str, edge_alias: str
     clauses, so a vertex without a partner is kept (with NULLs) instead of being filtered out by ``WHERE``.
     """
     kind = 'LEFT JOIN' if outer else 'JOIN'
-    new = f'{kind} {quote_identifier(table)} AS {alias}'
     if join.kind == 'fk':
+        new = f'{kind} {quote_identifier(table)} AS {alias}'
         return _on(f'{new} ON {_q(alias, join.this_column)} = {_q(old_alias, join.other_column)}', vertex_on)
-    if join.kind in ('link', 'membership'):
-        edge = _on(
-            f'{kind} {quote_identifier(join.edge_table)} AS {edge_alias} '
-            f'ON {_q(edge_alias, join.edge_old)} = {_q(old_alias, "id")}',
-            edge_on,
-        )
+    if join.kind == 'recursive':
+        edge_source = edge_alias
+        old_end = f'{edge_alias}.{"ancestor_id" if join.descendants else "descendant_id"}'
+        new_end = f'{edge_alias}.{"descendant_id" if join.descendants else "ancestor_id"}'
     else:
-        old_end = 'ancestor_id' if join.descendants else 'descendant_id'
-        edge = _on(f'{kind} {edge_alias} ON {edge_alias}.{old_end} = {_q(old_alias, "id")}', edge_on)
-    new_end = (
-        _q(edge_alias, join.edge_new) if join.kind != 'recursive'
-        else f'{edge_alias}.{"descendant_id" if join.descendants else "ancestor_id"}'
-    )
-    vertex = _on(f'{new} ON {_q(alias, "id")} = {new_end}', vertex_on)
+        edge_source = f'{quote_identifier(join.edge_table)} AS {edge_alias}'
+        old_end, new_end = _q(edge_alias, join.edge_old), _q(edge_alias, join.edge_new)
+    vertex = _on(f'JOIN {quote_identifier(table)} AS {alias} ON {_q(alias, "id")} = {new_end}', vertex_on)
+    if outer:
+        # Edge and vertex join as one unit: an edge whose vertex fails the vertex's filters leaves both NULL.
+        nested = f'{kind} ({edge_source} {vertex.sql}) ON {old_end} = {_q(old_alias, "id")}'
+        on = _on(nested, edge_on)
+        return Fragment(on.sql, vertex.params + on.params)
+    edge = _on(f'JOIN {edge_source} ON {old_end} = {_q(old_alias, "id")}', edge_on)
     return Fragment(f'{edge.sql} {vertex.sql}', edge.params + vertex.params)
 
 
