@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from sqlitedos.exceptions import CorruptStorage, InputValidationError, NotExistent
+from sqlitedos.exceptions import ClosedStorage, CorruptStorage, InputValidationError, NotExistent
 from sqlitedos.repository.abstract import AbstractRepositoryBackend, NotAByteStreamError, ObjectNotFoundError
 from sqlitedos.repository.disk_objectstore import DiskObjectStoreRepositoryBackend
 from sqlitedos.repository.sandbox import SandboxShaRepositoryBackend
@@ -303,3 +303,10 @@ def test_container_created_anew_is_reopened(tmp_path: Path) -> None:
         assert list(backend.list_objects()) == [new]
     finally:
         backend.close()
+
+
+def test_closed_storage_gives_no_repository(storage: Any) -> None:
+    storage.get_repository().put_object_from_filelike(io.BytesIO(b'x'))
+    storage.close()
+    with pytest.raises(ClosedStorage):
+        storage.get_repository()

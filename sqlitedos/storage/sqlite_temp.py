@@ -97,6 +97,7 @@ class SqliteTempBackend(StorageBackend):
         return repository
 
     def _erase_repository(self) -> None:
+        self.__dict__.pop('_repository', None)
         finalizer = self.__dict__.pop('_repository_finalizer', None)
         if finalizer is not None:
             finalizer()
