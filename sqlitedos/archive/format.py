@@ -15,10 +15,12 @@ import os
 import re
 import shutil
 import sqlite3
-import zipfile
+import struct
+import tempfile
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterator
 
+from sqlitedos.archive.zipio import STORED, ZipIndex, ZipStreamWriter
 from sqlitedos.exceptions import CorruptStorage, IncompatibleStorageSchema, ImportValidationError
 
 __all__ = (
@@ -44,6 +46,11 @@ METADATA_MAX_INDEX = 10
 DATABASE_MAX_INDEX = 4
 #: Bytes per read when copying between zip members, files and containers.
 COPY_CHUNK = 1024 * 1024
+#: Objects up to this size are read whole and compressed in batches on threads; larger ones are streamed.
+SMALL_OBJECT = 256 * 1024
+#: Bytes of small objects held before a batch is compressed and written.
+PENDING_BYTES = 8 * 1024 * 1024
+COMPRESSION_THREADS = 2
 _KEY = re.compile(r'[0-9a-f]{64}')
 
 #: ``progress(stage, done, total)``, called as each stage advances.
@@ -92,12 +99,14 @@ def check_metadata(metadata: Any, where: str, check_version: bool = True) -> dic
 class ArchiveReader:
     """Read access to an archive: a ``.aiida`` zip file or an unpacked folder; a context manager.
 
-    Opening checks the member names, reads ``metadata.json`` and checks the version.
+    Opening checks the member names, reads ``metadata.json`` and checks the version. A zip's central directory is
+    indexed in a temporary SQLite file (``zipio.ZipIndex``), so memory does not grow with the number of members.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, check_version: bool = True) -> None:
         self.path = Path(path)
-        self._zip: zipfile.ZipFile | None = None
+        self._zip: ZipIndex | None = None
+        self._workdir: str | None = None
         if self.path.is_dir():
             self.metadata = check_metadata(self._read_json(self.path / METADATA_NAME), str(self.path), check_version)
             if not (self.path / DATABASE_NAME).is_file():
@@ -105,11 +114,12 @@ class ArchiveReader:
             return
         if not self.path.is_file():
             raise CorruptStorage(f'the archive {str(self.path)!r} does not exist')
+        self._workdir = tempfile.mkdtemp(prefix='sqlitedos-archive-')
         try:
-            self._zip = zipfile.ZipFile(self.path, 'r')
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise CorruptStorage(f'{str(self.path)!r} is not a readable .aiida archive (zip file): {exc}') from exc
-        try:
+            try:
+                self._zip = ZipIndex(self.path, Path(self._workdir) / 'members.sqlite3')
+            except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
+                raise CorruptStorage(f'{str(self.path)!r} is not a readable .aiida archive (zip file): {exc}') from exc
             self._check_members()
             with self._zip_member(METADATA_NAME) as handle:
                 self.metadata = check_metadata(self._parse_json(handle.read()), str(self.path), check_version)
@@ -132,8 +142,8 @@ class ArchiveReader:
     def _check_members(self) -> None:
         assert self._zip is not None
         found: dict[str, int] = {}
-        for index, info in enumerate(self._zip.infolist()):
-            kind = classify_member(info.filename)
+        for index, name in self._zip.names():
+            kind = classify_member(name)
             if kind in ('metadata', 'database'):
                 found.setdefault(kind, index)
         if 'metadata' not in found:
@@ -149,20 +159,23 @@ class ArchiveReader:
     @contextlib.contextmanager
     def _zip_member(self, name: str) -> Iterator[IO[bytes]]:
         assert self._zip is not None
-        try:
-            with self._zip.open(name) as handle:
-                yield handle
-        except (zipfile.BadZipFile, EOFError, zlib_error()) as exc:
-            raise CorruptStorage(f'the archive member {name!r} of {str(self.path)!r} is damaged: {exc}') from exc
+        member = self._zip.find(name)
+        if member is None:
+            raise ImportValidationError(f'the archive {str(self.path)!r} has no member {name!r}')
+        with self._zip.open(member) as handle:
+            yield handle  # type: ignore[misc]
 
     @property
     def is_folder(self) -> bool:
         return self._zip is None
 
     def close(self) -> None:
-        """Close the zip file (idempotent)."""
+        """Close the zip file and delete the member index (idempotent)."""
         if self._zip is not None:
             self._zip.close()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def __enter__(self) -> ArchiveReader:
         return self
@@ -183,7 +196,7 @@ class ArchiveReader:
                     shutil.copyfileobj(handle, target, COPY_CHUNK)
             else:
                 with self._zip_member(DATABASE_NAME) as handle:
-                    copy_stream(handle, target, DATABASE_NAME)
+                    shutil.copyfileobj(handle, target, COPY_CHUNK)
         return destination
 
     def has_object(self, key: str) -> bool:
@@ -192,11 +205,21 @@ class ArchiveReader:
             return False
         if self._zip is None:
             return (self.path / 'repo' / key).is_file()
+        return self._zip.find(REPO_PREFIX + key) is not None
+
+    def first_missing_object(self, connection: sqlite3.Connection, table: str) -> str | None:
+        """The first key in ``table`` (column ``key``, of ``connection``) that the archive lacks, or None."""
+        if self._zip is None:
+            cursor = connection.execute(f'SELECT key FROM {table}')  # noqa: S608 - a constant of the caller
+            return next((key for (key,) in cursor if not self.has_object(key)), None)
+        connection.execute('ATTACH DATABASE ? AS zipindex', (str(self._zip.index_path),))
         try:
-            self._zip.getinfo(REPO_PREFIX + key)
-        except KeyError:
-            return False
-        return True
+            row = connection.execute(
+                f"SELECT key FROM {table} WHERE 'repo/' || key NOT IN (SELECT name FROM zipindex.member) LIMIT 1"
+            ).fetchone()
+        finally:
+            connection.execute('DETACH DATABASE zipindex')
+        return None if row is None else row[0]
 
     def object_keys(self) -> Iterator[str]:
         """Every repository key in the archive."""
@@ -205,92 +228,102 @@ class ArchiveReader:
             if folder.is_dir():
                 yield from (entry.name for entry in os.scandir(folder) if _KEY.fullmatch(entry.name))
             return
-        for info in self._zip.infolist():
-            if classify_member(info.filename) == 'object':
-                yield info.filename[len(REPO_PREFIX):]
+        for _, name in self._zip.names():
+            if classify_member(name) == 'object':
+                yield name[len(REPO_PREFIX):]
 
     @contextlib.contextmanager
     def open_object(self, key: str) -> Iterator[BinaryIO]:
         """A binary stream of the object ``key``; ``ImportValidationError`` if the archive lacks it."""
-        if not self.has_object(key):
-            raise ImportValidationError(f'the archive {str(self.path)!r} lacks the repository object {key}')
+        if not _KEY.fullmatch(key):
+            raise ImportValidationError(f'invalid repository key {key!r} in the archive')
         if self._zip is None:
-            with open(self.path / 'repo' / key, 'rb') as handle:
-                yield handle
+            try:
+                with open(self.path / 'repo' / key, 'rb') as handle:
+                    yield handle
+            except FileNotFoundError as exc:
+                raise ImportValidationError(f'the archive {str(self.path)!r} lacks the object {key}') from exc
         else:
             with self._zip_member(REPO_PREFIX + key) as handle:
                 yield handle  # type: ignore[misc]
 
 
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
-
-
-def copy_stream(source: IO[bytes], target: IO[bytes], name: str) -> int:
-    """Copy in chunks; return the number of bytes. Zip damage found while reading becomes ``CorruptStorage``."""
-    copied = 0
-    try:
-        while True:
-            chunk = source.read(COPY_CHUNK)
-            if not chunk:
-                return copied
-            target.write(chunk)
-            copied += len(chunk)
-    except (zipfile.BadZipFile, EOFError, zlib_error()) as exc:
-        raise CorruptStorage(f'the archive member {name!r} is damaged: {exc}') from exc
-
-
 class ArchiveWriter:
     """Writes a new zip in aiida's layout: repository members, then ``db.sqlite3``, then ``metadata.json``, with the
-    central directory listing ``metadata.json`` and ``db.sqlite3`` first (as aiida's reader requires)."""
+    central directory listing ``metadata.json`` and ``db.sqlite3`` first (as aiida's reader requires).
+
+    Small objects are compressed in batches on a thread pool (zlib releases the GIL); memory stays bounded by
+    ``PENDING_BYTES`` whatever the number of objects.
+    """
 
     def __init__(self, path: Path, compression: int = 6) -> None:
         if not 0 <= compression <= 9:
             raise ValueError(f'compression must be an integer from 0 to 9, got {compression!r}')
         self.compression = compression
-        self._method = zipfile.ZIP_DEFLATED if compression else zipfile.ZIP_STORED
-        self._zip = zipfile.ZipFile(path, 'w', compression=self._method, compresslevel=compression, allowZip64=True)
-        self._date_time = dt.datetime.now().timetuple()[:6]
-
-    def _info(self, name: str, method: int, size: int | None = None) -> zipfile.ZipInfo:
-        info = zipfile.ZipInfo(name, date_time=self._date_time)
-        info.compress_type = method
-        info._compresslevel = self.compression if method == zipfile.ZIP_DEFLATED else None  # type: ignore[attr-defined]
-        info.external_attr = 0o644 << 16
-        if size is not None:
-            info.file_size = size
-        return info
+        self._spill = path.with_name(path.name + '.directory')
+        self._zip = ZipStreamWriter(path, self._spill, compression, dt.datetime.now().timetuple()[:6])
+        self._pending: list[tuple[str, bytes]] = []
+        self._pending_bytes = 0
+        self._pool: Any = None
 
     def write_object(self, key: str, stream: IO[bytes], size: int | None = None) -> None:
-        """Add ``repo/<key>`` from a stream; without a known size the member gets ZIP64 headers (as aiida's)."""
-        info = self._info(REPO_PREFIX + key, self._method, size)
-        with self._zip.open(info, 'w', force_zip64=size is None) as target:
-            shutil.copyfileobj(stream, target, COPY_CHUNK)
+        """Add ``repo/<key>`` from a stream: small ones are batched for compression, others streamed."""
+        if size is not None and size <= SMALL_OBJECT:
+            data = stream.read()
+            self._pending.append((REPO_PREFIX + key, data))
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= PENDING_BYTES:
+                self.flush()
+            return
+        self.flush()
+        self._zip.write_stream(REPO_PREFIX + key, stream)
+
+    def flush(self) -> None:
+        """Compress and write the batched small objects."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=COMPRESSION_THREADS)
+        step = max(1, len(pending) // (4 * COMPRESSION_THREADS))
+        parts = [[data for _, data in pending[index:index + step]] for index in range(0, len(pending), step)]
+        compressed = [item for part in self._pool.map(self._compress_all, parts) for item in part]
+        for (name, data), stored in zip(pending, compressed):
+            self._zip.write_bytes(name, data, stored)
+
+    def _compress_all(self, datas: list[bytes]) -> list[bytes]:
+        return [self._zip.compress(data) for data in datas]
 
     def write_database(self, path: Path) -> None:
         """Add ``db.sqlite3`` from a file, compressed at the archive's level."""
-        info = self._info(DATABASE_NAME, self._method, path.stat().st_size)
-        with open(path, 'rb') as source, self._zip.open(info, 'w') as target:
-            shutil.copyfileobj(source, target, COPY_CHUNK)
+        self.flush()
+        with open(path, 'rb') as source:
+            self._zip.write_stream(DATABASE_NAME, source, first=1)
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
         """Add ``metadata.json`` (stored, ``json.dumps`` default formatting)."""
-        self._zip.writestr(self._info(METADATA_NAME, zipfile.ZIP_STORED), json.dumps(metadata).encode('utf-8'))
+        self.flush()
+        data = json.dumps(metadata).encode('utf-8')
+        self._zip.write_bytes(METADATA_NAME, data, data, first=0, method=STORED)
 
     def close(self) -> None:
         """Write the central directory, ``metadata.json`` and ``db.sqlite3`` first, and close the file."""
-        first = [info for info in self._zip.filelist if info.filename in (METADATA_NAME, DATABASE_NAME)]
-        first.sort(key=lambda info: info.filename != METADATA_NAME)
-        rest = [info for info in self._zip.filelist if info.filename not in (METADATA_NAME, DATABASE_NAME)]
-        self._zip.filelist[:] = first + rest
+        self.flush()
         self._zip.close()
+        self._cleanup()
 
     def abort(self) -> None:
         """Close the file without caring about its content (the caller deletes it)."""
-        with contextlib.suppress(Exception):
-            self._zip.close()
+        self._zip.abort()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self._spill.unlink(missing_ok=True)
 
 
 def open_database_readonly(path: Path) -> sqlite3.Connection:

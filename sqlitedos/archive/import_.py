@@ -44,7 +44,7 @@ __all__ = ('MERGE_EXTRAS_MODES', 'import_archive')
 BATCH_SIZE = 1000
 #: Objects per repository batch: each batch of a container is one pack write ending in one fsync, so batches are
 #: large; only the keys (not the contents, which are streamed) of a batch are held in memory.
-OBJECT_BATCH_SIZE = 20000
+OBJECT_BATCH_SIZE = 5000
 DUPLICATE_LABEL_TEMPLATE = '{0} (Imported #{1})'
 DUPLICATE_LABEL_MAX = 100
 IMPORT_GROUP_TYPE = 'core.import'
@@ -318,12 +318,12 @@ def _check_archive_database(database: Path, reader: ArchiveReader) -> None:
             connection.execute(FILL_KEYS)
         except sqlite3.DatabaseError as exc:
             raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be read: {exc}') from exc
-        for (key,) in connection.execute('SELECT key FROM sqlitedos_keys'):
-            if not reader.has_object(key):
-                raise ImportValidationError(
-                    f'the archive lacks the repository object repo/{key} that one of its nodes references: the '
-                    'archive is incomplete (nothing was imported)'
-                )
+        key = reader.first_missing_object(connection, 'sqlitedos_keys')
+        if key is not None:
+            raise ImportValidationError(
+                f'the archive lacks the repository object repo/{key} that one of its nodes references: the '
+                'archive is incomplete (nothing was imported)'
+            )
 
 
 def _check_identities(connection: sqlite3.Connection) -> None:
