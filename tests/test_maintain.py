@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from sqlitedos.exceptions import CorruptStorage, InvalidOperation
+from sqlitedos import SqliteDosStorage
+from sqlitedos.exceptions import CorruptStorage, InvalidOperation, LockedProfileError
 from sqlitedos.repository.tree import flatten
 
 SELECT_METADATA = 'SELECT uuid, repository_metadata FROM db_dbnode ORDER BY id'
@@ -225,3 +226,49 @@ def test_full_maintain_keeps_files_of_unstored_nodes(dos_storage: Any) -> None:
     del node
     gc.collect()
     assert dos_storage.get_repository().keys_held() == set()
+
+
+HOLDER = '''
+import sys, time
+from sqlitedos import SqliteDosStorage
+
+storage = SqliteDosStorage(SqliteDosStorage.create_profile('h', filepath=sys.argv[1]))
+storage.get_repository().has_object('0' * 64)  # uses the container
+print('ready', flush=True)
+sys.stdin.readline()
+storage.close()
+'''
+
+
+@pytest.mark.slow
+def test_full_maintain_refused_while_another_process_uses_the_storage(dos_storage: Any, tmp_path: Path) -> None:
+    script = tmp_path / 'holder.py'
+    script.write_text(HOLDER)
+    orphan = dos_storage.get_repository().put_object_from_filelike(io.BytesIO(b'orphan'))
+    holder = subprocess.Popen(
+        [sys.executable, str(script), str(dos_storage.filepath_root)],
+        env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'}, cwd=tmp_path,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == 'ready'
+        with pytest.raises(LockedProfileError, match='another process'):
+            dos_storage.maintain(full=True)
+        assert dos_storage.get_repository().has_object(orphan)
+        dos_storage.maintain()  # live maintenance is fine
+        assert dos_storage.get_repository().get_object_content(orphan) == b'orphan'  # still usable after refusal
+    finally:
+        holder.communicate('done\n', timeout=60)
+    assert holder.returncode == 0
+    dos_storage.maintain(full=True)
+    assert not dos_storage.get_repository().has_object(orphan)
+
+
+def test_full_maintain_with_two_storage_objects_in_one_process(dos_storage: Any) -> None:
+    other = SqliteDosStorage(dos_storage.profile)
+    try:
+        key = other.get_repository().put_object_from_filelike(io.BytesIO(b'orphan'))
+        dos_storage.maintain(full=True)  # one process shares one lock: not refused
+        assert not other.get_repository().has_object(key)
+    finally:
+        other.close()

@@ -9,12 +9,14 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
-from sqlitedos.exceptions import CorruptStorage, UnreachableStorage
+from sqlitedos.exceptions import CorruptStorage, LockedProfileError, UnreachableStorage
 from sqlitedos.repository.abstract import (
     AbstractRepositoryBackend,
     ObjectNotFoundError,
@@ -22,6 +24,11 @@ from sqlitedos.repository.abstract import (
     check_key,
     sha256_of_stream,
 )
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, no cross-process maintenance lock
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from disk_objectstore import Container
@@ -92,6 +99,91 @@ def read_container_id(folder: str | Path) -> str:
     return container_id
 
 
+#: How long opening a container waits for another process's full maintenance to finish (seconds).
+SHARED_LOCK_TIMEOUT = 60.0
+
+
+class _ContainerLock:
+    """This process's ``flock`` on a container's ``config.json``: shared while the process uses the container,
+    exclusive during full maintenance, so that full maintenance never runs while another process may hold files
+    it has put but not yet recorded in a node row (aiida's profile lock plays this part).
+
+    ``flock`` locks belong to an open file, so one per process and container is shared by every storage object
+    (a second open file would conflict with the first). https://man7.org/linux/man-pages/man2/flock.2.html
+    """
+
+    _registry: dict[tuple[int, int], _ContainerLock] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, identity: tuple[int, int], descriptor: int) -> None:
+        self.identity = identity
+        self.descriptor = descriptor
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, path: Path) -> _ContainerLock | None:
+        """Take (or share) the process's shared lock on ``path``; None where ``flock`` does not exist."""
+        if fcntl is None:
+            return None
+        with cls._guard:
+            descriptor = os.open(path, os.O_RDONLY)
+            status = os.fstat(descriptor)
+            identity = (status.st_dev, status.st_ino)
+            lock = cls._registry.get(identity)
+            if lock is not None:
+                os.close(descriptor)
+            else:
+                try:
+                    _flock_waiting(descriptor, fcntl.LOCK_SH, SHARED_LOCK_TIMEOUT, path)
+                except BaseException:
+                    os.close(descriptor)
+                    raise
+                lock = cls._registry[identity] = cls(identity, descriptor)
+            lock.users += 1
+            return lock
+
+    def release(self) -> None:
+        with self._guard:
+            self.users -= 1
+            if self.users == 0:
+                del self._registry[self.identity]
+                os.close(self.descriptor)  # closing the file releases the lock
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock exclusively; ``LockedProfileError`` at once if another process uses the container."""
+        assert fcntl is not None
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fcntl.flock(self.descriptor, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
+            raise LockedProfileError(
+                'another process is using this storage, and full maintenance needs it to itself: close the other '
+                'processes (or wait for them to finish), or run live maintenance (`full=False`) instead'
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(self.descriptor, fcntl.LOCK_SH)
+
+
+def _flock_waiting(descriptor: int, operation: int, timeout: float, path: Path) -> None:
+    """``flock`` without blocking forever: retry until ``timeout``, then raise ``LockedProfileError``."""
+    assert fcntl is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError as exc:
+            if time.monotonic() > deadline:
+                raise LockedProfileError(
+                    f'the repository container {str(path.parent)!r} has been under full maintenance by another '
+                    f'process for more than {timeout:.0f} s: try again when it has finished'
+                ) from exc
+            time.sleep(0.05)
+
+
 class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
     """The repository of a folder storage: a disk-objectstore container, opened on first use.
 
@@ -107,6 +199,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         self._local = threading.local()
         self._open: list[Container] = []
         self._open_lock = threading.Lock()
+        self._lock: _ContainerLock | None = None
 
     def __str__(self) -> str:
         return f'DiskObjectStoreRepository: {self._folder}'
@@ -125,6 +218,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             self._close_one(container)
             container = None
         if container is None:
+            self._follow_lock(identity)
             container = open_container(self._folder)
             with self._open_lock:
                 self._open.append(container)
@@ -140,12 +234,38 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         if getattr(self._local, 'container', None) is container:
             self._local.container = None
 
+    def _follow_lock(self, identity: int | None) -> None:
+        """Hold the shared lock of the container now in the folder (none while the folder has no container)."""
+        with self._open_lock:
+            lock = self._lock
+            if lock is not None and lock.identity[1] == identity:
+                return
+            self._lock = None
+            if lock is not None:
+                lock.release()
+            if identity is not None:
+                self._lock = _ContainerLock.acquire(self._folder / 'config.json')
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Use the container alone: ``LockedProfileError`` if another process is using it (see ``_ContainerLock``)."""
+        self.container  # noqa: B018 - opens the container and takes the shared lock
+        lock = self._lock
+        if lock is None:  # no flock on this platform
+            yield
+            return
+        with lock.exclusive():
+            yield
+
     def close(self) -> None:
-        """Release the containers' open files (their pack index sessions); the backend can be used again later."""
+        """Release the containers' open files (pack index sessions, lock); the backend can be used again later."""
         with self._open_lock:
             containers, self._open = self._open, []
+            lock, self._lock = self._lock, None
         for container in containers:
             container.close()
+        if lock is not None:
+            lock.release()
         self._local = threading.local()
 
     def _read_config(self) -> dict[str, Any]:

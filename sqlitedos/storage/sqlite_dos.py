@@ -356,8 +356,9 @@ class SqliteDosStorage(StorageBackend):
     def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
         """Pack the repository's loose objects (safe while the storage is in use); return what was (or would be) done.
 
-        ``full`` needs the storage to itself: it holds the database's write lock while it deletes the objects no
-        node references, repacks and vacuums the container, then vacuums the database. ``dry_run`` changes
+        ``full`` needs the storage to itself (``LockedProfileError`` if another process has used its repository
+        and is still open): it holds the database's write lock while it deletes the objects no node references,
+        repacks and vacuums the container, then vacuums the database. ``dry_run`` changes
         nothing. ``kwargs`` go to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``,
         ``compress``, ``incremental_cleanup``).
         """
@@ -371,7 +372,7 @@ class SqliteDosStorage(StorageBackend):
         if self.in_transaction:
             raise InvalidOperation('full maintenance cannot run inside a transaction: call it outside `transaction()`')
         report: dict[str, Any] = {}
-        with self.transaction():
+        with repository.exclusive(), self.transaction():
             # Files of nodes that this process has not stored yet are in the container but in no row: keep them.
             unreferenced = self.get_unreferenced_keyset() - repository.keys_held()
             report['unreferenced_objects'] = len(unreferenced)
