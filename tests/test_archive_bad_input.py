@@ -208,3 +208,17 @@ def test_bad_options_are_refused(populated: Any, fixture_archive_path: Path) -> 
         import_archive(populated, fixture_archive_path, merge_extras=('x', 'c', 'l'))
     with pytest.raises(ValueError):
         import_archive(populated, fixture_archive_path, merge_comments='sometimes')  # type: ignore[arg-type]
+
+
+def test_import_group_needs_a_default_user(tmp_path: Path, fixture_archive_path: Path) -> None:
+    from sqlitedos import SqliteDosStorage
+
+    profile = SqliteDosStorage.create_profile('nouser', filepath=tmp_path / 'nouser')
+    SqliteDosStorage.initialise(profile)
+    with SqliteDosStorage(profile) as storage:
+        assert_refused(storage, fixture_archive_path, ImportValidationError, 'no default user')
+        with pytest.raises(ImportValidationError, match='does not exist'):
+            import_archive(storage, fixture_archive_path, group=999)
+        assert sorted(storage.get_repository().list_objects()) == []
+        import_archive(storage, fixture_archive_path, create_group=False)
+        assert storage.get_session().execute('SELECT count(*) FROM db_dbnode').fetchone() == (65,)

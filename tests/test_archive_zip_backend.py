@@ -122,3 +122,12 @@ def test_export_is_lazy_and_import_stays_light() -> None:
             "print(any(name.startswith('disk_objectstore') for name in sys.modules))")
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == 'False'
+
+
+def test_an_archive_storage_can_be_exported_again(zip_storage: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
+    from sqlitedos.archive import create_archive
+
+    path = create_archive(zip_storage, tmp_path / 'again.aiida', include_authinfos=True)
+    assert archive_dump(path) == archive_dump(fixture_archive_path)
+    with zipfile.ZipFile(path) as again, zipfile.ZipFile(fixture_archive_path) as original:
+        assert sorted(again.namelist()) == sorted(original.namelist())

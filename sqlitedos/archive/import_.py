@@ -15,25 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from sqlitedos.archive.checks import archive_connection, check_archive_database
 from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader, Progress, report
 from sqlitedos.archive.repo_access import has_objects, open_repository, write_objects
 from sqlitedos.db import decode_json, encode_datetime, encode_json, now, translate_errors
 from sqlitedos.exceptions import (
-    CorruptStorage,
     ImportUniquenessError,
     ImportValidationError,
     IntegrityError,
     InvalidOperation,
 )
 from sqlitedos.links import LinkType
-from sqlitedos.tables import TABLES, quote_identifier
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
@@ -57,17 +55,6 @@ MERGE_EXTRAS_MODES = {
     'none': ('k', 'n', 'l'),
 }
 MergeComments = Literal['leave', 'newest', 'overwrite']
-ENTITY_TABLES = ('db_dbuser', 'db_dbcomputer', 'db_dbauthinfo', 'db_dbgroup', 'db_dbnode', 'db_dbcomment',
-                 'db_dbgroup_dbnodes', 'db_dblink', 'db_dblog')
-
-# --- statements on the private archive database ---------------------------------------------------------------------
-
-CREATE_KEYS = 'CREATE TABLE sqlitedos_keys (key TEXT PRIMARY KEY, needed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID'
-FILL_KEYS = """
-INSERT OR IGNORE INTO sqlitedos_keys (key)
-SELECT tree.value FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
-WHERE tree.key = 'k' AND tree.type = 'text'
-"""
 CREATE_MAPS = tuple(
     f'CREATE TABLE IF NOT EXISTS src.sqlitedos_map_{name} (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, '
     'existing INTEGER NOT NULL DEFAULT 1)'
@@ -214,6 +201,8 @@ SELECT DISTINCT mn.new, mg.new FROM src.db_dbgroup_dbnodes AS a
 JOIN src.sqlitedos_map_group AS mg ON mg.old = a.dbgroup_id AND mg.existing = 0
 JOIN src.sqlitedos_map_node AS mn ON mn.old = a.dbnode_id
 """
+GROUP_EXISTS = 'SELECT 1 FROM main.db_dbgroup WHERE id = ?'
+SELECT_USER_BY_EMAIL = 'SELECT id FROM main.db_dbuser WHERE email = ?'
 GROUP_LABEL_TAKEN = 'SELECT 1 FROM main.db_dbgroup WHERE label = ?'
 COMPUTER_LABEL_TAKEN = 'SELECT 1 FROM main.db_dbcomputer WHERE label = ?'
 INSERT_IMPORT_GROUP = """
@@ -264,8 +253,8 @@ def import_archive(
         report(progress, 'Reading archive', 0, 1)
         database = reader.extract_database(Path(workdir) / DATABASE_NAME)
         report(progress, 'Reading archive', 1, 1)
-        _check_archive_database(database, reader)
-        _check_against_storage(storage, database)
+        check_archive_database(database, reader)
+        _check_against_storage(storage, database, create_group and group_id is None, group_id)
         _import_objects(storage, reader, database, progress)
         try:
             options = _Options(mode, import_new_extras, merge_comments, include_authinfos, create_group, group_id,
@@ -289,84 +278,19 @@ def _check_merge_extras(merge_extras: tuple[str, str, str] | str) -> tuple[str, 
 # --- step 1: check the archive ----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _archive_connection(database: Path) -> Iterator[sqlite3.Connection]:
-    try:
-        connection = sqlite3.connect(str(database), isolation_level=None)
-    except sqlite3.Error as exc:
-        raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be opened: {exc}') from exc
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-def _check_archive_database(database: Path, reader: ArchiveReader) -> None:
-    """Check the archive's rows before anything is written: tables, unique identities, references, objects."""
-    with _archive_connection(database) as connection:
-        try:
-            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStorage(f'the archive {DATABASE_NAME} is not a SQLite database: {exc}') from exc
-        missing = [name for name in ENTITY_TABLES if name not in tables]
-        if missing:
-            raise CorruptStorage(f'the archive {DATABASE_NAME} lacks the tables {missing}: it is not an aiida archive')
-        try:
-            _check_identities(connection)
-            _check_references(connection)
-            connection.execute(CREATE_KEYS)
-            connection.execute(FILL_KEYS)
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be read: {exc}') from exc
-        key = reader.first_missing_object(connection, 'sqlitedos_keys')
-        if key is not None:
-            raise ImportValidationError(
-                f'the archive lacks the repository object repo/{key} that one of its nodes references: the '
-                'archive is incomplete (nothing was imported)'
-            )
-
-
-def _check_identities(connection: sqlite3.Connection) -> None:
-    for table, column in (('db_dbuser', 'email'), ('db_dbcomputer', 'uuid'), ('db_dbgroup', 'uuid'),
-                          ('db_dbnode', 'uuid'), ('db_dbcomment', 'uuid'), ('db_dblog', 'uuid')):
-        quoted_table, quoted_column = quote_identifier(table), quote_identifier(column)
-        row = connection.execute(
-            f'SELECT {quoted_column}, count(*) FROM {quoted_table} GROUP BY {quoted_column} HAVING count(*) > 1 '
-            'LIMIT 1'
-        ).fetchone()
-        if row is not None:
-            raise ImportValidationError(
-                f'the archive has {row[1]} rows of {table} with the same {column} {row[0]!r}: an archive entity '
-                'must be unique (nothing was imported)'
-            )
-
-
-def _check_references(connection: sqlite3.Connection) -> None:
-    """Every foreign key of an archive row must point at a row of the archive."""
-    for table in ENTITY_TABLES:
-        for column in TABLES[table].columns:
-            if column.references is None:
-                continue
-            quoted = quote_identifier(column.name)
-            row = connection.execute(
-                f'SELECT id, {quoted} FROM {quote_identifier(table)} WHERE {quoted} IS NOT NULL AND {quoted} NOT IN '
-                f'(SELECT id FROM {quote_identifier(column.references)}) LIMIT 1'
-            ).fetchone()
-            if row is not None:
-                raise ImportValidationError(
-                    f'the archive row {row[0]} of {table} refers to {column.name}={row[1]}, which the archive lacks '
-                    '(nothing was imported)'
-                )
-
-
-def _check_against_storage(storage: StorageBackend, database: Path) -> None:
-    """Refuse an archive node whose uuid the storage has for a node of another type (before any file is written)."""
+def _check_against_storage(storage: StorageBackend, database: Path, new_group: bool, group_id: int | None) -> None:
+    """Before any file is written: refuse an archive node whose uuid the storage has for a node of another type,
+    and an import group that cannot be made (no default user) or found."""
     connection = storage.get_session()
     with translate_errors():
         connection.execute(ATTACH, (str(database),))
     try:
         with translate_errors():
             _refuse_node_type_clash(connection)
+            if new_group:
+                _import_group_owner(storage, connection)
+            elif group_id is not None and connection.execute(GROUP_EXISTS, (group_id,)).fetchone() is None:
+                raise ImportValidationError(f'the group {group_id} to import into does not exist')
     finally:
         with contextlib.suppress(sqlite3.Error):
             connection.execute(DETACH)
@@ -386,7 +310,7 @@ def _refuse_node_type_clash(connection: sqlite3.Connection) -> None:
 
 def _import_objects(storage: StorageBackend, reader: ArchiveReader, database: Path, progress: Progress | None) -> None:
     """Stream the objects the storage lacks from the archive into its repository, in batches."""
-    with _archive_connection(database) as connection, open_repository(storage) as repository:
+    with archive_connection(database) as connection, open_repository(storage) as repository:
         (total,) = connection.execute('SELECT count(*) FROM sqlitedos_keys').fetchone()
         if not total:
             return
@@ -601,32 +525,32 @@ def _import_groups(conn: sqlite3.Connection) -> None:
     conn.execute(INSERT_MEMBERSHIPS)
 
 
+def _import_group_owner(storage: StorageBackend, conn: sqlite3.Connection) -> int:
+    """The id of the storage's default user, who owns a new import group; ``ImportValidationError`` if none."""
+    email = storage.profile.default_user_email
+    row = conn.execute(SELECT_USER_BY_EMAIL, (email,)).fetchone() if email else None
+    if row is None:
+        raise ImportValidationError(
+            'the storage has no default user to own the import group: set default_user_email in the profile, '
+            'or import with create_group=False'
+        )
+    return row[0]
+
+
 def _import_group(storage: StorageBackend, conn: sqlite3.Connection, group_id: int | None) -> int | None:
     """Add every archive node to ``group_id``, or to a new ``core.import`` group; its id (None without nodes)."""
     if conn.execute('SELECT 1 FROM src.sqlitedos_map_node LIMIT 1').fetchone() is None:
         return None
     if group_id is None:
-        email = storage.profile.default_user_email
-        row = conn.execute('SELECT id FROM main.db_dbuser WHERE email = ?', (email,)).fetchone() if email else None
-        if row is None:
-            raise ImportValidationError(
-                'the storage has no default user to own the import group: set default_user_email in the profile, '
-                'or import with create_group=False'
-            )
+        owner = _import_group_owner(storage, conn)
         label = _relabel(conn, GROUP_LABEL_TAKEN, dt.datetime.now().astimezone().strftime('%Y%m%d-%H%M%S'), 'group')
         from sqlitedos.db import new_uuid
 
         (group_id,) = conn.execute(
             INSERT_IMPORT_GROUP,
-            (new_uuid(), label, IMPORT_GROUP_TYPE, encode_datetime(now()), IMPORT_GROUP_DESCRIPTION, row[0]),
+            (new_uuid(), label, IMPORT_GROUP_TYPE, encode_datetime(now()), IMPORT_GROUP_DESCRIPTION, owner),
         ).fetchone()
-    elif conn.execute('SELECT 1 FROM main.db_dbgroup WHERE id = ?', (group_id,)).fetchone() is None:
+    elif conn.execute(GROUP_EXISTS, (group_id,)).fetchone() is None:
         raise ImportValidationError(f'the group {group_id} to import into does not exist')
     conn.execute(ADD_TO_GROUP, {'group': group_id})
     return group_id
-
-
-def read_archive_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``metadata.json`` of an archive (checked for the version)."""
-    with ArchiveReader(path) as reader:
-        return json.loads(json.dumps(reader.metadata))

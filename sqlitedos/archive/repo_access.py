@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from sqlitedos.exceptions import CorruptStorage, ImportValidationError
 

@@ -1,0 +1,102 @@
+"""Checks of an archive's database before anything is written: tables, unique identities, references that
+resolve, and every repository object its nodes reference present in the archive.
+
+The checks run on the private, extracted copy of ``db.sqlite3``; they also leave there the table
+``sqlitedos_keys`` of the referenced repository keys, which the import streams in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader
+from sqlitedos.exceptions import CorruptStorage, ImportValidationError
+from sqlitedos.tables import TABLES, quote_identifier
+
+__all__ = ('ENTITY_TABLES', 'archive_connection', 'check_archive_database')
+
+ENTITY_TABLES = ('db_dbuser', 'db_dbcomputer', 'db_dbauthinfo', 'db_dbgroup', 'db_dbnode', 'db_dbcomment',
+                 'db_dbgroup_dbnodes', 'db_dblink', 'db_dblog')
+
+# --- statements on the private archive database ---------------------------------------------------------------------
+
+CREATE_KEYS = 'CREATE TABLE sqlitedos_keys (key TEXT PRIMARY KEY) WITHOUT ROWID'
+FILL_KEYS = """
+INSERT OR IGNORE INTO sqlitedos_keys (key)
+SELECT tree.value FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
+WHERE tree.key = 'k' AND tree.type = 'text'
+"""
+
+
+@contextlib.contextmanager
+def archive_connection(database: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection to the private copy of the archive database, closed afterwards."""
+    try:
+        connection = sqlite3.connect(str(database), isolation_level=None)
+    except sqlite3.Error as exc:
+        raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be opened: {exc}') from exc
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def check_archive_database(database: Path, reader: ArchiveReader) -> None:
+    """Check the archive's rows before anything is written: tables, unique identities, references, objects."""
+    with archive_connection(database) as connection:
+        try:
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStorage(f'the archive {DATABASE_NAME} is not a SQLite database: {exc}') from exc
+        missing = [name for name in ENTITY_TABLES if name not in tables]
+        if missing:
+            raise CorruptStorage(f'the archive {DATABASE_NAME} lacks the tables {missing}: it is not an aiida archive')
+        try:
+            _check_identities(connection)
+            _check_references(connection)
+            connection.execute(CREATE_KEYS)
+            connection.execute(FILL_KEYS)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be read: {exc}') from exc
+        key = reader.first_missing_object(connection, 'sqlitedos_keys')
+        if key is not None:
+            raise ImportValidationError(
+                f'the archive lacks the repository object repo/{key} that one of its nodes references: the '
+                'archive is incomplete (nothing was imported)'
+            )
+
+
+def _check_identities(connection: sqlite3.Connection) -> None:
+    for table, column in (('db_dbuser', 'email'), ('db_dbcomputer', 'uuid'), ('db_dbgroup', 'uuid'),
+                          ('db_dbnode', 'uuid'), ('db_dbcomment', 'uuid'), ('db_dblog', 'uuid')):
+        quoted_table, quoted_column = quote_identifier(table), quote_identifier(column)
+        row = connection.execute(
+            f'SELECT {quoted_column}, count(*) FROM {quoted_table} GROUP BY {quoted_column} HAVING count(*) > 1 '
+            'LIMIT 1'
+        ).fetchone()
+        if row is not None:
+            raise ImportValidationError(
+                f'the archive has {row[1]} rows of {table} with the same {column} {row[0]!r}: an archive entity '
+                'must be unique (nothing was imported)'
+            )
+
+
+def _check_references(connection: sqlite3.Connection) -> None:
+    """Every foreign key of an archive row must point at a row of the archive."""
+    for table in ENTITY_TABLES:
+        for column in TABLES[table].columns:
+            if column.references is None:
+                continue
+            quoted = quote_identifier(column.name)
+            row = connection.execute(
+                f'SELECT id, {quoted} FROM {quote_identifier(table)} WHERE {quoted} IS NOT NULL AND {quoted} NOT IN '
+                f'(SELECT id FROM {quote_identifier(column.references)}) LIMIT 1'
+            ).fetchone()
+            if row is not None:
+                raise ImportValidationError(
+                    f'the archive row {row[0]} of {table} refers to {column.name}={row[1]}, which the archive lacks '
+                    '(nothing was imported)'
+                )
