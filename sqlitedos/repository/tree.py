@@ -21,7 +21,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Iterator, Protocol
 
 from sqlitedos.exceptions import InputValidationError, ModificationNotAllowed
-from sqlitedos.repository.abstract import CHUNK_SIZE, AbstractRepositoryBackend, NotAByteStreamError, ObjectNotFoundError
+from sqlitedos.repository.abstract import (
+    CHUNK_SIZE,
+    AbstractRepositoryBackend,
+    NotAByteStreamError,
+    ObjectNotFoundError,
+)
 
 __all__ = ('File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
 
@@ -170,8 +175,9 @@ class NodeRepository:
     def _changed(self, directory: PurePosixPath = PurePosixPath()) -> None:
         """Record that the children of ``directory`` changed: drop the cached forms on its path, update the node."""
         entry: File | None = self._root
-        for part in ('', *directory.parts):
-            entry = entry.objects.get(part) if part else entry  # type: ignore[union-attr]
+        self._root._serialized = None
+        for part in directory.parts:
+            entry = entry.objects.get(part)  # type: ignore[union-attr]
             if entry is None:
                 break
             entry._serialized = None
