@@ -267,3 +267,18 @@ def test_progress_is_reported(storage: Any, fixture_archive_path: Path) -> None:
     stages = [stage for stage, _, _ in calls]
     assert 'Adding files' in stages and 'Adding nodes' in stages
     assert all(0 <= done <= total for _, done, total in calls)
+
+
+def test_unpacked_folder_imports_like_the_zip(storage: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / 'unpacked'
+    with zipfile.ZipFile(fixture_archive_path) as archive:
+        archive.extractall(folder)
+    import_archive(storage, folder, include_authinfos=True, create_group=False)
+    dump = full_dump(storage.get_session())
+    archived = archive_dump(fixture_archive_path)
+    for name in ('nodes', 'links', 'groups', 'memberships', 'computers', 'authinfos', 'comments', 'logs'):
+        if name == 'nodes':
+            assert len(dump[name]) == len(archived[name])
+        else:
+            assert dump[name] == archived[name], name
+    assert len(storage_dump(storage)['objects']) == sum(1 for _ in (folder / 'repo').iterdir())

@@ -61,7 +61,7 @@ def check_archive_database(database: Path, reader: ArchiveReader) -> None:
             connection.execute(FILL_KEYS)
         except sqlite3.DatabaseError as exc:
             raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be read: {exc}') from exc
-        key = reader.first_missing_object(connection, 'sqlitedos_keys')
+        key = reader.first_missing_object(database, 'sqlitedos_keys')
         if key is not None:
             raise ImportValidationError(
                 f'the archive lacks the repository object repo/{key} that one of its nodes references: the '

@@ -207,19 +207,16 @@ class ArchiveReader:
             return (self.path / 'repo' / key).is_file()
         return self._zip.find(REPO_PREFIX + key) is not None
 
-    def first_missing_object(self, connection: sqlite3.Connection, table: str) -> str | None:
-        """The first key in ``table`` (column ``key``, of ``connection``) that the archive lacks, or None."""
-        if self._zip is None:
-            cursor = connection.execute(f'SELECT key FROM {table}')  # noqa: S608 - a constant of the caller
-            return next((key for (key,) in cursor if not self.has_object(key)), None)
-        connection.execute('ATTACH DATABASE ? AS zipindex', (str(self._zip.index_path),))
+    def first_missing_object(self, database: Path, table: str) -> str | None:
+        """The first key in ``table`` (column ``key``) of the SQLite file ``database`` that the archive lacks."""
+        if self._zip is not None:
+            return self._zip.first_missing(database, table, REPO_PREFIX)
+        connection = open_database_readonly(database)
         try:
-            row = connection.execute(
-                f"SELECT key FROM {table} WHERE 'repo/' || key NOT IN (SELECT name FROM zipindex.member) LIMIT 1"
-            ).fetchone()
+            cursor = connection.execute(f'SELECT key FROM {table}')  # a constant of the caller
+            return next((key for (key,) in cursor if not self.has_object(key)), None)
         finally:
-            connection.execute('DETACH DATABASE zipindex')
-        return None if row is None else row[0]
+            connection.close()
 
     def object_keys(self) -> Iterator[str]:
         """Every repository key in the archive."""

@@ -80,8 +80,10 @@ class ZipIndex:
         self._lock = threading.Lock()
         self._index = sqlite3.connect(index_path, isolation_level=None, check_same_thread=False)
         try:
+            # A private scratch file: no journal, no fsync, and one lock held throughout (halves a lookup's cost).
             self._index.execute('PRAGMA journal_mode = OFF')
             self._index.execute('PRAGMA synchronous = OFF')
+            self._index.execute('PRAGMA locking_mode = EXCLUSIVE')
             with Session(self._index, file_backed=False).transaction() as connection:
                 connection.execute(CREATE_MEMBERS)
                 self._load()
@@ -162,6 +164,17 @@ class ZipIndex:
             yield from rows
 
     # --- members ---------------------------------------------------------------------------------------------------
+
+    def first_missing(self, database: Path, table: str, prefix: str) -> str | None:
+        """The first ``key`` of ``table`` in the SQLite file ``database`` without a member ``prefix + key``."""
+        self._index.execute('ATTACH DATABASE ? AS keys', (str(database),))
+        try:
+            row = self._index.execute(
+                f'SELECT key FROM keys.{table} WHERE ? || key NOT IN (SELECT name FROM member) LIMIT 1', (prefix,)
+            ).fetchone()
+        finally:
+            self._index.execute('DETACH DATABASE keys')
+        return None if row is None else row[0]
 
     def find(self, name: str) -> Member | None:
         """The member called ``name``, or None."""
