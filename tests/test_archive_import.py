@@ -282,3 +282,20 @@ def test_unpacked_folder_imports_like_the_zip(storage: Any, fixture_archive_path
         else:
             assert dump[name] == archived[name], name
     assert len(storage_dump(storage)['objects']) == sum(1 for _ in (folder / 'repo').iterdir())
+
+
+def test_private_extras_are_stripped_from_new_nodes(storage: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
+    from tests.test_archive_bad_input import with_database
+
+    sql = """
+    UPDATE db_dbnode SET extras = '{"_aiida_hash": "x", "_aiida_other": 1}' WHERE id = 1;
+    UPDATE db_dbnode SET extras = '{"_aiida_hash": "x", "keep": [1, 2]}' WHERE id = 2;
+    UPDATE db_dbnode SET extras = '{"plain": "\\u00e9"}' WHERE id = 3;
+    """
+    path = with_database(fixture_archive_path, tmp_path / 'extras.aiida', tmp_path, sql)
+    import_archive(storage, path, create_group=False)
+    archived = {row[0]: row[8] for row in archive_dump(path)['nodes']}
+    got = {row[0]: json.loads(row[8]) for row in full_dump(storage.get_session())['nodes']}
+    for uuid, extras in archived.items():
+        assert got[uuid] == without_private(json.loads(extras))
+    assert {} in got.values() and {'keep': [1, 2]} in got.values() and {'plain': 'é'} in got.values()

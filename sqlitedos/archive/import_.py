@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlitedos.archive.checks import archive_connection, check_archive_database
 from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader, Progress, report
-from sqlitedos.archive.repo_access import has_objects, open_repository, write_objects
+from sqlitedos.archive.repo_access import has_objects, open_repository, repository_is_empty, write_objects
 from sqlitedos.db import decode_json, encode_datetime, encode_json, now, translate_errors
 from sqlitedos.exceptions import (
     ImportUniquenessError,
@@ -112,6 +112,9 @@ SELECT a.uuid, a.node_type, a.process_type, a.label, a.description, a.ctime, a.m
        CASE WHEN a.node_type LIKE 'process.%' AND instr(a.attributes, '"checkpoints"') > 0
             THEN sqlitedos_import_attributes(a.attributes) ELSE a.attributes END,
        CASE WHEN :import_new_extras = 0 THEN '{}'
+            WHEN instr(a.extras, '"_aiida_') > 0 AND json_type(a.extras) = 'object'
+                 AND NOT EXISTS (SELECT 1 FROM json_each(a.extras) AS e WHERE substr(e.key, 1, 7) != '_aiida_')
+            THEN '{}'
             WHEN instr(a.extras, '"_aiida_') > 0 OR a.node_type LIKE '%code.Code.'
             THEN sqlitedos_import_extras(a.node_type, a.extras) ELSE a.extras END,
        a.repository_metadata, mc.new, mu.new
@@ -315,13 +318,15 @@ def _import_objects(storage: StorageBackend, reader: ArchiveReader, database: Pa
         if not total:
             return
         cursor = connection.execute('SELECT key FROM sqlitedos_keys ORDER BY key')
+        empty = repository_is_empty(repository)
         done = 0
         report(progress, 'Adding files', 0, total)
         while True:
             batch = [key for (key,) in cursor.fetchmany(OBJECT_BATCH_SIZE)]
             if not batch:
                 break
-            missing = [key for key, present in zip(batch, has_objects(repository, batch)) if not present]
+            present = [False] * len(batch) if empty else has_objects(repository, batch)
+            missing = [key for key, exists in zip(batch, present) if not exists]
             if missing:
                 write_objects(repository, missing, reader.open_object)
             done += len(batch)

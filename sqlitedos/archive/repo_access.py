@@ -15,7 +15,7 @@ from sqlitedos.exceptions import CorruptStorage, ImportValidationError
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
 
-__all__ = ('open_repository', 'read_objects', 'write_objects')
+__all__ = ('has_objects', 'open_repository', 'read_objects', 'repository_is_empty', 'write_objects')
 
 
 @contextlib.contextmanager
@@ -131,3 +131,9 @@ def has_objects(repository: Any, keys: Sequence[str]) -> list[bool]:
         return container.has_objects(list(keys))
     return repository.has_objects(list(keys))
 
+
+def repository_is_empty(repository: Any) -> bool:
+    """Whether the repository holds no object at all (stops at the first one found)."""
+    container = _container(repository)
+    objects = container.list_all_objects() if container is not None else repository.list_objects()
+    return next(iter(objects), None) is None
