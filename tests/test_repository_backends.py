@@ -310,3 +310,30 @@ def test_closed_storage_gives_no_repository(storage: Any) -> None:
     storage.close()
     with pytest.raises(ClosedStorage):
         storage.get_repository()
+
+
+@pytest.mark.parametrize('compress', [False, True], ids=['plain-pack', 'compressed-pack'])
+def test_packed_objects_read_seek_and_verify(tmp_path: Path, compress: bool) -> None:
+    backend = DiskObjectStoreRepositoryBackend(tmp_path / 'container')
+    backend.initialise()
+    try:
+        contents = [bytes([index]) * (1000 + index) for index in range(5)]
+        keys = [backend.put_object_from_filelike(io.BytesIO(content)) for content in contents]
+        backend.maintain(live=False, compress=compress)
+        assert backend.get_info()['Objects']['loose'] == 0
+        for key, content in zip(keys, contents):
+            assert backend.get_object_content(key) == content
+        with backend.open(keys[2]) as handle:
+            assert handle.read(10) == contents[2][:10]
+            handle.seek(-4, io.SEEK_END)
+            assert handle.read() == contents[2][-4:]
+            handle.seek(0)
+            assert handle.read() == contents[2]
+        assert {key: stream.read() for key, stream in backend.iter_object_streams(keys)} == dict(zip(keys, contents))
+        if not compress:  # tamper with the pack: the slice no longer hashes to its key
+            pack = tmp_path / 'container' / 'packs' / '0'
+            pack.write_bytes(bytes(byte ^ 0xFF for byte in pack.read_bytes()))
+            with pytest.raises(CorruptStorage, match='is corrupt'):
+                backend.get_object_content(keys[-1])
+    finally:
+        backend.close()

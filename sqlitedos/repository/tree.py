@@ -26,6 +26,7 @@ from sqlitedos.repository.abstract import (
     AbstractRepositoryBackend,
     NotAByteStreamError,
     ObjectNotFoundError,
+    ReadOnlyStream,
 )
 
 __all__ = ('File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
@@ -405,17 +406,17 @@ def _open_key(backend: AbstractRepositoryBackend, key: str, mode: str) -> _KeyRe
     return _KeyReader(backend, key, mode)
 
 
-class _Unclosable(io.RawIOBase):
+class _Unclosable(ReadOnlyStream):
     """A read-only proxy that TextIOWrapper may 'close' without closing the object stream under it."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__()
         self._stream = stream
 
-    def readable(self) -> bool:
-        return True
+    def seekable(self) -> bool:
+        return False
 
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._stream.read(size)
+        self._position += len(data)
+        return data
