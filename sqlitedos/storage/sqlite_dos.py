@@ -335,6 +335,7 @@ class SqliteDosStorage(StorageBackend):
             repository.close()
 
     def _repository_info(self, detailed: bool) -> dict[str, Any]:
+        """The ``repository`` part of ``get_info``: aiida's container summary (SPEC 4.7)."""
         return self.get_repository().get_info(detailed)
 
     def get_unreferenced_keyset(self, check_consistency: bool = True) -> set[str]:
@@ -358,9 +359,9 @@ class SqliteDosStorage(StorageBackend):
 
         ``full`` needs the storage to itself (``LockedProfileError`` if another process has used its repository
         and is still open): it holds the database's write lock while it deletes the objects no node references,
-        repacks and vacuums the container, then vacuums the database. ``dry_run`` changes
-        nothing. ``kwargs`` go to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``,
-        ``compress``, ``incremental_cleanup``).
+        repacks and vacuums the container, then vacuums the database. ``dry_run`` changes nothing. ``kwargs`` go
+        to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``, ``compress``,
+        ``incremental_cleanup``).
         """
         if self._read_only_folder:
             raise ReadOnlyError(f'{self} is read-only: maintenance needs a writable storage folder')
