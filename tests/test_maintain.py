@@ -71,10 +71,14 @@ def test_fixture_files_read_back_before_and_after_full_maintain(fixture_storage:
 
 
 def test_fixture_files_through_node_trees(fixture_storage: Any, manifest: dict[str, Any]) -> None:
-    for expected in manifest['nodes']:
-        node = fixture_storage.nodes.get(uuid=expected['uuid'])
-        for path, digest in expected['files_sha256'].items():
-            assert sha256(node.repository.get_object_content(path, 'rb')) == digest
+    for maintained in (False, True):
+        if maintained:
+            fixture_storage.maintain(full=True)
+        for expected in manifest['nodes']:
+            node = fixture_storage.nodes.get(uuid=expected['uuid'])
+            assert sorted(map(str, node.repository.glob())) == sorted(expected['files_sha256'])
+            for path, digest in expected['files_sha256'].items():
+                assert sha256(node.repository.get_object_content(path, 'rb')) == digest
 
 
 def test_full_maintain_deletes_only_unreferenced_objects(dos_storage: Any) -> None:
