@@ -158,6 +158,7 @@ def create_archive(
         partial = Path(workdir) / 'archive.partial'
         writer = ArchiveWriter(partial, compression)
         try:
+            writer.start_database(database)
             _write_objects(storage, writer, database, progress)
             report(progress, 'Writing database', 0, 1)
             writer.write_database(database)

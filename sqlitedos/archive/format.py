@@ -249,19 +249,33 @@ class ArchiveWriter:
     """Writes a new zip in aiida's layout: repository members, then ``db.sqlite3``, then ``metadata.json``, with the
     central directory listing ``metadata.json`` and ``db.sqlite3`` first (as aiida's reader requires).
 
-    Small objects are compressed in batches on a thread pool (zlib releases the GIL); memory stays bounded by
-    ``PENDING_BYTES`` whatever the number of objects.
+    Compression runs on a small thread pool (zlib releases the GIL) while the caller goes on reading: the database
+    (``start_database``) and batches of small objects. At most two batches of ``PENDING_BYTES`` are held, whatever
+    the number of objects.
     """
 
     def __init__(self, path: Path, compression: int = 6) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         if not 0 <= compression <= 9:
             raise ValueError(f'compression must be an integer from 0 to 9, got {compression!r}')
         self.compression = compression
         self._spill = path.with_name(path.name + '.directory')
+        self._database = path.with_name(path.name + '.database')
         self._zip = ZipStreamWriter(path, self._spill, compression, dt.datetime.now().timetuple()[:6])
         self._pending: list[tuple[str, bytes]] = []
         self._pending_bytes = 0
-        self._pool: Any = None
+        self._pool = ThreadPoolExecutor(max_workers=COMPRESSION_THREADS)
+        self._in_flight: list[tuple[list[tuple[str, bytes]], Any]] = []
+        self._database_job: Any = None
+
+    def start_database(self, path: Path) -> None:
+        """Begin compressing ``db.sqlite3`` from ``path`` in the background (``write_database`` adds it)."""
+        self._database_job = self._pool.submit(self._compress_database, path)
+
+    def _compress_database(self, path: Path) -> tuple[int, int, int]:
+        with open(path, 'rb') as source, open(self._database, 'wb') as target:
+            return self._zip.compress_stream(source, target)
 
     def write_object(self, key: str, stream: IO[bytes], size: int | None = None) -> None:
         """Add ``repo/<key>`` from a stream: small ones are batched for compression, others streamed."""
@@ -270,46 +284,58 @@ class ArchiveWriter:
             self._pending.append((REPO_PREFIX + key, data))
             self._pending_bytes += len(data)
             if self._pending_bytes >= PENDING_BYTES:
-                self.flush()
+                self._submit()
             return
-        self.flush()
+        self._drain()
         self._zip.write_stream(REPO_PREFIX + key, stream)
 
-    def flush(self) -> None:
-        """Compress and write the batched small objects."""
-        if not self._pending:
-            return
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+    def _submit(self) -> None:
+        """Start compressing the pending batch; write out the batch before it (one batch stays in flight)."""
+        if self._pending:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            step = max(1, len(pending) // (2 * COMPRESSION_THREADS))
+            parts = [[data for _, data in pending[index:index + step]] for index in range(0, len(pending), step)]
+            futures = [self._pool.submit(self._compress_all, part) for part in parts]
+            self._in_flight.append((pending, futures))
+        while len(self._in_flight) > 1:
+            self._write_oldest()
 
-            self._pool = ThreadPoolExecutor(max_workers=COMPRESSION_THREADS)
-        step = max(1, len(pending) // (4 * COMPRESSION_THREADS))
-        parts = [[data for _, data in pending[index:index + step]] for index in range(0, len(pending), step)]
-        compressed = [item for part in self._pool.map(self._compress_all, parts) for item in part]
+    def _write_oldest(self) -> None:
+        pending, futures = self._in_flight.pop(0)
+        compressed = [item for future in futures for item in future.result()]
         for (name, data), stored in zip(pending, compressed):
             self._zip.write_bytes(name, data, stored)
+
+    def _drain(self) -> None:
+        self._submit()
+        while self._in_flight:
+            self._write_oldest()
 
     def _compress_all(self, datas: list[bytes]) -> list[bytes]:
         return [self._zip.compress(data) for data in datas]
 
     def write_database(self, path: Path) -> None:
-        """Add ``db.sqlite3`` from a file, compressed at the archive's level."""
-        self.flush()
-        with open(path, 'rb') as source:
-            self._zip.write_stream(DATABASE_NAME, source, first=1)
+        """Add ``db.sqlite3`` (compressed in the background if ``start_database`` was called)."""
+        self._drain()
+        if self._database_job is None:
+            self.start_database(path)
+        crc, size, stored = self._database_job.result()
+        with open(self._database, 'rb') as source:
+            self._zip.write_compressed(DATABASE_NAME, source, crc, size, stored, first=1)
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
         """Add ``metadata.json`` (stored, ``json.dumps`` default formatting)."""
-        self.flush()
+        self._drain()
         data = json.dumps(metadata).encode('utf-8')
         self._zip.write_bytes(METADATA_NAME, data, data, first=0, method=STORED)
 
     def close(self) -> None:
         """Write the central directory, ``metadata.json`` and ``db.sqlite3`` first, and close the file."""
-        self.flush()
-        self._zip.close()
-        self._cleanup()
+        try:
+            self._drain()
+            self._zip.close()
+        finally:
+            self._cleanup()
 
     def abort(self) -> None:
         """Close the file without caring about its content (the caller deletes it)."""
@@ -317,10 +343,9 @@ class ArchiveWriter:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._pool.shutdown(cancel_futures=True)
         self._spill.unlink(missing_ok=True)
+        self._database.unlink(missing_ok=True)
 
 
 def open_database_readonly(path: Path) -> sqlite3.Connection:

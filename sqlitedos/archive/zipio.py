@@ -337,12 +337,11 @@ class ZipStreamWriter:
         self._handle.write(stored_data)
         self._add_central(encoded, method, 0, crc, len(stored_data), len(data), offset, first)
 
-    def write_stream(self, name: str, stream: Any, *, first: int | None = None) -> None:
-        """Add a member from a binary stream of any size, compressed in chunks."""
-        encoded = name.encode('utf-8')
-        offset = self._handle.tell()
-        header_size = LOCAL.size + len(encoded) + ZIP64_EXTRA.size
-        self._handle.write(b'\0' * header_size)
+    def compress_stream(self, stream: Any, target: Any) -> tuple[int, int, int]:
+        """Write the stored form of a stream's content to ``target`` in chunks; ``(crc, size, stored size)``.
+
+        Thread-safe: used to compress the database on a worker thread while objects are written.
+        """
         deflater = zlib.compressobj(self.compression, zlib.DEFLATED, -15) if self.method == DEFLATED else None
         crc = size = stored = 0
         while True:
@@ -351,18 +350,42 @@ class ZipStreamWriter:
                 break
             crc, size = zlib.crc32(chunk, crc), size + len(chunk)
             out = deflater.compress(chunk) if deflater is not None else chunk
-            self._handle.write(out)
+            target.write(out)
             stored += len(out)
         if deflater is not None:
             out = deflater.flush()
-            self._handle.write(out)
+            target.write(out)
             stored += len(out)
+        return crc, size, stored
+
+    def _local_header_zip64(self, encoded: bytes, crc: int, size: int, stored: int) -> bytes:
+        return (LOCAL.pack(LOCAL_SIGNATURE, 45, 0, 0, self.method, self._time, self._date, crc, ZIP64_LIMIT,
+                           ZIP64_LIMIT, len(encoded), ZIP64_EXTRA.size) + encoded
+                + ZIP64_EXTRA.pack(ZIP64_EXTRA_ID, 16, size, stored))
+
+    def write_stream(self, name: str, stream: Any, *, first: int | None = None) -> None:
+        """Add a member from a binary stream of any size, compressed in chunks (ZIP64 local header, patched)."""
+        encoded = name.encode('utf-8')
+        offset = self._handle.tell()
+        self._handle.write(b'\0' * (LOCAL.size + len(encoded) + ZIP64_EXTRA.size))
+        crc, size, stored = self.compress_stream(stream, self._handle)
         end = self._handle.tell()
         self._handle.seek(offset)
-        self._handle.write(LOCAL.pack(LOCAL_SIGNATURE, 45, 0, 0, self.method, self._time, self._date, crc,
-                                      ZIP64_LIMIT, ZIP64_LIMIT, len(encoded), ZIP64_EXTRA.size) + encoded
-                           + ZIP64_EXTRA.pack(ZIP64_EXTRA_ID, 16, size, stored))
+        self._handle.write(self._local_header_zip64(encoded, crc, size, stored))
         self._handle.seek(end)
+        self._add_central(encoded, self.method, 0, crc, stored, size, offset, first)
+
+    def write_compressed(self, name: str, stored_stream: Any, crc: int, size: int, stored: int, *,
+                         first: int | None = None) -> None:
+        """Add a member whose stored form (from ``compress_stream``) is read from ``stored_stream``."""
+        encoded = name.encode('utf-8')
+        offset = self._handle.tell()
+        self._handle.write(self._local_header_zip64(encoded, crc, size, stored))
+        while True:
+            chunk = stored_stream.read(READ_CHUNK)
+            if not chunk:
+                break
+            self._handle.write(chunk)
         self._add_central(encoded, self.method, 0, crc, stored, size, offset, first)
 
     def _add_central(self, encoded: bytes, method: int, flags: int, crc: int, stored: int, size: int, offset: int,
