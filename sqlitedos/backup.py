@@ -180,18 +180,23 @@ def copy_sqlite(source: Path, target: Path) -> None:
     ``pages=-1`` copies every page in one step, inside one read transaction; in WAL mode that does not block
     writers, and nothing can change under the copy, so it never restarts (https://www.sqlite.org/backup.html).
     """
-    source_connection = sqlite3.connect(f'{source.absolute().as_uri()}?mode=ro', uri=True)
     try:
-        source_connection.execute('PRAGMA busy_timeout = 60000')
-        target_connection = sqlite3.connect(target)
+        source_connection = sqlite3.connect(f'{source.absolute().as_uri()}?mode=ro', uri=True)
         try:
-            source_connection.backup(target_connection, pages=-1)
-            # Leave one self-contained file: no -wal beside it, whatever the journal mode of the source.
-            target_connection.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            source_connection.execute('PRAGMA busy_timeout = 60000')
+            target_connection = sqlite3.connect(target)
+            try:
+                source_connection.backup(target_connection, pages=-1)
+                # Leave one self-contained file: no -wal beside it, whatever the journal mode of the source.
+                target_connection.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            finally:
+                target_connection.close()
         finally:
-            target_connection.close()
-    finally:
-        source_connection.close()
+            source_connection.close()
+    except sqlite3.Error as exc:
+        raise StorageBackupError(
+            f'cannot copy the SQLite database {str(source)!r} ({exc}): check it with `sqlitedos verify`'
+        ) from exc
     _fsync(target)
 
 

@@ -55,6 +55,14 @@ class SqlitedosGroup(click.Group):
             if isinstance(exc, KeyError) and exc.args:  # KeyError's str() adds quotes
                 message = str(exc.args[0])
             raise click.ClickException(message) from exc
+        except Exception as exc:
+            # disk-objectstore reports a damaged container through SQLAlchemy's errors: still one line, no traceback
+            if type(exc).__module__.split('.')[0] not in ('sqlalchemy', 'disk_objectstore'):
+                raise
+            raise click.ClickException(
+                f'the repository container cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); '
+                'run `sqlitedos verify PATH`, and restore the container from a backup'
+            ) from exc
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = ('Problem', 'VerifyReport', 'iter_repository_keys', 'verify')
 Progress = Optional[Callable[[str, int, int], None]]
 
 HASH_CHUNK = 1024 * 1024
+PACKS_INDEX = 'packs.idx'
 
 SELECT_REPOSITORY_METADATA = 'SELECT id, repository_metadata FROM db_dbnode'
 SELECT_LINKS_WITH_NODES = """
@@ -151,8 +152,31 @@ def verify(storage: SqliteDosStorage | str | os.PathLike[str], repair: bool = Fa
     finally:
         connection.close()
     if container_id is not None:
-        _check_objects(folder / FILENAME_CONTAINER, referenced, report, repair, progress)
+        container = folder / FILENAME_CONTAINER
+        if _check_pack_index(container, report):
+            _check_objects(container, referenced, report, repair, progress)
     return report
+
+
+def _check_pack_index(container: Path, report: VerifyReport) -> bool:
+    """The container's ``packs.idx`` is a sound SQLite database (or absent); False if objects cannot be read."""
+    index = container / PACKS_INDEX
+    if not index.exists():
+        return True  # disk-objectstore creates it on first use
+    try:
+        connection = sqlite3.connect(f'{index.absolute().as_uri()}?mode=ro', uri=True)
+        try:
+            rows = [row[0] for row in connection.execute('PRAGMA integrity_check')]
+            connection.execute('SELECT hashkey, pack_id, "offset", length FROM db_object LIMIT 1').fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        report.add('container', f'the pack index {str(index)!r} cannot be read ({exc}): restore it from a backup')
+        return False
+    if rows != ['ok']:
+        report.problems.extend(Problem('container', f'{PACKS_INDEX} integrity_check: {row}') for row in rows)
+        return False
+    return True
 
 
 def _check_database(connection: sqlite3.Connection, report: VerifyReport) -> bool:

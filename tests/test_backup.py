@@ -248,3 +248,10 @@ def test_private_backup_methods(dos_storage: SqliteDosStorage, tmp_path: Path) -
     second = dos_storage._backup(dest, keep=0)
     assert [p for p in dest.iterdir() if p.name.startswith('backup_')] == [second]
     assert verify(second).ok
+
+
+def test_unreadable_pack_index_is_a_backup_error(dos_storage: SqliteDosStorage, tmp_path: Path) -> None:
+    (dos_storage.filepath_container / 'packs.idx').write_bytes(b'not a database')
+    with pytest.raises(StorageBackupError, match='packs.idx'):
+        backup(dos_storage, tmp_path / 'dest')
+    assert [p.name for p in (tmp_path / 'dest').iterdir()] == ['config.json']  # no half backup left

@@ -342,3 +342,10 @@ def test_commands_on_the_aiida_made_fixture(fixture_profile_path: Path, manifest
     assert run('verify', path).output.startswith(f'Storage {path}: OK')
     run('backup', path, tmp_path / 'dest')
     assert run('verify', tmp_path / 'dest' / 'last-backup').exit_code == 0
+
+
+def test_damaged_container_is_one_error_line(storage_path: Path) -> None:
+    run('maintain', storage_path)
+    (storage_path / 'container' / 'packs.idx').write_bytes(b'not a database')
+    assert 'repository container cannot be read' in run('info', storage_path, exit_code=1).stderr
+    assert '[container]' in CliRunner().invoke(cli, ['verify', str(storage_path)]).output

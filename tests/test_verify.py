@@ -233,3 +233,16 @@ def test_not_a_storage(tmp_path: Path) -> None:
 
     with pytest.raises(UnreachableStorage):
         verify(tmp_path)
+
+
+def test_unreadable_pack_index(dos_storage: Any) -> None:
+    small_graph(dos_storage)
+    container = dos_storage.get_container()
+    try:
+        container.pack_all_loose()
+    finally:
+        container.close()
+    dos_storage.close()
+    (Path(dos_storage.filepath_container) / 'packs.idx').write_bytes(b'not a database')
+    report = verify(dos_storage.filepath_root)
+    assert kinds(report) == {'container'} and 'packs.idx' in report.problems[0].detail
