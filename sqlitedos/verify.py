@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 from sqlitedos import migrate
 from sqlitedos.db import connect, decode_json
 from sqlitedos.exceptions import CorruptStorage, UnreachableStorage
-from sqlitedos.links import LINK_RULES, LinkType, node_kind
+from sqlitedos.links import LINK_RULES, LinkType, node_kind, validate_link_label
 from sqlitedos.storage.sqlite_dos import (
     FILENAME_CONTAINER,
     FILENAME_DATABASE,
@@ -245,6 +245,10 @@ def _check_links(connection: sqlite3.Connection, report: VerifyReport) -> None:
             continue
         if source == target:
             report.add('link_rule', f'{where}: links a node to itself')
+        try:
+            validate_link_label(label)
+        except (TypeError, ValueError) as exc:
+            report.add('link_rule', f'{where}: {exc}')
         if node_kind(source_type) != rule.source or node_kind(target_type) != rule.target:
             report.add(
                 'link_rule',

@@ -177,6 +177,13 @@ def test_link_rule_violations(dos_storage: Any, source: str, target: str, link_t
     assert kinds(report) == {'link_rule'}, report.render()
 
 
+def test_bad_link_label(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    raw_write(dos_storage, 'UPDATE db_dblink SET label = ? WHERE output_id = ?', ('_private', ids['y']))
+    report = verify(dos_storage)
+    assert kinds(report) == {'link_rule'} and 'underscore' in report.problems[0].detail
+
+
 def test_link_degree_violation(dos_storage: Any) -> None:
     ids = small_graph(dos_storage)
     other_calc = add_node(dos_storage, 'process.calculation.calcjob.CalcJobNode.')
