@@ -49,7 +49,7 @@ COPY_CHUNK = 1024 * 1024
 #: Objects up to this size are read whole and compressed in batches on threads; larger ones are streamed.
 SMALL_OBJECT = 256 * 1024
 #: Bytes of small objects held before a batch is compressed and written.
-PENDING_BYTES = 8 * 1024 * 1024
+PENDING_BYTES = 2 * 1024 * 1024
 COMPRESSION_THREADS = 2
 _KEY = re.compile(r'[0-9a-f]{64}')
 
