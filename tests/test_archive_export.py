@@ -231,3 +231,27 @@ def test_large_files_stream_through_and_zip_is_valid(storage: Any, tmp_path: Pat
         assert temp.nodes.get(pk).repository.get_object_content('big.bin', mode='rb') == big
     finally:
         temp.close()
+
+
+def test_zip64_directory_for_more_than_65535_members(tmp_path: Path) -> None:
+    """More members than the classic end record can count: a ZIP64 end record that zipfile and our index read."""
+    from sqlitedos.archive.zipio import ZipIndex, ZipStreamWriter
+
+    count = 70_000
+    writer = ZipStreamWriter(tmp_path / 'many.zip', tmp_path / 'spill', 1, (2026, 1, 1, 0, 0, 0))
+    for index in range(count):
+        data = str(index).encode()
+        writer.write_bytes(f'repo/{index:064x}', data)
+    writer.write_bytes('metadata.json', b'{}', first=0)
+    writer.close()
+    with zipfile.ZipFile(tmp_path / 'many.zip') as archive:
+        names = archive.namelist()
+        assert len(names) == count + 1 and names[0] == 'metadata.json'
+        assert archive.read(f'repo/{12345:064x}') == b'12345'
+    index = ZipIndex(tmp_path / 'many.zip', tmp_path / 'index.sqlite3')
+    try:
+        assert sum(1 for _ in index.names()) == count + 1
+        member = index.find(f'repo/{69999:064x}')
+        assert member is not None and index.open(member).read() == b'69999'
+    finally:
+        index.close()
