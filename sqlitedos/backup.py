@@ -28,9 +28,9 @@ import random
 import shutil
 import sqlite3
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from sqlitedos.exceptions import StorageBackupError
 from sqlitedos.storage.sqlite_dos import FILENAME_CONTAINER, FILENAME_DATABASE, SqliteDosStorage
@@ -38,7 +38,7 @@ from sqlitedos.storage.sqlite_dos import FILENAME_CONTAINER, FILENAME_DATABASE, 
 __all__ = ('BackupManager', 'Progress', 'backup', 'backup_storage')
 
 #: ``progress(stage, done, total)``, the same shape as the archive tools' callback.
-Progress = Optional[Callable[[str, int, int], None]]
+Progress = Callable[[str, int, int], None] | None
 
 FILENAME_CONFIG = 'config.json'
 LIVE_FOLDER = 'live-backup'
@@ -69,7 +69,9 @@ class BackupManager:
             return []
         folders = [p for p in self.path.glob(f'{BACKUP_PREFIX}*_*') if p.is_dir() and not p.is_symlink()]
         # Names sort by time to the second; within one second the folder's own mtime decides.
-        return sorted(folders, key=lambda p: (p.name[: len(BACKUP_PREFIX) + len('YYYYmmddHHMMSS')], p.stat().st_mtime_ns))
+        return sorted(
+            folders, key=lambda p: (p.name[: len(BACKUP_PREFIX) + len('YYYYmmddHHMMSS')], p.stat().st_mtime_ns)
+        )
 
     def previous_backup(self) -> Path | None:
         """The newest completed backup, or None."""

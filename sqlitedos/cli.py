@@ -13,9 +13,10 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
@@ -35,9 +36,17 @@ DEFAULT_PROJECTIONS = {
     'authinfo': ['id', 'enabled'],
 }
 #: ``--filter`` operators, longest first so that ``>=`` wins over ``>``.
-FILTER_OPERATORS = (('!=', '!=='), ('>=', '>='), ('<=', '<='), ('==', '=='), ('=', '=='), ('>', '>'), ('<', '<'),
-                    ('~', 'like'))
-FILTER_PATTERN = re.compile(r'^(?P<field>[A-Za-z_][\w.]*)\s*(?P<op>!=|>=|<=|==|=|>|<|~)\s*(?P<value>.*)$', re.S)
+FILTER_OPERATORS = (
+    ('!=', '!=='),
+    ('>=', '>='),
+    ('<=', '<='),
+    ('==', '=='),
+    ('=', '=='),
+    ('>', '>'),
+    ('<', '<'),
+    ('~', 'like'),
+)
+FILTER_PATTERN = re.compile(r'^(?P<field>[A-Za-z_][\w.]*)\s*(?P<op>!=|>=|<=|==|=|>|<|~)\s*(?P<value>.*)$', re.DOTALL)
 CELL_WIDTH = 60
 HANDLED_ERRORS = (AiidaException, OSError, ValueError, NotImplementedError, sqlite3.Error)
 
@@ -82,8 +91,7 @@ class ProgressBars:
             return
         if stage != self._stage:
             self.close()
-            self._bar = click.progressbar(length=max(total, 1), label=stage.ljust(20), file=sys.stderr,
-                                          show_pos=True)
+            self._bar = click.progressbar(length=max(total, 1), label=stage.ljust(20), file=sys.stderr, show_pos=True)
             self._bar.__enter__()
             self._stage, self._done = stage, 0
         self._bar.length = max(total, 1)
@@ -96,7 +104,7 @@ class ProgressBars:
             self._bar = None
             self._stage = None
 
-    def __enter__(self) -> ProgressBars:
+    def __enter__(self) -> ProgressBars:  # noqa: PYI034 - a final class
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -187,8 +195,7 @@ def render_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain text table: a header, a rule, one line per row."""
     texts = [[cell(value) for value in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)]
-    lines = ['  '.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-             '  '.join('-' * w for w in widths)]
+    lines = ['  '.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), '  '.join('-' * w for w in widths)]
     lines += ['  '.join(t.ljust(w) for t, w in zip(row, widths)).rstrip() for row in texts]
     return '\n'.join(lines)
 
@@ -220,9 +227,9 @@ def resolve_node_pk(storage: SqliteDosStorage, identifier: str) -> int:
             raise NotExistent(f'no node with pk {identifier} in {storage.filepath_root}')
         return row[0]
     prefix = identifier.lower().replace('\\', '').replace('%', '').replace('_', '')
-    rows = storage.get_session().execute(
-        'SELECT id FROM db_dbnode WHERE uuid LIKE ? LIMIT 2', (prefix + '%',)
-    ).fetchall()
+    rows = (
+        storage.get_session().execute('SELECT id FROM db_dbnode WHERE uuid LIKE ? LIMIT 2', (prefix + '%',)).fetchall()
+    )
     if not rows or not prefix:
         raise NotExistent(f'no node with uuid {identifier!r} in {storage.filepath_root}')
     if len(rows) > 1:
@@ -244,8 +251,13 @@ JSON_OPTION = click.option('--json', 'as_json', is_flag=True, help='Print JSON i
 
 @click.group(cls=SqlitedosGroup, context_settings={'help_option_names': ['-h', '--help']})
 @click.version_option(__version__, prog_name='sqlitedos')
-@click.option('--progress', type=click.Choice(['auto', 'always', 'never']), default='auto', show_default=True,
-              help='Progress bars on stderr: only on a terminal (auto), always, or never.')
+@click.option(
+    '--progress',
+    type=click.Choice(['auto', 'always', 'never']),
+    default='auto',
+    show_default=True,
+    help='Progress bars on stderr: only on a terminal (auto), always, or never.',
+)
 @click.pass_context
 def cli(ctx: click.Context, progress: str) -> None:
     """Work with sqlitedos / aiida-core storage folders (database.sqlite + container/) and .aiida archives."""
@@ -277,19 +289,48 @@ def info(path: Path, detailed: bool, as_json: bool) -> None:
 @cli.command()
 @PATH_ARG
 @click.argument('query_file', required=False, type=click.File('r'))
-@click.option('--type', 'entity_type', default=None,
-              help="An entity type, e.g. 'data.core.int.Int.' (subclasses included); default: all nodes.")
-@click.option('--entity', 'orm_base', default='node', show_default=True,
-              type=click.Choice(sorted(DEFAULT_PROJECTIONS)), help='What to query.')
-@click.option('--filter', 'filters', multiple=True, metavar='FIELD<op>VALUE',
-              help="A filter such as 'label=x', 'attributes.value>=2', 'label~a%'; repeat to AND them.")
-@click.option('--project', 'projections', multiple=True, metavar='FIELD',
-              help="A field to show ('attributes.value', 'extras', 'ctime', ...); repeat for more.")
+@click.option(
+    '--type',
+    'entity_type',
+    default=None,
+    help="An entity type, e.g. 'data.core.int.Int.' (subclasses included); default: all nodes.",
+)
+@click.option(
+    '--entity',
+    'orm_base',
+    default='node',
+    show_default=True,
+    type=click.Choice(sorted(DEFAULT_PROJECTIONS)),
+    help='What to query.',
+)
+@click.option(
+    '--filter',
+    'filters',
+    multiple=True,
+    metavar='FIELD<op>VALUE',
+    help="A filter such as 'label=x', 'attributes.value>=2', 'label~a%'; repeat to AND them.",
+)
+@click.option(
+    '--project',
+    'projections',
+    multiple=True,
+    metavar='FIELD',
+    help="A field to show ('attributes.value', 'extras', 'ctime', ...); repeat for more.",
+)
 @click.option('--limit', type=click.IntRange(min=0), default=None, help='At most this many rows.')
 @click.option('--order-by', default='id', show_default=True, help='Field to order by (prefix - for descending).')
 @JSON_OPTION
-def query(path: Path, query_file: Any, entity_type: str | None, orm_base: str, filters: tuple[str, ...],
-          projections: tuple[str, ...], limit: int | None, order_by: str, as_json: bool) -> None:
+def query(
+    path: Path,
+    query_file: Any,
+    entity_type: str | None,
+    orm_base: str,
+    filters: tuple[str, ...],
+    projections: tuple[str, ...],
+    limit: int | None,
+    order_by: str,
+    as_json: bool,
+) -> None:
     """Run a query on the storage at PATH and print the rows.
 
     Either QUERY_FILE ('-' for stdin) holds a query dict as JSON (the shape of aiida's QueryBuilder.as_dict()),
@@ -308,7 +349,10 @@ def query(path: Path, query_file: Any, entity_type: str | None, orm_base: str, f
                 conditions = {'and': [dict([parse_filter(text)]) for text in filters]}
             descending = order_by.startswith('-')
             builder = QueryBuilder(backend=storage).append(
-                entity_type=entity_type or '', orm_base=orm_base, tag='row', filters=conditions,
+                entity_type=entity_type or '',
+                orm_base=orm_base,
+                tag='row',
+                filters=conditions,
                 project=list(projections) or DEFAULT_PROJECTIONS[orm_base],
             )
             builder.order_by({'row': [{order_by.lstrip('-'): {'order': 'desc' if descending else 'asc'}}]})
@@ -357,18 +401,18 @@ def node_summary(storage: SqliteDosStorage, pk: int) -> dict[str, Any]:
     connection = storage.get_session()
     row = connection.execute(SELECT_NODE, (pk,)).fetchone()
     columns = dict(zip(NODE_COLUMNS, row[: len(NODE_COLUMNS)]))
-    attributes, extras, tree = (json.loads(cell_text) if cell_text else {} for cell_text in row[len(NODE_COLUMNS):])
+    attributes, extras, tree = (json.loads(cell_text) if cell_text else {} for cell_text in row[len(NODE_COLUMNS) :])
     links = {
-        direction: [dict(zip(('pk', 'node_type', 'link_type', 'link_label'), link)) for link in
-                    connection.execute(sql, (pk,))]
+        direction: [
+            dict(zip(('pk', 'node_type', 'link_type', 'link_label'), link)) for link in connection.execute(sql, (pk,))
+        ]
         for direction, sql in (('incoming', SELECT_INCOMING_LINKS), ('outgoing', SELECT_OUTGOING_LINKS))
     }
     files = {name: key for name, key in flatten(tree).items() if key is not None}
     return {**columns, 'attributes': attributes, 'extras': extras, **links, 'files': files}
 
 
-NODE_COLUMNS = ('pk', 'uuid', 'node_type', 'process_type', 'label', 'description', 'ctime', 'mtime', 'user',
-                'computer')
+NODE_COLUMNS = ('pk', 'uuid', 'node_type', 'process_type', 'label', 'description', 'ctime', 'mtime', 'user', 'computer')
 SELECT_NODE = """
     SELECT n.id, n.uuid, n.node_type, n.process_type, n.label, n.description, n.ctime, n.mtime, u.email, c.label,
            n.attributes, n.extras, n.repository_metadata
@@ -451,12 +495,26 @@ def _archive_module() -> Any:
 @PATH_ARG
 @click.argument('output', type=click.Path(dir_okay=False, path_type=Path))
 @click.option('--all', 'everything', is_flag=True, help='Export the whole storage.')
-@click.option('--nodes', multiple=True, metavar='PK|UUID', help='Nodes to export (with their provenance); repeatable, or comma separated.')
-@click.option('--groups', multiple=True, metavar='PK', help='Groups to export (with their nodes); repeatable, or comma separated.')
+@click.option(
+    '--nodes',
+    multiple=True,
+    metavar='PK|UUID',
+    help='Nodes to export (with their provenance); repeatable, or comma separated.',
+)
+@click.option(
+    '--groups', multiple=True, metavar='PK', help='Groups to export (with their nodes); repeatable, or comma separated.'
+)
 @click.option('--overwrite', is_flag=True, help='Replace OUTPUT if it exists.')
 @click.pass_context
-def archive_create(ctx: click.Context, path: Path, output: Path, everything: bool, nodes: tuple[str, ...],
-                   groups: tuple[str, ...], overwrite: bool) -> None:
+def archive_create(
+    ctx: click.Context,
+    path: Path,
+    output: Path,
+    everything: bool,
+    nodes: tuple[str, ...],
+    groups: tuple[str, ...],
+    overwrite: bool,
+) -> None:
     """Export the storage at PATH (or part of it) to the archive OUTPUT."""
     module = _archive_module()
     node_ids = [item for text in nodes for item in text.split(',') if item]
@@ -519,8 +577,12 @@ def maintain(ctx: click.Context, path: Path, full: bool, dry_run: bool, compress
 @cli.command('backup')
 @PATH_ARG
 @click.argument('dest', type=click.Path(file_okay=False, path_type=Path))
-@click.option('--keep', type=click.IntRange(min=0), default=None,
-              help='Keep this many previous backups besides the new one (default: all).')
+@click.option(
+    '--keep',
+    type=click.IntRange(min=0),
+    default=None,
+    help='Keep this many previous backups besides the new one (default: all).',
+)
 @click.pass_context
 def backup_command(ctx: click.Context, path: Path, dest: Path, keep: int | None) -> None:
     """Back the storage at PATH up into DEST (incremental, aiida's layout; no rsync needed)."""
@@ -583,12 +645,16 @@ def build_demo_graph(storage: SqliteDosStorage) -> dict[str, Any]:
 
     x = make('data.core.int.Int.', 'x', value=3).store()
     y = make('data.core.int.Int.', 'y', value=4).store()
-    work = make('process.workflow.workchain.WorkChainNode.', 'add_and_report', process_state='finished',
-                exit_status=0, sealed=True)
+    work = make(
+        'process.workflow.workchain.WorkChainNode.',
+        'add_and_report',
+        process_state='finished',
+        exit_status=0,
+        sealed=True,
+    )
     work.process_type = 'aiida.workflows:core.arithmetic.add_multiply'
     work.store(links=[(x, LinkType.INPUT_WORK, 'x'), (y, LinkType.INPUT_WORK, 'y')])
-    calc = make('process.calculation.calcjob.CalcJobNode.', 'add', process_state='finished', exit_status=0,
-                sealed=True)
+    calc = make('process.calculation.calcjob.CalcJobNode.', 'add', process_state='finished', exit_status=0, sealed=True)
     calc.process_type = 'aiida.calculations:core.arithmetic.add'
     calc.repository.put_object_from_bytes(b'echo $((3 + 4))\n', 'aiida.in')
     calc.repository.put_object_from_bytes(b'#!/bin/bash\nexec bash < aiida.in > aiida.out\n', '_aiidasubmit.sh')
@@ -608,18 +674,55 @@ def demo_queries(storage: Any) -> list[tuple[str, list[str], list[list[Any]]]]:
     """A few queries on the demo graph: (title, headers, rows)."""
     from sqlitedos.query.builder import QueryBuilder
 
-    found = QueryBuilder(backend=storage).append(
-        entity_type='data.core.int.Int.', orm_base='node', tag='i', filters={'attributes.value': {'>': 3}},
-        project=['id', 'label', 'attributes.value'],
-    ).order_by({'i': ['id']}).all()
-    outputs = QueryBuilder(backend=storage).append(
-        entity_type='process.calculation.CalculationNode.', orm_base='node', tag='calc', project=['label'],
-    ).append(entity_type='data.Data.', orm_base='node', with_incoming='calc', tag='out', edge_project=['label'],
-             project=['id', 'node_type']).order_by({'out': ['id']}).all()
-    provenance = QueryBuilder(backend=storage).append(
-        entity_type='data.core.int.Int.', orm_base='node', tag='s', filters={'label': 'sum'},
-    ).append(entity_type='', orm_base='node', with_descendants='s', tag='a', project=['id', 'label', 'node_type'],
-             ).order_by({'a': ['id']}).all()
+    found = (
+        QueryBuilder(backend=storage)
+        .append(
+            entity_type='data.core.int.Int.',
+            orm_base='node',
+            tag='i',
+            filters={'attributes.value': {'>': 3}},
+            project=['id', 'label', 'attributes.value'],
+        )
+        .order_by({'i': ['id']})
+        .all()
+    )
+    outputs = (
+        QueryBuilder(backend=storage)
+        .append(
+            entity_type='process.calculation.CalculationNode.',
+            orm_base='node',
+            tag='calc',
+            project=['label'],
+        )
+        .append(
+            entity_type='data.Data.',
+            orm_base='node',
+            with_incoming='calc',
+            tag='out',
+            edge_project=['label'],
+            project=['id', 'node_type'],
+        )
+        .order_by({'out': ['id']})
+        .all()
+    )
+    provenance = (
+        QueryBuilder(backend=storage)
+        .append(
+            entity_type='data.core.int.Int.',
+            orm_base='node',
+            tag='s',
+            filters={'label': 'sum'},
+        )
+        .append(
+            entity_type='',
+            orm_base='node',
+            with_descendants='s',
+            tag='a',
+            project=['id', 'label', 'node_type'],
+        )
+        .order_by({'a': ['id']})
+        .all()
+    )
     return [
         ('Int nodes with value > 3', ['id', 'label', 'value'], found),
         ('outputs of calculations', ['calculation', 'id', 'node_type', 'link label'], outputs),
@@ -639,15 +742,16 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
         echo(f'== Created storage folder {profile.storage_config["filepath"]}')
         with SqliteDosStorage(profile) as storage:
             graph = build_demo_graph(storage)
-            echo(f'   stored {len(graph) - 1} nodes (x + y -> add -> sum, a workflow, a folder of files) in group '
-                 f"'demo'")
+            echo(
+                f"   stored {len(graph) - 1} nodes (x + y -> add -> sum, a workflow, a folder of files) in group 'demo'"
+            )
             echo('\n== sqlitedos info')
             echo('\n'.join(render_tree(storage.get_info(detailed=False))))
             for title, headers, rows in demo_queries(storage):
                 echo(f'\n== Query: {title}')
                 echo(render_table(headers, rows))
             calc = node_summary(storage, graph['calc'].pk)
-            echo(f"\n== sqlitedos node show {path} {calc['pk']}  (files)")
+            echo(f'\n== sqlitedos node show {path} {calc["pk"]}  (files)')
             echo('\n'.join(f'   {name}' for name in calc['files']))
             with tempfile.TemporaryDirectory(prefix='sqlitedos-demo-') as workdir:
                 demo_archive(storage, Path(workdir) / 'demo.aiida', echo, progress)
@@ -671,8 +775,10 @@ def demo_archive(storage: SqliteDosStorage, target: Path, echo: Callable[[str], 
     try:
         group = import_archive(temp, archive_path, progress=progress)
         counts = {name: value['count'] for name, value in temp.get_info()['entities'].items()}
-        echo(f'   imported it into an in-memory SqliteTempBackend (import group pk {group}): '
-             + ', '.join(f'{count} {name.lower()}' for name, count in counts.items() if count))
+        echo(
+            f'   imported it into an in-memory SqliteTempBackend (import group pk {group}): '
+            + ', '.join(f'{count} {name.lower()}' for name, count in counts.items() if count)
+        )
     finally:
         temp.close()
 

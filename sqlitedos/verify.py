@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from sqlitedos import migrate
 from sqlitedos.db import connect, decode_json
@@ -31,7 +32,7 @@ from sqlitedos.storage.sqlite_dos import (
 
 __all__ = ('Problem', 'VerifyReport', 'iter_repository_keys', 'verify')
 
-Progress = Optional[Callable[[str, int, int], None]]
+Progress = Callable[[str, int, int], None] | None
 
 HASH_CHUNK = 1024 * 1024
 PACKS_INDEX = 'packs.idx'
@@ -45,10 +46,16 @@ SELECT_LINKS_WITH_NODES = """
 """
 #: Degree rules (SPEC 3.2) as the columns that must be unique together among links of one type, at one end.
 DEGREE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    'out': {'unique': ('input_id',), 'unique_pair': ('input_id', 'label'),
-            'unique_triple': ('input_id', 'output_id', 'label')},
-    'in': {'unique': ('output_id',), 'unique_pair': ('output_id', 'label'),
-           'unique_triple': ('output_id', 'input_id', 'label')},
+    'out': {
+        'unique': ('input_id',),
+        'unique_pair': ('input_id', 'label'),
+        'unique_triple': ('input_id', 'output_id', 'label'),
+    },
+    'in': {
+        'unique': ('output_id',),
+        'unique_pair': ('output_id', 'label'),
+        'unique_triple': ('output_id', 'input_id', 'label'),
+    },
 }
 SELECT_DEGREE_VIOLATIONS = """
     SELECT {columns}, COUNT(*) FROM db_dblink WHERE type = ? GROUP BY {columns} HAVING COUNT(*) > 1
@@ -98,7 +105,9 @@ class VerifyReport:
         lines += [f'  checked {name}: {value}' for name, value in self.counts.items()]
         lines += [f'  [{p.kind}] {p.detail}' for p in self.problems]
         if self.unreferenced:
-            lines.append(f'  {len(self.unreferenced)} unreferenced object(s) in the container (`--repair` deletes them)')
+            lines.append(
+                f'  {len(self.unreferenced)} unreferenced object(s) in the container (`--repair` deletes them)'
+            )
         if self.repaired:
             lines.append(f'  repaired: deleted {len(self.repaired)} unreferenced object(s)')
         return '\n'.join(lines)
@@ -130,8 +139,9 @@ def _folder_of(storage: SqliteDosStorage | str | os.PathLike[str]) -> Path:
     return Path(storage.filepath_root)
 
 
-def verify(storage: SqliteDosStorage | str | os.PathLike[str], repair: bool = False,
-           progress: Progress = None) -> VerifyReport:
+def verify(
+    storage: SqliteDosStorage | str | os.PathLike[str], repair: bool = False, progress: Progress = None
+) -> VerifyReport:
     """Check a storage folder (an open ``SqliteDosStorage`` or its path) and return a ``VerifyReport``.
 
     A path is checked without opening it as a storage, so a folder that ``SqliteDosStorage`` refuses (wrong schema
@@ -279,8 +289,9 @@ def _referenced_keys(connection: sqlite3.Connection, report: VerifyReport) -> di
     return referenced
 
 
-def _check_objects(container_path: Path, referenced: dict[str, int], report: VerifyReport, repair: bool,
-                   progress: Progress) -> None:
+def _check_objects(
+    container_path: Path, referenced: dict[str, int], report: VerifyReport, repair: bool, progress: Progress
+) -> None:
     """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
@@ -295,19 +306,23 @@ def _check_objects(container_path: Path, referenced: dict[str, int], report: Ver
                 present.add(key)
                 digest = hashlib.sha256()
                 try:
-                    for chunk in iter(lambda: stream.read(HASH_CHUNK), b''):
+                    while chunk := stream.read(HASH_CHUNK):
                         digest.update(chunk)
                 except Exception as exc:  # noqa: BLE001 - a damaged pack or zlib stream: report, go on
                     report.add('corrupt_object', f'object {key} (node {referenced[key]}) cannot be read: {exc}')
                 else:
                     if digest.hexdigest() != key:
-                        report.add('corrupt_object', f'object {key} (node {referenced[key]}) has content hashing '
-                                                     f'to {digest.hexdigest()}')
+                        report.add(
+                            'corrupt_object',
+                            f'object {key} (node {referenced[key]}) has content hashing to {digest.hexdigest()}',
+                        )
                 if progress is not None:
                     progress('Checking objects', done, total)
         for key in keys:
             if key not in present:
-                report.add('missing_object', f'object {key} referenced by node {referenced[key]} is not in the container')
+                report.add(
+                    'missing_object', f'object {key} referenced by node {referenced[key]} is not in the container'
+                )
         report.unreferenced = sorted(set(container.list_all_objects()) - set(referenced))
         report.counts['container objects'] = len(present) + len(report.unreferenced)
         if repair and report.unreferenced:
@@ -315,4 +330,3 @@ def _check_objects(container_path: Path, referenced: dict[str, int], report: Ver
             report.repaired = list(report.unreferenced)
     finally:
         container.close()
-

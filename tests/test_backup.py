@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -156,9 +155,8 @@ def test_destination_of_another_storage_is_refused(dos_storage: SqliteDosStorage
     backup(dos_storage, dest)
     other_profile = SqliteDosStorage.create_profile('other', filepath=tmp_path / 'other', default_user_email='a@b.c')
     SqliteDosStorage.initialise(other_profile)
-    with SqliteDosStorage(other_profile) as other:
-        with pytest.raises(StorageBackupError, match='another storage'):
-            backup(other, dest)
+    with SqliteDosStorage(other_profile) as other, pytest.raises(StorageBackupError, match='another storage'):
+        backup(other, dest)
 
 
 def test_profile_uuid_is_kept_across_runs(dos_storage: SqliteDosStorage, tmp_path: Path) -> None:
@@ -216,8 +214,13 @@ WRITER = textwrap.dedent(
 def test_backup_while_another_process_writes(dos_storage: SqliteDosStorage, tmp_path: Path, pack: bool) -> None:
     small_graph(dos_storage)
     stop, ready = tmp_path / 'stop', tmp_path / 'ready'
-    script = WRITER.format(root=str(Path(__file__).parent.parent), path=str(dos_storage.filepath_root),
-                           stop=str(stop), ready=str(ready), pack=pack)
+    script = WRITER.format(
+        root=str(Path(__file__).parent.parent),
+        path=str(dos_storage.filepath_root),
+        stop=str(stop),
+        ready=str(ready),
+        pack=pack,
+    )
     writer = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 15

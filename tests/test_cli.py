@@ -80,19 +80,53 @@ def test_info(demo_folder: Path) -> None:
 
 
 def test_query_options(demo_folder: Path) -> None:
-    output = run('query', demo_folder, '--type', 'data.core.int.Int.', '--filter', 'attributes.value>=4',
-                 '--project', 'label', '--project', 'attributes.value').output
+    output = run(
+        'query',
+        demo_folder,
+        '--type',
+        'data.core.int.Int.',
+        '--filter',
+        'attributes.value>=4',
+        '--project',
+        'label',
+        '--project',
+        'attributes.value',
+    ).output
     lines = output.splitlines()
     assert lines[0].split() == ['label', 'attributes.value']
     assert [line.split() for line in lines[2:4]] == [['y', '4'], ['sum', '7']]
     assert lines[-1] == '(2 rows)'
-    rows = json.loads(run('query', demo_folder, '--type', 'data.core.int.Int.', '--project', 'label',
-                          '--order-by', '-id', '--limit', '2', '--json').output)
+    rows = json.loads(
+        run(
+            'query',
+            demo_folder,
+            '--type',
+            'data.core.int.Int.',
+            '--project',
+            'label',
+            '--order-by',
+            '-id',
+            '--limit',
+            '2',
+            '--json',
+        ).output
+    )
     assert rows == [{'label': 'sum'}, {'label': 'y'}]
     rows = json.loads(run('query', demo_folder, '--filter', 'label~a%', '--filter', 'label!=add', '--json').output)
     assert [row['label'] for row in rows] == ['add_and_report']
-    rows = json.loads(run('query', demo_folder, '--filter', 'attributes.value>3', '--filter', 'attributes.value<7',
-                          '--project', 'label', '--json').output)
+    rows = json.loads(
+        run(
+            'query',
+            demo_folder,
+            '--filter',
+            'attributes.value>3',
+            '--filter',
+            'attributes.value<7',
+            '--project',
+            'label',
+            '--json',
+        ).output
+    )
     assert rows == [{'label': 'y'}]
     assert run('query', demo_folder, '--filter', 'label=nothing').output.strip() == '(no rows)'
     groups = json.loads(run('query', demo_folder, '--entity', 'group', '--json').output)
@@ -103,8 +137,13 @@ def test_query_dict_from_file_and_stdin(demo_folder: Path, tmp_path: Path) -> No
     query_dict = {
         'path': [
             {'entity_type': 'process.calculation.calcjob.CalcJobNode.', 'orm_base': 'node', 'tag': 'calc'},
-            {'entity_type': 'data.core.int.Int.', 'orm_base': 'node', 'tag': 'out', 'joining_keyword': 'with_incoming',
-             'joining_value': 'calc'},
+            {
+                'entity_type': 'data.core.int.Int.',
+                'orm_base': 'node',
+                'tag': 'out',
+                'joining_keyword': 'with_incoming',
+                'joining_value': 'calc',
+            },
         ],
         'project': {'calc': ['label'], 'out': ['label', 'attributes.value']},
     }
@@ -255,8 +294,14 @@ def test_migrate(storage_path: Path) -> None:
 
 def test_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     output = run('demo', tmp_path / 'demo').output
-    for text in ('Created storage folder', 'Nodes: 6', 'Query: Int nodes with value > 3', 'exported the storage',
-                 'imported it into an in-memory SqliteTempBackend', 'sqlitedos verify: OK'):
+    for text in (
+        'Created storage folder',
+        'Nodes: 6',
+        'Query: Int nodes with value > 3',
+        'exported the storage',
+        'imported it into an in-memory SqliteTempBackend',
+        'sqlitedos verify: OK',
+    ):
         assert text in output
     assert 'already exists' in run('demo', tmp_path / 'demo', exit_code=1).stderr
     assert not list(tmp_path.glob('*.aiida'))  # the demo archive lived in a temporary folder
@@ -294,8 +339,13 @@ def test_import_sqlitedos_does_not_import_click() -> None:
 
 
 def sqlitedos_command(*args: Any, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'sqlitedos', *map(str, args)], capture_output=True, text=True,
-                          check=check, env={**os.environ, 'PYTHONPATH': str(Path(__file__).parent.parent)})
+    return subprocess.run(
+        [sys.executable, '-m', 'sqlitedos', *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=check,
+        env={**os.environ, 'PYTHONPATH': str(Path(__file__).parent.parent)},
+    )
 
 
 def test_every_command_end_to_end(tmp_path: Path) -> None:
@@ -336,7 +386,7 @@ def test_commands_on_the_aiida_made_fixture(fixture_profile_path: Path, manifest
         shown = json.loads(run('node', 'show', path, expected['uuid'], '--json').output)
         assert shown['attributes'] == expected['attributes'] and shown['user'] == expected['user_email']
         assert shown['files'] == expected['files_sha256']  # keys are the sha256 of the content
-        name = sorted(shown['files'])[0]
+        name = min(shown['files'])
         content = run('node', 'cat', path, expected['uuid'], name).stdout_bytes
         assert hashlib.sha256(content).hexdigest() == expected['files_sha256'][name]
     assert run('verify', path).output.startswith(f'Storage {path}: OK')

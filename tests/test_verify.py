@@ -21,8 +21,9 @@ INSERT_NODE = """
 INSERT_LINK = 'INSERT INTO db_dblink (input_id, output_id, label, type) VALUES (?, ?, ?, ?)'
 
 
-def add_node(storage: Any, node_type: str = 'data.core.int.Int.', files: dict[str, bytes] | None = None,
-             label: str = '') -> int:
+def add_node(
+    storage: Any, node_type: str = 'data.core.int.Int.', files: dict[str, bytes] | None = None, label: str = ''
+) -> int:
     """Insert a node row by SQL (files put into the container first, as a store does); return its id."""
     tree: dict[str, Any] = {}
     if files:
@@ -34,7 +35,9 @@ def add_node(storage: Any, node_type: str = 'data.core.int.Int.', files: dict[st
     stamp = encode_datetime(now())
     with storage.transaction() as connection:
         user = connection.execute('SELECT id FROM db_dbuser ORDER BY id LIMIT 1').fetchone()[0]
-        row = connection.execute(INSERT_NODE, (str(uuid.uuid4()), node_type, label, stamp, stamp, json.dumps(tree), user))
+        row = connection.execute(
+            INSERT_NODE, (str(uuid.uuid4()), node_type, label, stamp, stamp, json.dumps(tree), user)
+        )
         return row.fetchone()[0]
 
 
@@ -148,7 +151,11 @@ def test_dangling_link(dos_storage: Any) -> None:
 
 def test_wrong_repository_uuid(dos_storage: Any) -> None:
     small_graph(dos_storage)
-    raw_write(dos_storage, 'UPDATE db_dbsetting SET val = ? WHERE "key" = ?', (json.dumps(uuid.uuid4().hex), 'repository|uuid'))
+    raw_write(
+        dos_storage,
+        'UPDATE db_dbsetting SET val = ? WHERE "key" = ?',
+        (json.dumps(uuid.uuid4().hex), 'repository|uuid'),
+    )
     report = verify(dos_storage)
     assert kinds(report) == {'repository_uuid'}
     # A folder that no longer opens as a storage can still be examined by path.

@@ -45,11 +45,14 @@ def test_backup_opens_in_aiida(tmp_path: Path, open_in_aiida, load_in_aiida) -> 
     # ... and what aiida wrote is sound for sqlitedos.
     assert verify(second).ok
     with SqliteDosStorage(SqliteDosStorage.create_profile('restored', filepath=second)) as restored:
-        assert restored.get_session().execute('SELECT COUNT(*) FROM db_dbnode WHERE uuid = ?', (new_uuid,)).fetchone() == (1,)
+        assert restored.get_session().execute(
+            'SELECT COUNT(*) FROM db_dbnode WHERE uuid = ?', (new_uuid,)
+        ).fetchone() == (1,)
 
 
-def test_backup_of_an_aiida_made_storage(tmp_path: Path, fixture_profile_path: Path, open_in_aiida,
-                                          manifest: dict) -> None:
+def test_backup_of_an_aiida_made_storage(
+    tmp_path: Path, fixture_profile_path: Path, open_in_aiida, manifest: dict
+) -> None:
     with open_in_aiida(fixture_profile_path) as aiida_storage:
         expected = aiida_storage.get_info()['entities']
     with SqliteDosStorage(SqliteDosStorage.create_profile('fixture', filepath=fixture_profile_path)) as storage:
