@@ -267,6 +267,9 @@ def test_progress_is_reported(storage: Any, fixture_archive_path: Path) -> None:
     stages = [stage for stage, _, _ in calls]
     assert 'Adding files' in stages and 'Adding nodes' in stages
     assert all(0 <= done <= total for _, done, total in calls)
+    finished = {stage for stage, done, total in calls if done == total}
+    assert finished == set(stages), 'every stage reports its end'
+    assert calls[-1] == ('Committing', 1, 1)
 
 
 def test_unpacked_folder_imports_like_the_zip(storage: Any, fixture_archive_path: Path, tmp_path: Path) -> None:

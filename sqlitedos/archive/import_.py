@@ -365,6 +365,7 @@ def _import_rows(storage: StorageBackend, database: Path, options: _Options, pro
                 raise ImportValidationError(f'the archive content breaks a rule of the storage: {exc}') from exc
             if options.test_run:
                 raise _TestRun()
+        report(progress, 'Committing', 1, 1)
         return result
     finally:
         connection.create_function('sqlitedos_import_extras', 2, None)
@@ -375,13 +376,14 @@ def _import_rows(storage: StorageBackend, database: Path, options: _Options, pro
 
 def _copy_rows(storage: StorageBackend, conn: sqlite3.Connection, options: _Options,
                progress: Progress | None) -> int | None:
-    stages = 8
-    step = 0
+    current: list[str] = []
 
     def advance(stage: str) -> None:
-        nonlocal step
-        report(progress, stage, step, stages)
-        step += 1
+        """Report the previous row stage done and ``stage`` started (each row stage is one unit of work)."""
+        if current:
+            report(progress, current.pop(), 1, 1)
+        report(progress, stage, 0, 1)
+        current.append(stage)
 
     for sql in CREATE_MAPS:
         conn.execute(sql)
@@ -413,6 +415,7 @@ def _copy_rows(storage: StorageBackend, conn: sqlite3.Connection, options: _Opti
         result = _import_group(storage, conn, options.group_id)
     advance('Committing')
     return result
+
 
 
 def _relabel(conn: sqlite3.Connection, taken_sql: str, label: str, what: str) -> str:
