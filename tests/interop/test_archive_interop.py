@@ -72,10 +72,13 @@ def test_sqlitedos_archive_imports_into_aiida(tmp_path: Path, fixture_archive_pa
             repository = backend.get_repository()
             for key in referenced_keys(expected):
                 assert repository.get_object_content(key) is not None
-        from aiida.cmdline.commands.cmd_archive import archive_info
+        from aiida.cmdline.commands.cmd_archive import archive_info, archive_version
         from click.testing import CliRunner
 
         result = CliRunner().invoke(archive_info, [str(archive), '--detailed'])
+        assert result.exit_code == 0, result.output
+        assert 'main_0001' in result.output
+        result = CliRunner().invoke(archive_version, [str(archive)])
         assert result.exit_code == 0, result.output
         assert 'main_0001' in result.output
 
@@ -173,3 +176,34 @@ def build_aiida_graph() -> None:
     group.add_nodes([x, d, out])
     orm.Comment(x, orm.User.collection.get_default(), 'a comment').store()
     orm.Log(timezone.now(), 'aiida.interop', 'WARNING', calc.pk, 'a log line', {'k': 1}).store()
+
+
+def test_archive_from_the_temp_backend_reads_in_aiida(tmp_path: Path, fixture_archive_path: Path,
+                                                      make_aiida_profile, load_in_aiida) -> None:
+    """Objects from the sandbox repository have no known size: every member takes the streamed (ZIP64) path."""
+    from aiida.storage.sqlite_dos.backend import SqliteDosStorage as AiidaSqliteDosStorage
+
+    from sqlitedos import SqliteTempBackend
+
+    temp = SqliteTempBackend(SqliteTempBackend.create_profile(filepath=str(tmp_path / 'sandbox')))
+    try:
+        import_archive(temp, fixture_archive_path, include_authinfos=True, create_group=False)
+        archive = create_archive(temp, tmp_path / 'temp.aiida', include_authinfos=True, compression=9)
+        expected = full_dump(temp.get_session())
+    finally:
+        temp.close()
+    target = tmp_path / 'aiida-target'
+    AiidaSqliteDosStorage.initialise(make_aiida_profile(target, 'aiida@example.org'))
+    with load_in_aiida(target, 'aiida@example.org'):
+        from aiida import orm
+        from aiida.tools.archive import import_archive as aiida_import
+
+        aiida_import(archive, include_authinfos=True, create_group=False)
+        assert orm.QueryBuilder().append(orm.Node).count() == len(expected['nodes'])
+        for node in orm.QueryBuilder().append(orm.Node).all(flat=True):
+            for path in node.base.repository.list_object_names():
+                node.base.repository.get_object(path)
+    got = folder_dump(target)
+    for name in expected:
+        if name != 'users':
+            assert comparable(got)[name] == comparable(expected)[name], name
