@@ -129,12 +129,20 @@ INSERT INTO src.sqlitedos_map_node (old, new, existing)
 SELECT a.id, m.id, 0 FROM src.db_dbnode AS a JOIN main.db_dbnode AS m ON m.uuid = a.uuid
 WHERE a.id NOT IN (SELECT old FROM src.sqlitedos_map_node)
 """
-SELECT_EXTRAS_TO_MERGE = """
-SELECT mn.new, a.extras, m.extras FROM src.sqlitedos_map_node AS mn
-JOIN src.db_dbnode AS a ON a.id = mn.old JOIN main.db_dbnode AS m ON m.id = mn.new
-WHERE mn.existing = 1 ORDER BY mn.new
-"""
-UPDATE_EXTRAS = 'UPDATE main.db_dbnode SET extras = ?, mtime = ? WHERE id = ?'
+#: The merged extras of the archive nodes the storage already has, computed into the private archive database
+#: first (SQLite leaves undefined what a query sees of rows changed while it runs), then applied in one UPDATE.
+MERGE_EXTRAS = (
+    """
+    CREATE TABLE src.sqlitedos_merged AS
+    SELECT mn.new AS id, sqlitedos_merge_extras(m.extras, a.extras) AS extras FROM src.sqlitedos_map_node AS mn
+    JOIN src.db_dbnode AS a ON a.id = mn.old JOIN main.db_dbnode AS m ON m.id = mn.new
+    WHERE mn.existing = 1
+    """,
+    """
+    UPDATE main.db_dbnode SET extras = merged.extras, mtime = :mtime FROM src.sqlitedos_merged AS merged
+    WHERE merged.id = main.db_dbnode.id AND merged.extras IS NOT main.db_dbnode.extras
+    """,
+)
 INSERT_LOGS = """
 INSERT INTO main.db_dblog (uuid, time, loggername, levelname, dbnode_id, message, metadata)
 SELECT a.uuid, a.time, a.loggername, a.levelname, mn.new, a.message, a.metadata FROM src.db_dblog AS a
@@ -474,19 +482,17 @@ def merge_extras_dicts(old: dict[str, Any], new: dict[str, Any], mode: tuple[str
 
 
 def _merge_extras(conn: sqlite3.Connection, mode: tuple[str, str, str]) -> None:
-    stamp = encode_datetime(now())
-    cursor = conn.execute(SELECT_EXTRAS_TO_MERGE)
-    updates = []
-    while True:
-        rows = cursor.fetchmany(BATCH_SIZE)
-        if not rows:
-            break
-        for pk, new_cell, old_cell in rows:
-            merged = merge_extras_dicts(decode_json(old_cell) or {}, decode_json(new_cell) or {}, mode)
-            updates.append((encode_json(merged), stamp, pk))
-    # The updates are applied after the cursor is exhausted: changing rows a live cursor reads is undefined.
-    for offset in range(0, len(updates), BATCH_SIZE):
-        conn.executemany(UPDATE_EXTRAS, updates[offset:offset + BATCH_SIZE])
+    """Merge the extras of nodes the storage already has with the archive's, by ``mode``, inside SQLite."""
+
+    def merge(old_cell: Any, new_cell: Any) -> str:
+        return encode_json(merge_extras_dicts(decode_json(old_cell) or {}, decode_json(new_cell) or {}, mode))
+
+    conn.create_function('sqlitedos_merge_extras', 2, merge, deterministic=True)
+    try:
+        conn.execute(MERGE_EXTRAS[0])
+        conn.execute(MERGE_EXTRAS[1], {'mtime': encode_datetime(now())})
+    finally:
+        conn.create_function('sqlitedos_merge_extras', 2, None)
 
 
 _LINK_ENDPOINTS = {
