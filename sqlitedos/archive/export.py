@@ -29,7 +29,7 @@ from sqlitedos.archive.format import (
 from sqlitedos.archive.repo_access import open_repository, read_objects
 from sqlitedos.db import Session, connect, decode_json, encode_json, translate_errors
 from sqlitedos.exceptions import ExportValidationError, InvalidOperation
-from sqlitedos.graph import resolve_rules, traverse
+from sqlitedos.graph import TRAVERSE, resolve_rules
 from sqlitedos.links import EXPORT_RULES
 from sqlitedos.tables import TABLE_ORDER, TABLES, quote_identifier
 
@@ -236,7 +236,7 @@ def _write_rows(
                 conn.execute(f'DELETE FROM temp.{name}')
             try:
                 report(progress, 'Collecting entities', 0, 1)
-                starting_set = _select(storage, conn, start, include_comments, include_authinfos, traversal_rules)
+                starting_set = _select(conn, start, include_comments, include_authinfos, traversal_rules)
                 row = conn.execute(UNSEALED_PROCESS).fetchone()
                 if row is not None:
                     raise ExportValidationError(
@@ -257,7 +257,6 @@ def _write_rows(
 
 
 def _select(
-    storage: StorageBackend,
     conn: sqlite3.Connection,
     start: dict[str, list[int]] | None,
     include_comments: bool,
@@ -272,12 +271,16 @@ def _select(
         conn.executemany(f'INSERT OR IGNORE INTO x_{kind} VALUES (?)', [(pk,) for pk in start[kind]])
     conn.executemany('INSERT OR IGNORE INTO x_node VALUES (?)', [(pk,) for pk in start['node']])
     conn.execute(ADD_GROUP_MEMBERS)
-    seeds = [pk for (pk,) in conn.execute('SELECT id FROM x_node')]
-    reached = traverse(storage, seeds, EXPORT_RULES, **traversal_rules)
-    reached_list = sorted(reached)
-    for offset in range(0, len(reached_list), BATCH_SIZE):
-        conn.executemany('INSERT OR IGNORE INTO x_node VALUES (?)',
-                         [(pk,) for pk in reached_list[offset:offset + BATCH_SIZE]])
+    # graph.py's traversal query with its rule resolution, run straight into the selection table: the reached set
+    # stays inside SQLite.
+    directions = resolve_rules(EXPORT_RULES, **traversal_rules)
+    (seeds,) = conn.execute('SELECT json_group_array(id) FROM x_node').fetchone()
+    params = {
+        'start': seeds,
+        'forward': encode_json(sorted(link_type.value for link_type in directions['forward'])),
+        'backward': encode_json(sorted(link_type.value for link_type in directions['backward'])),
+    }
+    conn.execute('INSERT OR IGNORE INTO x_node ' + TRAVERSE, params)
     conn.execute(ADD_COMPUTERS)
     for sql in ADD_USERS:
         conn.execute(sql)
