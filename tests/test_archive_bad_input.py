@@ -222,3 +222,13 @@ def test_import_group_needs_a_default_user(tmp_path: Path, fixture_archive_path:
         assert sorted(storage.get_repository().list_objects()) == []
         import_archive(storage, fixture_archive_path, create_group=False)
         assert storage.get_session().execute('SELECT count(*) FROM db_dbnode').fetchone() == (65,)
+
+
+@pytest.mark.parametrize('sql', [
+    'CREATE TRIGGER sneaky AFTER INSERT ON db_dbnode BEGIN DELETE FROM db_dbuser; END;',
+    'CREATE VIEW extra AS SELECT * FROM db_dbnode;',
+])
+def test_archive_database_with_code_is_refused(populated: Any, fixture_archive_path: Path, tmp_path: Path,
+                                               sql: str) -> None:
+    path = with_database(fixture_archive_path, tmp_path / 'code.aiida', tmp_path, sql)
+    assert_refused(populated, path, CorruptStorage, 'triggers or views')

@@ -48,9 +48,16 @@ def check_archive_database(database: Path, reader: ArchiveReader) -> None:
     """Check the archive's rows before anything is written: tables, unique identities, references, objects."""
     with archive_connection(database) as connection:
         try:
-            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            objects = connection.execute('SELECT type, name FROM sqlite_master').fetchall()
         except sqlite3.DatabaseError as exc:
             raise CorruptStorage(f'the archive {DATABASE_NAME} is not a SQLite database: {exc}') from exc
+        tables = {name for kind, name in objects if kind == 'table'}
+        active = sorted(name for kind, name in objects if kind in ('trigger', 'view'))
+        if active:
+            # Rows are copied by SQL from this file: code in it (triggers, views) must not run with them.
+            raise CorruptStorage(
+                f'the archive {DATABASE_NAME} holds triggers or views {active}, which aiida never writes: refusing it'
+            )
         missing = [name for name in ENTITY_TABLES if name not in tables]
         if missing:
             raise CorruptStorage(f'the archive {DATABASE_NAME} lacks the tables {missing}: it is not an aiida archive')
