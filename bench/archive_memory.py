@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/archive_memory.py --n 10000           # memory: n and 10 n nodes (files: n/4 and 10 n/4)
     .venv/bin/python bench/archive_memory.py --w6                 # W6: ~24k nodes + 10k files, create and import
+    .venv/bin/python bench/archive_memory.py --w6 --json bench/results-archive.json   # for report.py --extra
 
 Each measured step runs in a fresh subprocess; peak RSS is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that
 subprocess (KiB on Linux). The storages are built fast with bulk SQL and the container's bulk API, not through
@@ -141,11 +142,29 @@ def measure(n_dicts: int, n_chain: int, n_files: int) -> dict:
     return {**built, **created, **imported, 'create_rss_mib': created['rss_mib'], 'import_rss_mib': imported['rss_mib']}
 
 
+def write_results(path: Path, runs: list[dict]) -> None:
+    """The W6 medians as records for ``/work/shared/bench/report.py --extra`` (backend ``sqlitedos``)."""
+    import platform
+    import sqlite3
+
+    records = []
+    for key, metric in (('create_s', 'create_archive(all)'), ('import_s', 'import_archive(fresh profile)')):
+        values = sorted(run[key] for run in runs)
+        median = values[len(values) // 2]
+        records.append({'backend': 'sqlitedos', 'workload': 'W6', 'metric': metric, 'n_ops': runs[0]['nodes'],
+                        'unit': 'nodes', 'archive_bytes': runs[0]['archive_bytes'], 'seconds': median,
+                        'ops_per_s': runs[0]['nodes'] / median, 'runs': values})
+    meta = {'tool': 'archive_memory.py', 'python': platform.python_version(), 'sqlite': sqlite3.sqlite_version,
+            'reps': len(runs), 'date': time.strftime('%Y-%m-%dT%H:%M:%S')}
+    path.write_text(json.dumps({'meta': meta, 'results': records}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--n', type=int, default=10000, help='nodes of the small archive (the big one has 10 n)')
     parser.add_argument('--w6', action='store_true', help='time W6 instead: ~24k nodes and 10k files')
     parser.add_argument('--reps', type=int, default=3, help='W6 repetitions (the median is reported)')
+    parser.add_argument('--json', type=Path, help="with --w6: also write the results in report.py's format here")
     parser.add_argument('--step', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
@@ -161,6 +180,8 @@ def main() -> None:
             values = sorted(run[key] for run in runs)
             print(f'W6 {key}: median {values[len(values) // 2]:.3f} s (runs: {", ".join(f"{v:.3f}" for v in values)})')
         print(f'W6 nodes {runs[0]["nodes"]}, archive {runs[0]["archive_bytes"] / 1e6:.1f} MB')
+        if args.json:
+            write_results(args.json, runs)
         return
     small = measure(args.n, 0, args.n // 4)
     big = measure(10 * args.n, 0, 10 * args.n // 4)
