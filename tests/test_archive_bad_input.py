@@ -207,6 +207,8 @@ def test_bad_options_are_refused(populated: Any, fixture_archive_path: Path) -> 
     with pytest.raises(ValueError):
         import_archive(populated, fixture_archive_path, merge_extras=('x', 'c', 'l'))
     with pytest.raises(ValueError):
+        import_archive(populated, fixture_archive_path, merge_extras=('', 'c', 'l'))
+    with pytest.raises(ValueError):
         import_archive(populated, fixture_archive_path, merge_comments='sometimes')  # type: ignore[arg-type]
 
 

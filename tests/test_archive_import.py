@@ -188,9 +188,9 @@ def test_importing_twice_adds_only_a_second_import_group(storage: Any, fixture_a
 
 
 def test_test_run_changes_nothing(storage: Any, fixture_archive_path: Path) -> None:
-    before = full_dump(storage.get_session())
+    before = storage_dump(storage)
     assert import_archive(storage, fixture_archive_path, test_run=True) is None
-    assert full_dump(storage.get_session()) == before
+    assert storage_dump(storage) == before
 
 
 def test_import_new_extras_false_gives_empty_extras(storage: Any, fixture_archive_path: Path) -> None:

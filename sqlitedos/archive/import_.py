@@ -252,7 +252,7 @@ def import_archive(
         ``d``elete) or one of ``MERGE_EXTRAS_MODES``.
     :param merge_comments: ``leave`` existing comments, ``overwrite`` them, or take the ``newest``.
     :param group: a group (backend entity or pk) to add every archive node to, instead of a new import group.
-    :param test_run: do everything, then roll back (files may stay as unreferenced objects).
+    :param test_run: check everything and insert the rows, then roll back; no file is written.
     """
     mode = _check_merge_extras(merge_extras)
     if merge_comments not in ('leave', 'newest', 'overwrite'):
@@ -266,7 +266,8 @@ def import_archive(
         report(progress, 'Reading archive', 1, 1)
         check_archive_database(database, reader)
         _check_against_storage(storage, database, create_group and group_id is None, group_id)
-        _import_objects(storage, reader, database, progress)
+        if not test_run:  # a test run checks everything but writes nothing, files included
+            _import_objects(storage, reader, database, progress)
         try:
             options = _Options(mode, import_new_extras, merge_comments, include_authinfos, create_group, group_id,
                                test_run)
@@ -281,7 +282,7 @@ def _check_merge_extras(merge_extras: tuple[str, str, str] | str) -> tuple[str, 
             raise ValueError(f'unknown merge_extras mode {merge_extras!r}; expected one of {sorted(MERGE_EXTRAS_MODES)}')
         return MERGE_EXTRAS_MODES[merge_extras]  # type: ignore[return-value]
     mode = tuple(merge_extras)
-    if len(mode) != 3 or mode[0] not in 'kn' or mode[1] not in 'cn' or mode[2] not in 'lud':
+    if len(mode) != 3 or mode[0] not in ('k', 'n') or mode[1] not in ('c', 'n') or mode[2] not in ('l', 'u', 'd'):
         raise ValueError(f"merge_extras must be three letters ('k'|'n', 'c'|'n', 'l'|'u'|'d'), got {merge_extras!r}")
     return mode  # type: ignore[return-value]
 
