@@ -255,3 +255,10 @@ def test_zip64_directory_for_more_than_65535_members(tmp_path: Path) -> None:
         assert member is not None and index.open(member).read() == b'69999'
     finally:
         index.close()
+
+
+def test_bad_compression_is_refused_before_any_work(storage: Any, tmp_path: Path) -> None:
+    for level in (-1, 10, 'high', True):
+        with pytest.raises(ValueError, match='compression'):
+            create_archive(storage, tmp_path / 'out.aiida', compression=level)  # type: ignore[arg-type]
+    assert [path.name for path in tmp_path.iterdir() if 'aiida' in path.name or 'export' in path.name] == []

@@ -141,6 +141,8 @@ def create_archive(
         raise FileExistsError(f'the archive {str(target)!r} already exists: pass overwrite=True to replace it')
     if target.is_dir():
         raise IsADirectoryError(f'{str(target)!r} is a folder: give the path of an archive file')
+    if isinstance(compression, bool) or not isinstance(compression, int) or not 0 <= compression <= 9:
+        raise ValueError(f'compression must be an integer from 0 to 9, got {compression!r}')
     resolve_rules(EXPORT_RULES, **traversal_rules)  # check the toggles before doing anything
     start = _resolve_entities(storage, entities)
     if storage.in_transaction:

@@ -424,6 +424,9 @@ class ZipStreamWriter:
             self._handle.write(ZIP64_LOCATOR.pack(ZIP64_LOCATOR_SIGNATURE, 0, end, 1))
         self._handle.write(EOCD.pack(EOCD_SIGNATURE, 0, 0, min(count, ZIP64_COUNT_LIMIT),
                                      min(count, ZIP64_COUNT_LIMIT), min(size, ZIP64_LIMIT), min(start, ZIP64_LIMIT), 0))
+        # On disk before the caller renames it into place: a crash never leaves a truncated archive under its name.
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
         self.abort()
 
     def abort(self) -> None:
