@@ -51,6 +51,8 @@ CASES = {
     'empty in on json': (base({'attributes.x': {'in': []}}), "'in'"),
     'in with a str': (base({'id': {'in': 'abc'}}), "'in'"),
     'like with an int': (base({'label': {'like': 3}}), "'like'"),
+    'like ending in the escape character': (base({'label': {'like': 'ab\\'}}), "'like'"),
+    'ilike ending in the escape character on json': (base({'attributes.x': {'ilike': '\\\\\\'}}), "'ilike'"),
     'of_length with a str': (base({'attributes.x': {'of_length': 'a'}}), "'of_length'"),
     'of_type unknown': (base({'attributes.x': {'of_type': 'float'}}), "'of_type'"),
     'has_key on a column': (base({'label': {'has_key': 'a'}}), "'has_key'"),

@@ -199,6 +199,18 @@ def _check_str(operator: str) -> Callable[[Any], None]:
     return check
 
 
+def _check_like_pattern(operator: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not isinstance(value, str):
+            raise _reject(operator, value, 'a str')
+        trailing = len(value) - len(value.rstrip('\\'))
+        if trailing % 2:
+            # PostgreSQL refuses such a pattern; SQLite would silently match nothing.
+            raise _reject(operator, value, 'a pattern that does not end with the escape character \\ (write \\\\)')
+
+    return check
+
+
 def _like_column(column: str, kind: str, value: Any) -> Fragment:
     return Fragment(f"{column} LIKE ? ESCAPE '\\'", (value,))
 
@@ -486,8 +498,8 @@ class Operator:
 def _table() -> dict[str, Operator]:
     rows = [
         Operator('==', _eq_column, _eq_json, _no_check, _twin_eq),
-        Operator('like', _like_column, _like_json, _check_str('like'), _twin_like(False)),
-        Operator('ilike', _ilike_column, _ilike_json, _check_str('ilike'), _twin_like(True)),
+        Operator('like', _like_column, _like_json, _check_like_pattern('like'), _twin_like(False)),
+        Operator('ilike', _ilike_column, _ilike_json, _check_like_pattern('ilike'), _twin_like(True)),
         Operator('in', _in_column, _in_json, _check_in, _twin_in),
         Operator('of_type', None, _of_type_json, _check_of_type, _twin_of_type),
         Operator('contains', None, _contains_json, _check_json_value('contains'), _twin_contains),
