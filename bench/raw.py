@@ -445,6 +445,7 @@ def run(rec: wl.Recorder, n: int, wanted: set[str], workdir: Path, aiida_mode: b
                 fn(rec, n, mode, workdir)
     container = None
     if wanted & {'W5', 'W6'}:
+        wl.settle_disk()
         container = r_objectstore(rec, n, workdir)
     if wanted & {'W4', 'W6', 'W7'}:
         conn, root, w1_pks, _w2_pks = build_query_db(n, workdir)

@@ -152,13 +152,6 @@ def run_sqlitedos(run: Run, rec: wl.Recorder, backend: str, wanted: set[str], wo
         shutil.rmtree(workdir / 'import-target', ignore_errors=True)
 
 
-def settle_disk() -> None:
-    """Write back the dirty pages the previous side left (tens of thousands of loose objects), so that they are not
-    flushed while the next side's commits are being timed."""
-    if hasattr(os, 'sync'):
-        os.sync()
-
-
 def run_raw(run: Run, rec: wl.Recorder, wanted: set[str], workdir: Path, aiida_mode: bool) -> None:
     try:
         raw.run(rec, run.n, wanted, workdir, aiida_mode)
@@ -352,10 +345,10 @@ def main() -> int:
                 (workdir / 'raw').mkdir(exist_ok=True)
                 run_raw(run, rec, wanted, workdir / 'raw', args.raw_aiida_mode)
                 shutil.rmtree(workdir / 'raw', ignore_errors=True)
-                settle_disk()
+                wl.settle_disk()
             if 'dos' in backends:
                 run_sqlitedos(run, rec, side.DOS, wanted, workdir)
-                settle_disk()
+                wl.settle_disk()
             if 'temp' in backends:
                 run_sqlitedos(run, rec, side.TEMP, wanted & set(TEMP_WORKLOADS), workdir)
             run.records.extend(rec.records)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import os
 import random
 import statistics
 import sys
@@ -262,6 +263,14 @@ def aggregate(records: list[dict]) -> list[dict]:
         )
         out.append(row)
     return out
+
+
+def settle_disk() -> None:
+    """Write back all dirty pages (``os.sync``), so that what earlier steps wrote is not flushed by the ``fsync``
+    calls of the step timed next (loose objects are fsync'd one by one, and on ext4 an fsync also writes out other
+    files' pending data)."""
+    if hasattr(os, 'sync'):
+        os.sync()
 
 
 def log(msg: str) -> None:
