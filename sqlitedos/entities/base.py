@@ -202,16 +202,35 @@ class BackendEntity:
 
     @classmethod
     def from_row(cls: type[E], backend: StorageBackend, row: Mapping[str, Any]) -> E:
-        """A stored entity built from a raw database row (column name -> SQL value)."""
+        """A stored entity built from a raw database row (column name -> SQL value).
+
+        The row is decoded (JSON, datetimes) on the first access to any field, so a query projecting ``*`` over many
+        rows costs little more than the rows themselves until their values are read.
+        """
         entity = cls.__new__(cls)
         entity._backend = backend
-        decoders = cls._DECODERS
-        entity._row = {
-            name: (decoders[name](row[name]) if name in decoders else row[name]) for name in cls.FIELDS if name in row
-        }
         entity._id = row['id']
-        entity._after_load()
+        entity._decoded = None
+        entity._raw = row
         return entity
+
+    @property
+    def _row(self) -> dict[str, Any]:
+        """The decoded row (column name -> Python value), decoded from the raw row on first use."""
+        row = self._decoded
+        if row is None:
+            raw, decoders = self._raw, self._DECODERS
+            row = self._decoded = {
+                name: (decoders[name](raw[name]) if name in decoders else raw[name]) for name in self.FIELDS if name in raw
+            }
+            self._raw = None
+            self._after_load()
+        return row
+
+    @_row.setter
+    def _row(self, row: dict[str, Any]) -> None:
+        self._decoded = row
+        self._raw = None
 
     def _after_load(self) -> None:
         """Hook run after ``from_row`` (normalising decoded values)."""

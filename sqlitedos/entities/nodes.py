@@ -78,6 +78,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
 
     TABLE_NAME = 'db_dbnode'
     ORM_BASE = 'node'
+    _repository: Any = None
     MTIME_COLUMN = 'mtime'
 
     def __init__(
@@ -122,7 +123,6 @@ class BackendNode(ExtrasMixin, BackendEntity):
             row['attributes'] = {}
         if row.get('extras') is None:
             row['extras'] = {}
-        self._repository = None
 
     def clone(self) -> BackendNode:
         """An unstored copy (new uuid, no times, no links) with the same attributes and extras."""
