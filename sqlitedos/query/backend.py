@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 __all__ = ('QueryBackend', 'json_equal')
 
 DEFAULT_BATCH_SIZE = 100
+#: Compiled queries kept per storage, keyed by the query dict's JSON text (aiida re-sends the same dicts often).
+COMPILE_CACHE_SIZE = 256
 
 CREATION_TOTAL = 'SELECT COUNT(*) FROM db_dbnode'
 CREATION_TYPES = 'SELECT node_type, COUNT(*) FROM db_dbnode GROUP BY node_type'
@@ -60,7 +63,26 @@ class QueryBackend:
         return build_entity(self._backend, orm_base, row)
 
     def compile(self, data: dict) -> Compiled:
-        return compile_query(data, self._build_entity)
+        """The compiled query, from the storage's cache when the same dict was compiled before.
+
+        The key is the dict's JSON text: it tells ``True`` from ``1`` and ``1.0`` from ``1``; a dict that is not
+        JSON (datetimes in filters, say) is compiled every time. Compiling is pure, so a cached result is exact.
+        """
+        try:
+            key = json.dumps(data, check_circular=False)
+        except (TypeError, ValueError):
+            return compile_query(data, self._build_entity)
+        cache: dict[str, Compiled] | None = getattr(self._backend, '_compiled_queries', None)
+        if cache is None:
+            cache = {}
+            self._backend._compiled_queries = cache  # type: ignore[attr-defined]
+        compiled = cache.get(key)
+        if compiled is None:
+            compiled = compile_query(data, self._build_entity)
+            if len(cache) >= COMPILE_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[key] = compiled
+        return compiled
 
     def _execute(self, sql: str, params: tuple) -> sqlite3.Cursor:
         connection = prepare_connection(self._backend.get_session(), sql)

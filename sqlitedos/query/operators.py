@@ -211,7 +211,44 @@ def _check_like_pattern(operator: str) -> Callable[[Any], None]:
     return check
 
 
+def like_prefix(pattern: str) -> str | None:
+    """The literal prefix of a pattern of the form ``<literal>%`` (escapes resolved), else None."""
+    prefix, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == '\\':
+            if index + 1 == len(pattern):
+                return None
+            prefix.append(pattern[index + 1])
+            index += 2
+        elif char == '%':
+            return ''.join(prefix) if index == len(pattern) - 1 and prefix else None
+        elif char == '_':
+            return None
+        else:
+            prefix.append(char)
+            index += 1
+    return None
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (UTF-8 byte order), or None."""
+    code = ord(prefix[-1]) + 1
+    if 0xD800 <= code <= 0xDFFF:
+        code = 0xE000  # surrogates cannot be encoded; the next encodable code point keeps the order
+    if code > 0x10FFFF:
+        return None
+    return prefix[:-1] + chr(code)
+
+
 def _like_column(column: str, kind: str, value: Any) -> Fragment:
+    # A prefix pattern on a text column becomes a range: the same rows (LIKE is case-sensitive here, and text
+    # compares by UTF-8 bytes), an index range scan, and no re-prepare: SQLite re-prepares a statement on every
+    # run when a bound LIKE pattern might choose its plan (https://www.sqlite.org/optoverview.html#like_opt).
+    prefix = like_prefix(value) if kind in ('text', 'uuid') else None
+    upper = _after_prefix(prefix) if prefix else None
+    if prefix and upper is not None:
+        return Fragment(f'({column} >= ? AND {column} < ?)', (prefix, upper))
     return Fragment(f"{column} LIKE ? ESCAPE '\\'", (value,))
 
 
