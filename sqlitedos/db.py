@@ -259,10 +259,14 @@ class Session:
         self.depth = 1
         try:
             yield self.connection
-        except BaseException:
+        except BaseException as exc:
             self.depth = 0
             with contextlib.suppress(sqlite3.Error):
                 self.connection.execute('ROLLBACK')
+            if self.read_only and isinstance(exc, sqlite3.OperationalError) and 'readonly' in str(exc):
+                raise ReadOnlyError(
+                    f'the storage is opened read-only (its folder is not writable), so it cannot be changed: {exc}'
+                ) from exc
             raise
         self.depth = 0
         try:

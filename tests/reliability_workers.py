@@ -55,6 +55,7 @@ def store_pair(storage: SqliteDosStorage, tag: str) -> str:
         data.repository.put_object_from_bytes(content, path)
     data.set_attribute('tag', tag)
     calc = storage.nodes.create(node_type=CALC_TYPE, user=user, label=CALC_LABEL, description=tag)
+    calc.set_attribute('sealed', True)
     with storage.transaction():
         calc.store()
         data.store()

@@ -207,6 +207,34 @@ class _ContainerLock:
             fcntl.flock(self.descriptor, fcntl.LOCK_SH)
 
 
+#: How long maintenance waits for another process's packing to finish (seconds).
+PACK_LOCK_TIMEOUT = 600.0
+
+
+@contextlib.contextmanager
+def _packing(packs: Path) -> Iterator[None]:
+    """Pack alone: hold an exclusive ``flock`` on the ``packs/`` folder, and clear pack locks that dead packers left.
+
+    disk-objectstore marks a pack it appends to with a ``packs/<id>.lock`` file (``open(..., 'x')``) that a killed
+    process never removes, so every later packing would fail with ``FileExistsError``; and two live packers would
+    collide on it. Every sqlitedos packer holds this flock, so a lock file seen while holding it is stale (a pack's
+    unindexed tail from an interrupted append is only unused space: the index records each object's offset).
+    """
+    if fcntl is None or not packs.is_dir():  # pragma: no cover - no flock on this platform
+        yield
+        return
+    descriptor = os.open(packs, os.O_RDONLY)
+    try:
+        _flock_waiting(descriptor, fcntl.LOCK_EX, PACK_LOCK_TIMEOUT, packs / '.')
+        for stale in packs.glob('*.lock'):
+            if stale.stem.isdigit():
+                LOGGER.warning('Removing the pack lock %s left by an interrupted packing', stale)
+                stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the flock
+
+
 def _flock_waiting(descriptor: int, operation: int, timeout: float, path: Path) -> None:
     """``flock`` without blocking forever: retry until ``timeout``, then raise ``LockedProfileError``."""
     assert fcntl is not None
@@ -491,15 +519,16 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         if dry_run:
             return report
         try:
-            if pack_loose:
-                container.pack_all_loose(
-                    compress=CompressMode.AUTO if compress else CompressMode.NO,
-                    clean_loose_per_pack=incremental_cleanup,
-                )
-            if do_repack:
-                container.repack()
-            if clean_storage:
-                container.clean_storage(vacuum=do_vacuum)
+            with _packing(self._folder / 'packs'):
+                if pack_loose:
+                    container.pack_all_loose(
+                        compress=CompressMode.AUTO if compress else CompressMode.NO,
+                        clean_loose_per_pack=incremental_cleanup,
+                    )
+                if do_repack:
+                    container.repack()
+                if clean_storage:
+                    container.clean_storage(vacuum=do_vacuum)
         except InconsistentContent as exc:
             raise CorruptStorage(
                 f'the repository container {str(self._folder)!r} holds a corrupt object ({exc}); find it with '
