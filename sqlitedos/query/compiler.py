@@ -217,6 +217,7 @@ class Compiled:
     params: tuple
     projections: list[Projection]
     project_map: dict = field(default_factory=dict)
+    pk_walk: PkWalk | None = None
 
     def __post_init__(self) -> None:
         starts, start = [], 0
@@ -292,7 +293,53 @@ def compile_query(qdict: dict, builder: Callable | None = None) -> Compiled:
     if limit is not None or offset is not None:
         parts.append(Fragment(' LIMIT ? OFFSET ?', (-1 if limit is None else limit, offset or 0)))
     fragment = concat(*parts)
-    return Compiled(fragment.sql, fragment.params, projections, qdict.get('project_map') or {})
+    compiled = Compiled(fragment.sql, fragment.params, projections, qdict.get('project_map') or {})
+    compiled.pk_walk = _pk_walk(vertices, targets, filters, qdict, fragment)
+    return compiled
+
+
+#: Filter keys that no index serves: a walk in primary-key order is never slowed by an index they would have used.
+_UNINDEXED_PREFIXES = ('attributes', 'extras')
+
+
+def _pk_walk(vertices, targets, filters, qdict, fragment: Fragment) -> PkWalk | None:
+    """The alternative plan for "the newest (or oldest) N nodes of a type": walk the primary key, no index.
+
+    SQLite estimates a ``node_type`` range to be selective and so sorts every node of the type to return N of them;
+    when the type is common, walking ids in order and stopping after N matches is far cheaper. The choice needs the
+    data (how common the type is), so it is made when the query runs (``QueryBackend``), with the probe given here.
+    """
+    if len(vertices) != 1 or qdict.get('limit') is None or vertices[0].table.name != 'db_dbnode':
+        return None
+    vertex = vertices[0]
+    order_by = qdict.get('order_by') or []
+    if isinstance(order_by, dict):
+        order_by = [order_by]
+    entries = [entry for spec in order_by for fields in spec.values() for entry in _order_entries(vertex.tag, fields)]
+    if len(entries) != 1 or entries[0][0] not in ('id', 'pk'):
+        return None
+    spec = filters.get(vertex.tag) or {}
+    if 'node_type' not in spec or not all(key == 'node_type' or key.split('.')[0] in _UNINDEXED_PREFIXES
+                                          for key in spec):
+        return None
+    probe = compile_filters(targets[vertex.tag], {'node_type': spec['node_type']})
+    table_sql = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
+    if fragment.sql.count(table_sql) != 1:
+        return None
+    return PkWalk(
+        sql=fragment.sql.replace(table_sql, table_sql + ' NOT INDEXED'),
+        probe=Fragment(f'SELECT count(*) FROM (SELECT 1 {table_sql} WHERE {probe.sql} LIMIT ?)', probe.params),
+        rows_needed=qdict['limit'] + (qdict.get('offset') or 0),
+    )
+
+
+@dataclass(frozen=True)
+class PkWalk:
+    """A query's primary-key-order variant (``sql``, same parameters) and the probe that decides when to use it."""
+
+    sql: str
+    probe: Fragment
+    rows_needed: int
 
 
 def _comma(fragments: list[Fragment]) -> list[Any]:
