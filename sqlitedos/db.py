@@ -22,6 +22,7 @@ from sqlitedos.exceptions import (
     IntegrityError,
     ReadOnlyError,
     UnreachableStorage,
+    ValidationError,
 )
 
 __all__ = (
@@ -206,6 +207,10 @@ def translate_errors() -> Iterator[None]:
         if 'readonly' in message or 'read-only' in message:
             raise ReadOnlyError(f'the storage is read-only: {message}') from exc
         raise
+    except sqlite3.DataError as exc:
+        # SQLITE_TOOBIG: a value longer than SQLITE_MAX_LENGTH (1e9 bytes by default); the database itself is fine.
+        # https://www.sqlite.org/limits.html#max_length
+        raise ValidationError(f'a value is too big for the database ({exc}): store large data as a file instead') from exc
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.ProgrammingError) and 'closed' in str(exc):
             raise
