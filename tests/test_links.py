@@ -133,6 +133,29 @@ def test_store_with_links_is_atomic(storage: Any) -> None:
     assert not data.is_stored and storage.nodes.count() == 1 and link_count(storage) == 0
 
 
+@pytest.mark.parametrize(
+    ('target_type', 'links', 'message'),
+    [
+        # a data node has at most one creator
+        (DATA, [(CALC, LinkType.CREATE, 'a'), (CALC, LinkType.CREATE, 'b')], 'already has an incoming create link'),
+        # input labels of a calculation are unique
+        (CALC, [(DATA, LinkType.INPUT_CALC, 'x'), (DATA, LinkType.INPUT_CALC, 'x')], 'with label "x"'),
+    ],
+)
+def test_store_with_links_checks_the_links_it_adds(storage: Any, target_type, links, message) -> None:
+    """The target is new, so its degree and label rules are checked against the links of the same store."""
+    sources = [make(storage, source_type) for source_type, _, _ in links]
+    node = storage.nodes.create(node_type=target_type, user=storage.default_user)
+    before = list(storage.get_session().iterdump())
+    triples = [(source, link_type, label) for source, (_, link_type, label) in zip(sources, links)]
+    with pytest.raises(LinkValidationError, match=message):
+        node.store(links=triples)
+    assert not node.is_stored
+    assert list(storage.get_session().iterdump()) == before
+    node.store(links=triples[:1])  # one of them alone is fine
+    assert link_count(storage) == 1
+
+
 def test_deleted_and_foreign_nodes(dos_storage: Any, temp_storage: Any) -> None:
     data, calc = make(dos_storage, DATA), make(dos_storage, CALC)
     dos_storage.nodes.delete(data.pk)

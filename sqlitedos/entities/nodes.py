@@ -227,8 +227,9 @@ class BackendNode(ExtrasMixin, BackendEntity):
         with backend.transaction() as connection, translate_errors():
             pk = connection.execute(self._INSERT, params).fetchone()[0]
             if links:
+                seen: set[tuple[Any, ...]] = set()
                 for source, link_type, link_label in links:
-                    self._insert_link(connection, source, pk, LinkType(link_type), link_label)
+                    self._insert_link(connection, source, pk, LinkType(link_type), link_label, fresh=seen)
         self._id = pk
         row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
         return self
@@ -247,8 +248,17 @@ class BackendNode(ExtrasMixin, BackendEntity):
             self._insert_link(connection, source, self._id, LinkType(link_type), link_label)  # type: ignore[arg-type]
 
     def _insert_link(
-        self, connection: Any, source: BackendNode, target_pk: int, link_type: LinkType, label: str
+        self,
+        connection: Any,
+        source: BackendNode,
+        target_pk: int,
+        link_type: LinkType,
+        label: str,
+        fresh: set[tuple[Any, ...]] | None = None,
     ) -> None:
+        """Validate and insert one link. ``fresh``: the target was inserted in this transaction, so its only incoming
+        links are the ones this store added (recorded in ``fresh``) and it has no outgoing ones: the target-side
+        checks run against that set instead of the database, and no cycle can pass through it."""
         if not isinstance(source, BackendNode):
             raise TypeError(f'source must be a backend node, got {type(source).__name__}: {source!r}')
         if source._backend is not self._backend:
@@ -275,20 +285,26 @@ class BackendNode(ExtrasMixin, BackendEntity):
             if rule.outdegree == degree and connection.execute(sql, params).fetchone():
                 raise LinkValidationError(message)
         checks = (
-            ('unique', LINK_EXISTS_IN, (target_pk, kind), f'node<{target_pk}> already has an incoming {kind} link'),
-            ('unique_pair', LINK_EXISTS_IN_LABEL, (target_pk, kind, label),
+            ('unique', LINK_EXISTS_IN, (target_pk, kind), (kind, None),
+             f'node<{target_pk}> already has an incoming {kind} link'),
+            ('unique_pair', LINK_EXISTS_IN_LABEL, (target_pk, kind, label), (kind, label),
              f'node<{target_pk}> already has an incoming {kind} link with label "{label}"'),
         )
-        for degree, sql, params, message in checks:
-            if rule.indegree == degree and connection.execute(sql, params).fetchone():
+        for degree, sql, params, key, message in checks:
+            if rule.indegree == degree and (
+                key in fresh if fresh is not None else connection.execute(sql, params).fetchone()
+            ):
                 raise LinkValidationError(message)
-        if 'unique_triple' in (rule.indegree, rule.outdegree) and connection.execute(
-            LINK_EXISTS_TRIPLE, (source_pk, target_pk, kind, label)
-        ).fetchone():
+        if 'unique_triple' in (rule.indegree, rule.outdegree) and (
+            (source_pk, kind, label) in fresh if fresh is not None
+            else connection.execute(LINK_EXISTS_TRIPLE, (source_pk, target_pk, kind, label)).fetchone()
+        ):
             raise LinkValidationError(
                 f'a {kind} link with label "{label}" from node<{source_pk}> to node<{target_pk}> already exists'
             )
-        if link_type in PROVENANCE_LINK_TYPES and connection.execute(
+        if fresh is not None:
+            fresh.update(((kind, None), (kind, label), (source_pk, kind, label)))
+        elif link_type in PROVENANCE_LINK_TYPES and connection.execute(
             REACHES_ALONG_PROVENANCE, (target_pk, _PROVENANCE_TYPES_JSON, source_pk)
         ).fetchone():
             raise LinkValidationError(
