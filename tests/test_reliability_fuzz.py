@@ -159,7 +159,7 @@ def test_archive_members_with_odd_names(temp_storage: Any, fixture_archive_path:
         for name, content in members:
             try:
                 target.writestr(name, content)
-            except (ValueError, UnicodeEncodeError):
+            except (ValueError, IndexError):  # zipfile itself refuses some names (a NUL cuts the name short)
                 pass
     attempt(temp_storage, lambda: import_archive(temp_storage, archive))
     assert sorted(path.name for path in folder.iterdir()) == ['odd.aiida']
