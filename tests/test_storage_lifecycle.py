@@ -293,3 +293,33 @@ def test_temp_model_defaults_to_a_new_folder() -> None:
     one, two = SqliteTempBackend.Model(), SqliteTempBackend.Model()
     assert Path(one.filepath).is_absolute()
     assert one.filepath != two.filepath
+
+
+def test_temp_backend_transactions_take_turns_across_threads() -> None:
+    """The temp backend's one connection serves every thread; their transactions must not interleave."""
+    import threading
+
+    storage = SqliteTempBackend(SqliteTempBackend.create_profile())
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for index in range(100):
+                with storage.transaction():
+                    storage.set_global_variable(f'w{worker}-{index}', index)
+                    with storage.transaction():  # a savepoint inside, as stores inside user transactions do
+                        storage.set_global_variable(f'w{worker}-{index}-inner', index)
+                    assert storage.in_transaction
+                assert not storage.in_transaction
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    (count,) = storage.get_session().execute('SELECT count(*) FROM db_dbsetting').fetchone()
+    assert count == 4 * 100 * 2
+    storage.close()

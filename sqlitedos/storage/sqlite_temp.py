@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 import weakref
-from typing import Any
+from typing import Any, Iterator
 
 from sqlitedos import migrate
 from sqlitedos.db import Session, connect
@@ -64,10 +67,23 @@ class SqliteTempBackend(StorageBackend):
         super().__init__(profile)
         connection = connect(':memory:')
         self._shared_session = self._register(Session(connection, file_backed=False))
+        # One in-memory connection serves every thread, so transactions take turns (a folder storage gives each
+        # thread its own connection instead, and SQLite's locking does this).
+        self._transaction_lock = threading.RLock()
         with self._shared_session.transaction() as conn:
             migrate.create_schema(conn, until=TEMP_VERSION, version_table=False)
             ensure_user(conn, profile.default_user_email or 'user@email.com')
         self._finalizer = weakref.finalize(self, _close_session, self._shared_session)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing block, as for every storage; threads sharing this in-memory storage take turns."""
+        with self._transaction_lock, super().transaction() as connection:
+            yield connection
+
+    @property
+    def in_transaction(self) -> bool:
+        return super().in_transaction and self._transaction_lock._is_owned()  # type: ignore[attr-defined]
 
     def __str__(self) -> str:
         return f'SqliteTemp storage [{"closed" if self.is_closed else "open"}]'
