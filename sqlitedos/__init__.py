@@ -15,6 +15,14 @@ from sqlitedos.storage.sqlite_temp import SqliteTempBackend
 from sqlitedos.storage.sqlite_zip import SqliteZipBackend
 from sqlitedos.tables import EntityTypes
 
-__all__ = ('EntityTypes', 'LinkType', 'Profile', 'QueryBuilder', 'SqliteDosStorage', 'SqliteTempBackend', 'SqliteZipBackend',
-           'exceptions')
+__all__ = (
+    'EntityTypes',
+    'LinkType',
+    'Profile',
+    'QueryBuilder',
+    'SqliteDosStorage',
+    'SqliteTempBackend',
+    'SqliteZipBackend',
+    'exceptions',
+)
 __version__ = '0.1.0'

@@ -13,8 +13,9 @@ import os
 import sqlite3
 import sys
 import uuid as uuid_module
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlitedos.exceptions import (
     CorruptStorage,
@@ -210,7 +211,9 @@ def translate_errors() -> Iterator[None]:
     except sqlite3.DataError as exc:
         # SQLITE_TOOBIG: a value longer than SQLITE_MAX_LENGTH (1e9 bytes by default); the database itself is fine.
         # https://www.sqlite.org/limits.html#max_length
-        raise ValidationError(f'a value is too big for the database ({exc}): store large data as a file instead') from exc
+        raise ValidationError(
+            f'a value is too big for the database ({exc}): store large data as a file instead'
+        ) from exc
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.ProgrammingError) and 'closed' in str(exc):
             raise

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from sqlitedos.db import Session
 from sqlitedos.exceptions import IncompatibleStorageSchema, StorageMigrationError
@@ -129,8 +129,9 @@ def apply(session: Session, steps: list[Step]) -> None:
                     connection.execute(statement)
                 connection.execute(SET_VERSION, (step.revision,))
         except sqlite3.Error as exc:
-            raise StorageMigrationError(f'migrating to {step.revision} failed: {exc}; the database was left as it was '
-                                        'before that step') from exc
+            raise StorageMigrationError(
+                f'migrating to {step.revision} failed: {exc}; the database was left as it was before that step'
+            ) from exc
         LOGGER.info('migrated the database to %s', step.revision)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sqlitedos.exceptions import ConfigurationError
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlitedos.exceptions import InputValidationError
 
-__all__ = ('COLUMN_ALIASES', 'Column', 'EntityTypes', 'TABLES', 'Table', 'quote_identifier', 'table_for')
+__all__ = ('COLUMN_ALIASES', 'TABLES', 'Column', 'EntityTypes', 'Table', 'quote_identifier', 'table_for')
 
 Kind = Literal['int', 'text', 'json', 'datetime', 'uuid', 'bool', 'fk']
 
@@ -42,7 +42,9 @@ class Table:
         for column in self.columns:
             if column.name == name:
                 return column
-        raise InputValidationError(f'unknown column {name!r} of table {self.name}; expected one of: {self.column_names}')
+        raise InputValidationError(
+            f'unknown column {name!r} of table {self.name}; expected one of: {self.column_names}'
+        )
 
     def has_column(self, name: str) -> bool:
         return any(column.name == name for column in self.columns)

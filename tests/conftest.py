@@ -6,8 +6,9 @@ import importlib.util
 import json
 import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,9 @@ def dos_storage(tmp_path: Path) -> Iterator[Any]:
     """A new, empty folder storage with a default user ``user@email.com``."""
     from sqlitedos import SqliteDosStorage
 
-    profile = SqliteDosStorage.create_profile('test', filepath=tmp_path / 'storage', default_user_email='user@email.com')
+    profile = SqliteDosStorage.create_profile(
+        'test', filepath=tmp_path / 'storage', default_user_email='user@email.com'
+    )
     SqliteDosStorage.initialise(profile)
     storage = SqliteDosStorage(profile)
     yield storage

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlitedos import LinkType, QueryBuilder, SqliteDosStorage  # noqa: E402
+from sqlitedos import LinkType, QueryBuilder, SqliteDosStorage
 
 DATA_TYPE = 'data.core.folder.FolderData.'
 CALC_TYPE = 'process.calculation.calcfunction.CalcFunctionNode.'
@@ -133,14 +133,25 @@ def read_once(storage: SqliteDosStorage, rng: random.Random) -> list[str]:
         problems.append(f'half pairs visible: {data_missing_link} data, {calc_missing_link} calculations')
     qb = QueryBuilder(backend=storage)
     qb.append(entity_type=CALC_TYPE, orm_base='node', tag='calc', filters={'label': CALC_LABEL})
-    qb.append(entity_type=DATA_TYPE, orm_base='node', tag='data', with_incoming='calc', project=['uuid'],
-              filters={'label': DATA_LABEL})
+    qb.append(
+        entity_type=DATA_TYPE,
+        orm_base='node',
+        tag='data',
+        with_incoming='calc',
+        project=['uuid'],
+        filters={'label': DATA_LABEL},
+    )
     qb.order_by({'data': {'id': 'desc'}}).limit(50)
     uuids = [row[0] for row in qb.all()]
     for uuid in rng.sample(uuids, min(3, len(uuids))):
         problems.extend(check_data_node(storage, uuid))
-    count = storage.query().count({'path': [{'entity_type': DATA_TYPE, 'orm_base': 'node', 'tag': 'd'}],
-                                   'filters': {'d': {'label': DATA_LABEL}}, 'project': {'d': [{'id': {}}]}})
+    count = storage.query().count(
+        {
+            'path': [{'entity_type': DATA_TYPE, 'orm_base': 'node', 'tag': 'd'}],
+            'filters': {'d': {'label': DATA_LABEL}},
+            'project': {'d': [{'id': {}}]},
+        }
+    )
     if count < len(uuids):
         problems.append(f'count {count} below the {len(uuids)} rows just seen')
     return problems

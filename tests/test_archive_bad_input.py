@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,9 @@ from tests.test_archive_import import full_dump, storage_dump
 Transform = Callable[[str, bytes], 'tuple[str, bytes] | None']
 
 
-def rewrite(source: Path, target: Path, transform: Transform | None = None,
-            extra: tuple[tuple[str, bytes], ...] = ()) -> Path:
+def rewrite(
+    source: Path, target: Path, transform: Transform | None = None, extra: tuple[tuple[str, bytes], ...] = ()
+) -> Path:
     """A copy of the archive ``source`` with members changed by ``transform`` (None drops one) plus ``extra``."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, 'w', zipfile.ZIP_DEFLATED) as new:
         for info in old.infolist():
@@ -100,8 +102,10 @@ def test_wrong_export_version(populated: Any, fixture_archive_path: Path, tmp_pa
     assert_refused(populated, path, IncompatibleStorageSchema, "'0.9'")
 
 
-@pytest.mark.parametrize('name', ['../evil', 'repo/../../evil', '/etc/evil', 'repo/' + 'a' * 63, 'other.txt',
-                                  'C:/evil', '__MACOSX/../../evil'])
+@pytest.mark.parametrize(
+    'name',
+    ['../evil', 'repo/../../evil', '/etc/evil', 'repo/' + 'a' * 63, 'other.txt', 'C:/evil', '__MACOSX/../../evil'],
+)
 def test_unsafe_or_unknown_member_names(populated: Any, fixture_archive_path: Path, tmp_path: Path, name: str) -> None:
     path = rewrite(fixture_archive_path, tmp_path / 'evil.aiida', extra=((name, b'x'),))
     assert_refused(populated, path, CorruptStorage, 'unsafe|unexpected')
@@ -116,23 +120,33 @@ def test_directory_entries_and_macosx_are_ignored(storage: Any, fixture_archive_
 
 def test_missing_metadata_or_database(populated: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
     for member in ('metadata.json', 'db.sqlite3'):
-        path = rewrite(fixture_archive_path, tmp_path / f'no-{member}.aiida',
-                       lambda name, data, member=member: None if name == member else (name, data))
+        path = rewrite(
+            fixture_archive_path,
+            tmp_path / f'no-{member}.aiida',
+            lambda name, data, member=member: None if name == member else (name, data),
+        )
         assert_refused(populated, path, CorruptStorage, f'has no {member}')
 
 
-def test_object_whose_content_does_not_match_its_key(populated: Any, fixture_archive_path: Path,
-                                                     tmp_path: Path) -> None:
+def test_object_whose_content_does_not_match_its_key(
+    populated: Any, fixture_archive_path: Path, tmp_path: Path
+) -> None:
     key = first_key(fixture_archive_path)
-    path = rewrite(fixture_archive_path, tmp_path / 'bad-object.aiida',
-                   lambda name, data: (name, b'tampered' if name == f'repo/{key}' else data))
+    path = rewrite(
+        fixture_archive_path,
+        tmp_path / 'bad-object.aiida',
+        lambda name, data: (name, b'tampered' if name == f'repo/{key}' else data),
+    )
     assert_rows_unchanged_and_objects_unreferenced(populated, path, ImportValidationError, f'repo/{key} is corrupt')
 
 
 def test_missing_object_that_a_node_references(populated: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
     key = first_key(fixture_archive_path)
-    path = rewrite(fixture_archive_path, tmp_path / 'no-object.aiida',
-                   lambda name, data: None if name == f'repo/{key}' else (name, data))
+    path = rewrite(
+        fixture_archive_path,
+        tmp_path / 'no-object.aiida',
+        lambda name, data: None if name == f'repo/{key}' else (name, data),
+    )
     assert_refused(populated, path, ImportValidationError, f'lacks the repository object repo/{key}')
 
 
@@ -150,8 +164,9 @@ def test_duplicate_uuid_in_the_archive(populated: Any, fixture_archive_path: Pat
     assert_refused(populated, path, ImportValidationError, 'same uuid')
 
 
-def test_uuid_of_an_existing_node_with_different_content(populated: Any, fixture_archive_path: Path,
-                                                        tmp_path: Path) -> None:
+def test_uuid_of_an_existing_node_with_different_content(
+    populated: Any, fixture_archive_path: Path, tmp_path: Path
+) -> None:
     (uuid,) = populated.get_session().execute("SELECT uuid FROM db_dbnode WHERE label = 'x'").fetchone()
     sql = f"UPDATE db_dbnode SET uuid = '{uuid}' WHERE id = (SELECT min(id) FROM db_dbnode WHERE node_type LIKE 'data.core.dict%')"
     path = with_database(fixture_archive_path, tmp_path / 'clash.aiida', tmp_path, sql)
@@ -159,13 +174,15 @@ def test_uuid_of_an_existing_node_with_different_content(populated: Any, fixture
 
 
 def test_reference_to_a_missing_row(populated: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
-    path = with_database(fixture_archive_path, tmp_path / 'orphan.aiida', tmp_path,
-                         'UPDATE db_dbnode SET user_id = 999 WHERE id = 1;')
+    path = with_database(
+        fixture_archive_path, tmp_path / 'orphan.aiida', tmp_path, 'UPDATE db_dbnode SET user_id = 999 WHERE id = 1;'
+    )
     assert_refused(populated, path, ImportValidationError, 'user_id=999')
 
 
-def assert_rows_unchanged_and_objects_unreferenced(storage: Any, path: Path, error: type[AiidaException],
-                                                   match: str) -> None:
+def assert_rows_unchanged_and_objects_unreferenced(
+    storage: Any, path: Path, error: type[AiidaException], match: str
+) -> None:
     """For errors found in the rows, after the files went in: rows unchanged, new objects unreferenced."""
     objects_before = sorted(storage.get_repository().list_objects())
     assert_refused(storage, path, error, match, objects=False)
@@ -181,8 +198,9 @@ def test_link_breaking_the_rules(populated: Any, fixture_archive_path: Path, tmp
     WHERE a.node_type LIKE 'data.%' AND b.node_type LIKE 'data.%' AND a.id != b.id LIMIT 1;
     """
     path = with_database(fixture_archive_path, tmp_path / 'badlink.aiida', tmp_path, sql)
-    assert_rows_unchanged_and_objects_unreferenced(populated, path, ImportValidationError,
-                                                   "Cannot add a 'create' link from data")
+    assert_rows_unchanged_and_objects_unreferenced(
+        populated, path, ImportValidationError, "Cannot add a 'create' link from data"
+    )
 
 
 def test_link_breaking_uniqueness(populated: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
@@ -193,13 +211,17 @@ def test_link_breaking_uniqueness(populated: Any, fixture_archive_path: Path, tm
     WHERE l.type = 'create' AND c.node_type LIKE 'process.calculation.%' AND c.id != l.input_id LIMIT 1;
     """
     path = with_database(fixture_archive_path, tmp_path / 'twice.aiida', tmp_path, sql)
-    assert_rows_unchanged_and_objects_unreferenced(populated, path, ImportUniquenessError,
-                                                   "already has an incoming 'create' link")
+    assert_rows_unchanged_and_objects_unreferenced(
+        populated, path, ImportUniquenessError, "already has an incoming 'create' link"
+    )
 
 
 def test_not_a_database(populated: Any, fixture_archive_path: Path, tmp_path: Path) -> None:
-    path = rewrite(fixture_archive_path, tmp_path / 'nodb.aiida',
-                   lambda name, data: (name, b'garbage' * 1000 if name == 'db.sqlite3' else data))
+    path = rewrite(
+        fixture_archive_path,
+        tmp_path / 'nodb.aiida',
+        lambda name, data: (name, b'garbage' * 1000 if name == 'db.sqlite3' else data),
+    )
     assert_refused(populated, path, CorruptStorage, 'not a SQLite database|cannot be')
 
 
@@ -226,11 +248,15 @@ def test_import_group_needs_a_default_user(tmp_path: Path, fixture_archive_path:
         assert storage.get_session().execute('SELECT count(*) FROM db_dbnode').fetchone() == (65,)
 
 
-@pytest.mark.parametrize('sql', [
-    'CREATE TRIGGER sneaky AFTER INSERT ON db_dbnode BEGIN DELETE FROM db_dbuser; END;',
-    'CREATE VIEW extra AS SELECT * FROM db_dbnode;',
-])
-def test_archive_database_with_code_is_refused(populated: Any, fixture_archive_path: Path, tmp_path: Path,
-                                               sql: str) -> None:
+@pytest.mark.parametrize(
+    'sql',
+    [
+        'CREATE TRIGGER sneaky AFTER INSERT ON db_dbnode BEGIN DELETE FROM db_dbuser; END;',
+        'CREATE VIEW extra AS SELECT * FROM db_dbnode;',
+    ],
+)
+def test_archive_database_with_code_is_refused(
+    populated: Any, fixture_archive_path: Path, tmp_path: Path, sql: str
+) -> None:
     path = with_database(fixture_archive_path, tmp_path / 'code.aiida', tmp_path, sql)
     assert_refused(populated, path, CorruptStorage, 'triggers or views')

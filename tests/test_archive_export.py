@@ -14,9 +14,20 @@ from sqlitedos.archive import create_archive, import_archive
 from sqlitedos.exceptions import ExportValidationError
 from tests.test_archive_import import archive_dump, full_dump, storage_dump
 
-RULE_NAMES = ['input_calc_forward', 'input_calc_backward', 'create_forward', 'create_backward', 'return_forward',
-              'return_backward', 'input_work_forward', 'input_work_backward', 'call_calc_forward',
-              'call_calc_backward', 'call_work_forward', 'call_work_backward']
+RULE_NAMES = [
+    'input_calc_forward',
+    'input_calc_backward',
+    'create_forward',
+    'create_backward',
+    'return_forward',
+    'return_backward',
+    'input_work_forward',
+    'input_work_backward',
+    'call_calc_forward',
+    'call_calc_backward',
+    'call_work_forward',
+    'call_work_backward',
+]
 
 
 def build_graph(storage: Any) -> dict[str, Any]:
@@ -83,7 +94,10 @@ def test_layout_and_metadata(storage: Any, tmp_path: Path) -> None:
     parameters = metadata['creation_parameters']
     assert parameters['entities_starting_set'] is None
     assert (parameters['include_authinfos'], parameters['include_comments'], parameters['include_logs']) == (
-        False, True, True)
+        False,
+        True,
+        True,
+    )
     assert list(parameters['graph_traversal_rules']) == RULE_NAMES
 
 

@@ -6,8 +6,9 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -83,8 +84,11 @@ def test_writes_are_refused(zip_storage: Any) -> None:
     with pytest.raises(ReadOnlyError):
         (user,) = zip_storage.get_session().execute('SELECT id FROM db_dbuser LIMIT 1').fetchone()
         zip_storage.nodes.create(node_type='data.core.int.Int.', user=zip_storage.users.get(user)).store()
-    for call in (lambda: zip_storage.get_global_variable('a'), zip_storage.maintain,
-                 lambda: SqliteZipBackend.migrate(zip_storage.profile)):
+    for call in (
+        lambda: zip_storage.get_global_variable('a'),
+        zip_storage.maintain,
+        lambda: SqliteZipBackend.migrate(zip_storage.profile),
+    ):
         with pytest.raises(NotImplementedError):
             call()
     assert full_dump(zip_storage.get_session()) == before
@@ -118,8 +122,10 @@ def test_extracted_database_is_removed_on_close(fixture_archive_path: Path) -> N
 
 
 def test_export_is_lazy_and_import_stays_light() -> None:
-    code = ('import sys, sqlitedos; assert sqlitedos.SqliteZipBackend; '
-            "print(any(name.startswith('disk_objectstore') for name in sys.modules))")
+    code = (
+        'import sys, sqlitedos; assert sqlitedos.SqliteZipBackend; '
+        "print(any(name.startswith('disk_objectstore') for name in sys.modules))"
+    )
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == 'False'
 

@@ -17,9 +17,18 @@ NOW = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc)
 
 def node_row(storage: Any, **overrides: Any) -> dict[str, Any]:
     row = {
-        'uuid': new_uuid(), 'node_type': 'data.core.int.Int.', 'process_type': None, 'label': 'l', 'description': '',
-        'ctime': NOW, 'mtime': NOW, 'attributes': {'value': 1}, 'extras': {}, 'repository_metadata': {},
-        'dbcomputer_id': None, 'user_id': storage.default_user.pk,
+        'uuid': new_uuid(),
+        'node_type': 'data.core.int.Int.',
+        'process_type': None,
+        'label': 'l',
+        'description': '',
+        'ctime': NOW,
+        'mtime': NOW,
+        'attributes': {'value': 1},
+        'extras': {},
+        'repository_metadata': {},
+        'dbcomputer_id': None,
+        'user_id': storage.default_user.pk,
     }
     row.update(overrides)
     return row
@@ -46,9 +55,14 @@ def test_insert_every_entity_type(storage: Any) -> None:
     (computer,) = storage.bulk_insert('computer', [{'label': 'c'}], allow_defaults=True)
     storage.bulk_insert('authinfo', [{'aiidauser_id': user, 'dbcomputer_id': computer}], allow_defaults=True)
     (group,) = storage.bulk_insert('group', [{'label': 'g', 'user_id': user}], allow_defaults=True)
-    a, b = storage.bulk_insert('node', [{'user_id': user, 'node_type': 'data.Data.'},
-                                        {'user_id': user, 'node_type': 'process.calculation.CalculationNode.'}],
-                               allow_defaults=True)
+    a, b = storage.bulk_insert(
+        'node',
+        [
+            {'user_id': user, 'node_type': 'data.Data.'},
+            {'user_id': user, 'node_type': 'process.calculation.CalculationNode.'},
+        ],
+        allow_defaults=True,
+    )
     storage.bulk_insert('comment', [{'dbnode_id': a, 'user_id': user}], allow_defaults=True)
     storage.bulk_insert('log', [{'dbnode_id': a, 'loggername': 'x', 'levelname': 'INFO'}], allow_defaults=True)
     storage.bulk_insert('link', [{'input_id': a, 'output_id': b, 'label': 'x', 'type': 'input_calc'}])
@@ -56,7 +70,13 @@ def test_insert_every_entity_type(storage: Any) -> None:
     storage.bulk_insert('user', [{'email': 'x@y'}], allow_defaults=True)
     info = storage.get_info()['entities']
     assert {key: value['count'] for key, value in info.items()} == {
-        'Users': 2, 'Computers': 1, 'Nodes': 2, 'Groups': 1, 'Comments': 1, 'Logs': 1, 'Links': 1,
+        'Users': 2,
+        'Computers': 1,
+        'Nodes': 2,
+        'Groups': 1,
+        'Comments': 1,
+        'Logs': 1,
+        'Links': 1,
     }
     authinfo = storage.authinfos.all()[0]
     assert authinfo.enabled is True and authinfo.get_auth_params() == {}
@@ -90,10 +110,9 @@ def test_insert_required_without_default(storage: Any) -> None:
 
 
 def test_insert_inside_transaction_rolls_back(storage: Any) -> None:
-    with pytest.raises(RuntimeError):
-        with storage.transaction():
-            storage.bulk_insert('node', [node_row(storage)])
-            raise RuntimeError
+    with pytest.raises(RuntimeError), storage.transaction():
+        storage.bulk_insert('node', [node_row(storage)])
+        raise RuntimeError
     assert storage.nodes.count() == 0
 
 

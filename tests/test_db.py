@@ -142,10 +142,9 @@ def values(session: Session) -> list[int]:
 def test_inner_failure_keeps_outer_work(session: Session) -> None:
     with session.transaction() as connection:
         connection.execute('INSERT INTO t VALUES (1)')
-        with pytest.raises(ZeroDivisionError):
-            with session.transaction():
-                connection.execute('INSERT INTO t VALUES (2)')
-                1 / 0  # noqa: B018
+        with pytest.raises(ZeroDivisionError), session.transaction():
+            connection.execute('INSERT INTO t VALUES (2)')
+            1 / 0  # noqa: B018
         with session.transaction():
             connection.execute('INSERT INTO t VALUES (3)')
         assert session.in_transaction
@@ -154,21 +153,19 @@ def test_inner_failure_keeps_outer_work(session: Session) -> None:
 
 
 def test_outer_failure_discards_everything(session: Session) -> None:
-    with pytest.raises(RuntimeError):
-        with session.transaction() as connection:
-            connection.execute('INSERT INTO t VALUES (1)')
-            with session.transaction():
-                connection.execute('INSERT INTO t VALUES (2)')
-            raise RuntimeError('boom')
+    with pytest.raises(RuntimeError), session.transaction() as connection:
+        connection.execute('INSERT INTO t VALUES (1)')
+        with session.transaction():
+            connection.execute('INSERT INTO t VALUES (2)')
+        raise RuntimeError('boom')
     assert values(session) == []
     assert not session.connection.in_transaction
 
 
 def test_integrity_error_is_translated_and_rolled_back(session: Session) -> None:
-    with pytest.raises(IntegrityError, match='integrity'):
-        with session.transaction() as connection, translate_errors():
-            connection.execute('INSERT INTO t VALUES (1)')
-            connection.execute('INSERT INTO t VALUES (1)')
+    with pytest.raises(IntegrityError, match='integrity'), session.transaction() as connection, translate_errors():
+        connection.execute('INSERT INTO t VALUES (1)')
+        connection.execute('INSERT INTO t VALUES (1)')
     assert values(session) == []
 
 
@@ -183,9 +180,8 @@ def test_statements_issued_are_the_intended_ones(session: Session) -> None:
     issued: list[str] = []
     session.connection.set_trace_callback(issued.append)
     with session.transaction() as connection:
-        with session.transaction():
-            with session.transaction():
-                connection.execute('INSERT INTO t VALUES (1)')
+        with session.transaction(), session.transaction():
+            connection.execute('INSERT INTO t VALUES (1)')
         with pytest.raises(KeyError), session.transaction():
             raise KeyError('x')
     session.connection.set_trace_callback(None)
@@ -219,8 +215,10 @@ def test_storage_transaction_api(dos_storage: SqliteDosStorage) -> None:
     assert not dos_storage.in_transaction
     with dos_storage.transaction() as connection:
         assert dos_storage.in_transaction
-        connection.execute('INSERT INTO db_dbsetting ("key", val, description, time) VALUES (?, ?, ?, ?)',
-                           ('k', '1', '', '2024-01-01 00:00:00.000000'))
+        connection.execute(
+            'INSERT INTO db_dbsetting ("key", val, description, time) VALUES (?, ?, ?, ?)',
+            ('k', '1', '', '2024-01-01 00:00:00.000000'),
+        )
         with pytest.raises(RuntimeError), dos_storage.transaction():
             dos_storage.set_global_variable('inner', 2)
             raise RuntimeError

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -36,18 +37,26 @@ def populate(storage: Any) -> dict[str, Any]:
 
 def node_row(storage: Any) -> dict[str, Any]:
     return {
-        'uuid': 'x', 'node_type': '', 'process_type': None, 'label': '', 'description': '', 'ctime': None,
-        'mtime': None, 'attributes': {}, 'extras': {}, 'repository_metadata': {}, 'dbcomputer_id': None,
+        'uuid': 'x',
+        'node_type': '',
+        'process_type': None,
+        'label': '',
+        'description': '',
+        'ctime': None,
+        'mtime': None,
+        'attributes': {},
+        'extras': {},
+        'repository_metadata': {},
+        'dbcomputer_id': None,
         'user_id': storage.default_user.pk,
     }
 
 
 BAD_WRITES: dict[str, tuple[type[Exception], Callable[[Any, dict[str, Any]], Any]]] = {
-    'bulk-insert-unknown-key': (
-        IntegrityError, lambda s, e: s.bulk_insert('node', [{**node_row(s), 'colour': 'red'}])
-    ),
+    'bulk-insert-unknown-key': (IntegrityError, lambda s, e: s.bulk_insert('node', [{**node_row(s), 'colour': 'red'}])),
     'bulk-insert-unknown-key-with-defaults': (
-        IntegrityError, lambda s, e: s.bulk_insert('user', [{'email': 'a@b', 'age': 3}], allow_defaults=True)
+        IntegrityError,
+        lambda s, e: s.bulk_insert('user', [{'email': 'a@b', 'age': 3}], allow_defaults=True),
     ),
     'bulk-update-unknown-key': (IntegrityError, lambda s, e: s.bulk_update('node', [{'id': e['data'].pk, 'x': 1}])),
     'duplicate-node-uuid': (
@@ -56,17 +65,17 @@ BAD_WRITES: dict[str, tuple[type[Exception], Callable[[Any, dict[str, Any]], Any
     ),
     'duplicate-email': (IntegrityError, lambda s, e: s.users.create(email=e['user'].email).store()),
     'duplicate-email-bulk': (
-        IntegrityError, lambda s, e: s.bulk_insert('user', [{'email': 'n@n'}, {'email': 'n@n'}], allow_defaults=True)
+        IntegrityError,
+        lambda s, e: s.bulk_insert('user', [{'email': 'n@n'}, {'email': 'n@n'}], allow_defaults=True),
     ),
     'link-wrong-kinds': (IntegrityError, lambda s, e: e['data'].add_incoming(e['calc'], LinkType.INPUT_CALC, 'y')),
     'link-duplicate-label': (IntegrityError, lambda s, e: e['calc'].add_incoming(e['data'], LinkType.INPUT_CALC, 'x')),
-    'link-cycle': (
-        IntegrityError, lambda s, e: e['data'].add_incoming(e['calc'], LinkType.CREATE, 'out')
-    ),
+    'link-cycle': (IntegrityError, lambda s, e: e['data'].add_incoming(e['calc'], LinkType.CREATE, 'out')),
     'link-from-deleted-node': (NotExistent, lambda s, e: e['calc'].add_incoming(e['gone'], LinkType.INPUT_CALC, 'z')),
     'group-add-deleted-node': (NotExistent, lambda s, e: e['group'].add_nodes([e['gone']])),
     'comment-on-deleted-node': (
-        IntegrityError, lambda s, e: s.comments.create(node=e['gone'], user=e['user'], content='c').store()
+        IntegrityError,
+        lambda s, e: s.comments.create(node=e['gone'], user=e['user'], content='c').store(),
     ),
     'update-deleted-node': (NotExistent, lambda s, e: setattr(e['gone'], 'label', 'new')),
     'attribute-not-json': (ValidationError, lambda s, e: e['data'].set_attribute('bad', object())),

@@ -59,7 +59,11 @@ def test_user_create_store_update(storage: Any) -> None:
 
 def test_computer(storage: Any) -> None:
     computer = storage.computers.create(
-        label='localhost', hostname='h', description='d', scheduler_type='core.direct', transport_type='core.local',
+        label='localhost',
+        hostname='h',
+        description='d',
+        scheduler_type='core.direct',
+        transport_type='core.local',
         metadata={'workdir': '/tmp', 'mpirun_command': ['mpirun']},
     ).store()
     assert len(computer.uuid) == 36
@@ -122,8 +126,13 @@ def test_node_properties(storage: Any) -> None:
     computer = storage.computers.create(label='c').store()
     ctime = dt.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
     node = make_node(
-        storage, 'process.calculation.calcjob.CalcJobNode.', process_type='aiida.calculations:x', label='l',
-        description='d', ctime=ctime, computer=computer,
+        storage,
+        'process.calculation.calcjob.CalcJobNode.',
+        process_type='aiida.calculations:x',
+        label='l',
+        description='d',
+        ctime=ctime,
+        computer=computer,
     )
     assert node.ctime == ctime and node.computer == computer and node.user == storage.default_user
     before = node.mtime
@@ -363,8 +372,13 @@ def test_get_info(storage: Any) -> None:
     storage.groups.create(label='g', user=storage.default_user, type_string='core').store()
     info = storage.get_info()
     assert info['entities'] == {
-        'Users': {'count': 1}, 'Computers': {'count': 1}, 'Nodes': {'count': 2}, 'Groups': {'count': 1},
-        'Comments': {'count': 0}, 'Logs': {'count': 0}, 'Links': {'count': 0},
+        'Users': {'count': 1},
+        'Computers': {'count': 1},
+        'Nodes': {'count': 2},
+        'Groups': {'count': 1},
+        'Comments': {'count': 0},
+        'Logs': {'count': 0},
+        'Links': {'count': 0},
     }
     detailed = storage.get_info(detailed=True)['entities']
     assert detailed['Users']['emails'] == ['user@email.com'] and detailed['Computers']['labels'] == ['c']
@@ -374,11 +388,10 @@ def test_get_info(storage: Any) -> None:
 
 
 def test_transaction_groups_entity_writes(storage: Any) -> None:
-    with pytest.raises(RuntimeError):
-        with storage.transaction():
-            make_node(storage)
-            storage.users.create(email='t@t').store()
-            raise RuntimeError
+    with pytest.raises(RuntimeError), storage.transaction():
+        make_node(storage)
+        storage.users.create(email='t@t').store()
+        raise RuntimeError
     assert storage.nodes.count() == 0 and storage.users.count() == 1
 
 

@@ -21,9 +21,18 @@ def make(storage: Any, node_type: str) -> Any:
 @pytest.fixture
 def graph(storage: Any) -> dict[str, Any]:
     """x -> calc -> out; work calls calc, has x as input and returns out; out -> calc2 -> out2; y unrelated."""
-    nodes = {name: make(storage, kind) for name, kind in (
-        ('x', DATA), ('calc', CALC), ('out', DATA), ('work', WORK), ('calc2', CALC), ('out2', DATA), ('y', DATA),
-    )}
+    nodes = {
+        name: make(storage, kind)
+        for name, kind in (
+            ('x', DATA),
+            ('calc', CALC),
+            ('out', DATA),
+            ('work', WORK),
+            ('calc2', CALC),
+            ('out2', DATA),
+            ('y', DATA),
+        )
+    }
     nodes['calc'].add_incoming(nodes['x'], LinkType.INPUT_CALC, 'x')
     nodes['out'].add_incoming(nodes['calc'], LinkType.CREATE, 'result')
     nodes['work'].add_incoming(nodes['x'], LinkType.INPUT_WORK, 'x')

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import gc
+import hashlib
 import io
 import json
 import subprocess
@@ -111,10 +111,15 @@ def test_dry_run_changes_nothing(dos_storage: Any) -> None:
     before = repository.get_info()
     dos_storage.maintain(dry_run=True)
     dos_storage.maintain(full=True, dry_run=True)
-    assert repository.get_info() == before == {
-        'SHA-hash algorithm': 'sha256', 'Compression algorithm': 'zlib+1',
-        'Objects': {'packed': 0, 'loose': 1, 'pack_files': 0},
-    }
+    assert (
+        repository.get_info()
+        == before
+        == {
+            'SHA-hash algorithm': 'sha256',
+            'Compression algorithm': 'zlib+1',
+            'Objects': {'packed': 0, 'loose': 1, 'pack_files': 0},
+        }
+    )
 
 
 def test_consistency_check(dos_storage: Any) -> None:
@@ -173,7 +178,7 @@ def test_full_maintain_after_deleting_nodes(dos_storage: Any) -> None:
     assert dos_storage.nodes.get(pk=nodes[1].pk).repository.get_object_content('common.txt') == 'common'
 
 
-WRITER = '''
+WRITER = """
 import sys
 from sqlitedos import SqliteDosStorage
 
@@ -185,7 +190,7 @@ for index in range(int(sys.argv[2])):
     node.repository.put_object_from_bytes(b'shared by all', 'shared.txt')
     node.store()
 storage.close()
-'''
+"""
 
 
 @pytest.mark.slow
@@ -195,8 +200,10 @@ def test_live_maintain_while_another_process_writes(dos_storage: Any, tmp_path: 
     count = 300
     writer = subprocess.Popen(
         [sys.executable, str(script), str(dos_storage.filepath_root), str(count)],
-        env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'}, cwd=tmp_path,
-        stderr=subprocess.PIPE, text=True,
+        env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'},
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     rounds = 0
     while writer.poll() is None:
@@ -232,7 +239,7 @@ def test_full_maintain_keeps_files_of_unstored_nodes(dos_storage: Any) -> None:
     assert dos_storage.get_repository().keys_held() == set()
 
 
-HOLDER = '''
+HOLDER = """
 import sys, time
 from sqlitedos import SqliteDosStorage
 
@@ -241,7 +248,7 @@ storage.get_repository().has_object('0' * 64)  # uses the container
 print('ready', flush=True)
 sys.stdin.readline()
 storage.close()
-'''
+"""
 
 
 @pytest.mark.slow
@@ -251,8 +258,11 @@ def test_full_maintain_refused_while_another_process_uses_the_storage(dos_storag
     orphan = dos_storage.get_repository().put_object_from_filelike(io.BytesIO(b'orphan'))
     holder = subprocess.Popen(
         [sys.executable, str(script), str(dos_storage.filepath_root)],
-        env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'}, cwd=tmp_path,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'},
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == 'ready'

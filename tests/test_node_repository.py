@@ -69,7 +69,11 @@ def test_put_and_serialise_in_aiidas_format(tree: NodeRepository, node: FakeNode
     assert json.loads(json.dumps(node.repository_metadata)) == expected
     assert storage.get_repository().has_objects([sha256(b'a'), sha256(b'b')]) == [True, True]  # written at once
     assert flatten(expected) == {
-        'a.txt': sha256(b'a'), 'sub/': None, 'sub/dir/': None, 'sub/dir/b.txt': sha256(b'b'), 'emptydir/': None,
+        'a.txt': sha256(b'a'),
+        'sub/': None,
+        'sub/dir/': None,
+        'sub/dir/b.txt': sha256(b'b'),
+        'emptydir/': None,
     }
     assert sorted(iter_keys(expected)) == sorted([sha256(b'a'), sha256(b'b')])
 
@@ -253,9 +257,9 @@ def test_real_node_files_round_trip(storage: Any) -> None:
     loaded = storage.nodes.get(pk=node.pk)
     assert loaded.repository.get_object_content('sub/b.txt') == 'beta'
     assert loaded.repository.list_object_names() == ['a.txt', 'sub']
-    (row,) = storage.get_session().execute(
-        'SELECT repository_metadata FROM db_dbnode WHERE id = ?', (node.pk,)
-    ).fetchall()
+    (row,) = (
+        storage.get_session().execute('SELECT repository_metadata FROM db_dbnode WHERE id = ?', (node.pk,)).fetchall()
+    )
     assert json.loads(row[0]) == node.repository_metadata
 
 

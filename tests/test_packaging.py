@@ -85,7 +85,9 @@ def imported_modules(path: Path) -> list[tuple[str, bool]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ''
             if node.level:
-                base = '.'.join(package.split('.')[: len(package.split('.')) - node.level + 1] + ([base] if base else []))
+                base = '.'.join(
+                    package.split('.')[: len(package.split('.')) - node.level + 1] + ([base] if base else [])
+                )
             found.append((base, id(node) in top_level))
     return [(name, top) for name, top in found if name.startswith('sqlitedos')]
 

@@ -11,11 +11,24 @@ from sqlitedos.exceptions import InputValidationError
 
 def base(filters=None, project=None, **extra):
     data = {
-        'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n', 'joining_keyword': None, 'joining_value': None,
-                  'edge_tag': None, 'outerjoin': False}],
+        'path': [
+            {
+                'entity_type': '',
+                'orm_base': 'node',
+                'tag': 'n',
+                'joining_keyword': None,
+                'joining_value': None,
+                'edge_tag': None,
+                'outerjoin': False,
+            }
+        ],
         'filters': {'n': filters or {}},
         'project': {'n': project if project is not None else ['id']},
-        'project_map': {}, 'order_by': [], 'limit': None, 'offset': None, 'distinct': False,
+        'project_map': {},
+        'order_by': [],
+        'limit': None,
+        'offset': None,
+        'distinct': False,
     }
     data.update(extra)
     return data
@@ -23,8 +36,17 @@ def base(filters=None, project=None, **extra):
 
 def joined(keyword='with_incoming', orm_base='node', **edge):
     data = base()
-    data['path'].append({'entity_type': '', 'orm_base': orm_base, 'tag': 'm', 'joining_keyword': keyword,
-                         'joining_value': 'n', 'edge_tag': 'n--m', 'outerjoin': False})
+    data['path'].append(
+        {
+            'entity_type': '',
+            'orm_base': orm_base,
+            'tag': 'm',
+            'joining_keyword': keyword,
+            'joining_value': 'n',
+            'edge_tag': 'n--m',
+            'outerjoin': False,
+        }
+    )
     data['filters']['n--m'] = edge.get('filters', {})
     data['project']['n--m'] = edge.get('project', [])
     return data
@@ -112,7 +134,9 @@ def test_bad_input_raises_before_running(temp_storage, name):
     assert connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'db_dbnode'").fetchone() == (1,)
 
 
-@pytest.mark.parametrize('spec', [{'id': 2**64}, {'attributes.x': {'>': -(2**70)}}, {'attributes.x': {'of_length': 2**63}}])
+@pytest.mark.parametrize(
+    'spec', [{'id': 2**64}, {'attributes.x': {'>': -(2**70)}}, {'attributes.x': {'of_length': 2**63}}]
+)
 def test_integers_beyond_64_bits(temp_storage, spec):
     with pytest.raises(InputValidationError, match='64 bits'):
         temp_storage.query().count(base(spec))

@@ -32,8 +32,11 @@ def built(storage, name):
         qb.append(entity_type='', with_group='g', tag='n', project='uuid')
         qb.order_by({'n': {'id': 'asc'}})
     elif name == 'int_value_gt_0':
-        qb.append(entity_type='data.core.int.Int.', filters={'attributes.value': {'>': 0}},
-                  project=['uuid', 'attributes.value'])
+        qb.append(
+            entity_type='data.core.int.Int.',
+            filters={'attributes.value': {'>': 0}},
+            project=['uuid', 'attributes.value'],
+        )
         qb.order_by({'Int_1': {'id': 'desc'}})
     elif name == 'dict_nested_x_eq_3':
         qb.append(entity_type='data.core.dict.Dict.', filters={'attributes.nested.x': 3}, project='uuid')
@@ -41,8 +44,9 @@ def built(storage, name):
     return qb
 
 
-@pytest.mark.parametrize('name', ['calc_inputs', 'count_by_user2_comments', 'group_members', 'int_value_gt_0',
-                                  'dict_nested_x_eq_3'])
+@pytest.mark.parametrize(
+    'name', ['calc_inputs', 'count_by_user2_comments', 'group_members', 'int_value_gt_0', 'dict_nested_x_eq_3']
+)
 def test_as_dict_equals_aiida(fixture_storage, name):
     qb = built(fixture_storage, name)
     assert qb.as_dict() == QUERIES[name]['queryhelp']
@@ -93,15 +97,19 @@ def test_result_methods(fixture_storage, manifest):
         qb.limit(None).offset(None).one()
     with pytest.raises(NotExistent):
         QueryBuilder(backend=fixture_storage).append(entity_type='', filters={'id': -1}).one()
-    label = QueryBuilder(backend=fixture_storage).append(entity_type='', filters={'label': 'label-1'},
-                                                         project='label').first(flat=True)
+    label = (
+        QueryBuilder(backend=fixture_storage)
+        .append(entity_type='', filters={'label': 'label-1'}, project='label')
+        .first(flat=True)
+    )
     assert label == 'label-1'
     assert 'SELECT' in qb.as_sql() and "'data.core.int.'" in str(qb)  # the subclass filter, as an index range
 
 
 def test_project_map_and_min(fixture_storage):
-    qb = QueryBuilder(backend=fixture_storage).append(entity_type='data.core.int.Int.', tag='i',
-                                                      project=['attributes.value'])
+    qb = QueryBuilder(backend=fixture_storage).append(
+        entity_type='data.core.int.Int.', tag='i', project=['attributes.value']
+    )
     qb.set_project_map('i', {'attributes.value': 'value'})
     assert set(qb.dict()[0]['i']) == {'value'}
     values = [row[0] for row in qb.all()]
@@ -131,9 +139,18 @@ def test_import_is_light():
     assert out.strip() == '[]'
 
 
-@pytest.mark.parametrize('entity_type, column', [('data.core.int.Int.', 'uuid'), ('group.core', 'uuid'),
-                                                 ('user', 'email'), ('computer', 'uuid'), ('authinfo', 'enabled'),
-                                                 ('comment', 'uuid'), ('log', 'uuid')])
+@pytest.mark.parametrize(
+    'entity_type, column',
+    [
+        ('data.core.int.Int.', 'uuid'),
+        ('group.core', 'uuid'),
+        ('user', 'email'),
+        ('computer', 'uuid'),
+        ('authinfo', 'enabled'),
+        ('comment', 'uuid'),
+        ('log', 'uuid'),
+    ],
+)
 def test_star_builds_backend_entities(fixture_storage, entity_type, column):
     query = QueryBuilder(backend=fixture_storage).append(entity_type=entity_type, tag='x', project=['*', 'id', column])
     query.order_by({'x': 'id'})

@@ -12,8 +12,9 @@ from sqlitedos.query.operators import OPERATORS, like_prefix, like_to_regex
 
 # Characters at the edges of the orderings involved: ASCII, wildcards and escapes, multi-byte UTF-8, the last code
 # point before the surrogates and the last code point of all.
-ALPHABET = st.sampled_from(['a', 'b', 'A', '.', '%', '_', '\\', 'é', '\x7f', '\x80', '\ud7ff', '\ue000', '\uffff',
-                            '\U0010ffff', '\U0001f600'])
+ALPHABET = st.sampled_from(
+    ['a', 'b', 'A', '.', '%', '_', '\\', 'é', '\x7f', '\x80', '\ud7ff', '\ue000', '\uffff', '\U0010ffff', '\U0001f600']
+)
 TEXT = st.text(ALPHABET, max_size=5)
 
 
@@ -45,8 +46,10 @@ def test_range_selects_what_like_selects(values: list[str], prefix: str, literal
         connection.executemany('INSERT INTO t (label) VALUES (?)', [(value,) for value in values])
         fragment = OPERATORS['like'].on_column('label', 'text', pattern)
         try:
-            selected = [row[0] for row in connection.execute(f'SELECT label FROM t WHERE {fragment.sql} ORDER BY id',
-                                                             fragment.params)]
+            selected = [
+                row[0]
+                for row in connection.execute(f'SELECT label FROM t WHERE {fragment.sql} ORDER BY id', fragment.params)
+            ]
         except (sqlite3.Error, UnicodeEncodeError):
             raise AssertionError(f'pattern {pattern!r} failed to run')
     finally:

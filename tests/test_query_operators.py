@@ -81,19 +81,25 @@ CASES = [
 @pytest.fixture
 def filled(temp_storage):
     connection = temp_storage.get_session()
-    user = connection.execute("INSERT INTO db_dbuser (email, first_name, last_name, institution) "
-                              "VALUES ('o@x', '', '', '') RETURNING id").fetchone()[0]
+    user = connection.execute(
+        "INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ('o@x', '', '', '') RETURNING id"
+    ).fetchone()[0]
     for label, attributes in NODES.items():
         connection.execute(
             'INSERT INTO db_dbnode (uuid, node_type, label, description, ctime, mtime, attributes, extras, '
             "repository_metadata, user_id) VALUES (?, '', ?, '', '2026-01-01 00:00:00.000000', "
-            "'2026-01-01 00:00:00.000000', ?, '{}', '{}', ?)", (label, label, json.dumps(attributes), user))
+            "'2026-01-01 00:00:00.000000', ?, '{}', '{}', ?)",
+            (label, label, json.dumps(attributes), user),
+        )
     return temp_storage
 
 
 def query(spec):
-    return {'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n'}], 'filters': {'n': spec},
-            'project': {'n': ['label']}}
+    return {
+        'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n'}],
+        'filters': {'n': spec},
+        'project': {'n': ['label']},
+    }
 
 
 @pytest.mark.parametrize('spec, expected', CASES, ids=[json.dumps(case[0]) for case in CASES])
@@ -101,13 +107,21 @@ def test_operator_sql(filled, spec, expected):
     assert {row[0] for row in filled.query().all(query(spec))} == expected
 
 
-@pytest.mark.parametrize('spec, expected', [case for case in CASES if len(case[0]) == 1 and 'attributes' in
-                                            next(iter(case[0])) and isinstance(next(iter(case[0].values())), dict)
-                                            and len(next(iter(case[0].values()))) == 1],
-                         ids=lambda value: json.dumps(value) if isinstance(value, dict) else '')
+@pytest.mark.parametrize(
+    'spec, expected',
+    [
+        case
+        for case in CASES
+        if len(case[0]) == 1
+        and 'attributes' in next(iter(case[0]))
+        and isinstance(next(iter(case[0].values())), dict)
+        and len(next(iter(case[0].values()))) == 1
+    ],
+    ids=lambda value: json.dumps(value) if isinstance(value, dict) else '',
+)
 def test_operator_twin(spec, expected):
-    (field, ops), = spec.items()
-    (name, value), = ops.items()
+    ((field, ops),) = spec.items()
+    ((name, value),) = ops.items()
     negate = name[0] in '!~'
     base = name[1:] if negate else name
     if base in ('and', 'or'):
@@ -138,9 +152,11 @@ def test_golden_fragments():
     ref = JsonRef('t0."attributes"', Fragment('?', ('$."a"',)))
     assert OPERATORS['=='].on_json(ref, 'x') == Fragment(
         '(json_extract(t0."attributes", ?) = ? AND ifnull(json_type(t0."attributes", ?), \'\') IN (\'text\'))',
-        ('$."a"', 'x', '$."a"'))
+        ('$."a"', 'x', '$."a"'),
+    )
     assert OPERATORS['in'].on_column('t0."id"', 'int', [1, 2]) == Fragment(
-        't0."id" IN (SELECT value FROM json_each(?))', ('[1, 2]',))
+        't0."id" IN (SELECT value FROM json_each(?))', ('[1, 2]',)
+    )
     assert OPERATORS['=='].on_column('t0."process_type"', 'text', None) == Fragment('t0."process_type" IS NULL')
     assert json_path(['a', 'b'], 'c', 'n') == Fragment('?', ('$."a"."b"',))
     compiled = compile_query(query({'label': 'x'}))

@@ -1,4 +1,4 @@
-""""The newest N nodes of a type" may run as a primary-key walk: same rows as the indexed plan, chosen by the data."""
+""" "The newest N nodes of a type" may run as a primary-key walk: same rows as the indexed plan, chosen by the data."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def test_walk_returns_the_rows_of_the_indexed_plan(types, kind, order, limit, of
         assert walked == indexed
         # And what the builder returns is that, whichever plan the data chose.
         expected = [row[0] for row in indexed]
-        assert [row[0] for row in backend.iterall(query(storage, TYPES[kind], order, limit, offset, threshold))] == expected
+        assert [
+            row[0] for row in backend.iterall(query(storage, TYPES[kind], order, limit, offset, threshold))
+        ] == expected
     finally:
         storage.close()
 

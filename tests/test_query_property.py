@@ -25,7 +25,9 @@ TEXT = st.text(alphabet='aAb%_\\é1', max_size=4)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from([0.5, 1.0, -2.5]), TEXT)
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.sampled_from(KEYS), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.sampled_from(KEYS), children, max_size=3)
+    ),
     max_leaves=6,
 )
 ATTRIBUTES = st.dictionaries(st.sampled_from(KEYS), JSON_VALUES, max_size=3)
@@ -81,8 +83,11 @@ def field_filter(draw) -> tuple[str, dict]:
 
 FILTERS = st.recursive(
     field_filter().map(lambda pair: {pair[0]: pair[1]}),
-    lambda children: st.builds(lambda key, subs: {key: subs},
-                               st.sampled_from(['and', 'or', '~and', '!or']), st.lists(children, min_size=1, max_size=2)),
+    lambda children: st.builds(
+        lambda key, subs: {key: subs},
+        st.sampled_from(['and', 'or', '~and', '!or']),
+        st.lists(children, min_size=1, max_size=2),
+    ),
     max_leaves=3,
 )
 
@@ -153,10 +158,24 @@ def eval_spec(row: dict, spec: dict) -> bool | None:
 
 def query(spec: dict) -> dict:
     return {
-        'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n', 'joining_keyword': None, 'joining_value': None,
-                  'edge_tag': None, 'outerjoin': False}],
-        'filters': {'n': spec}, 'project': {'n': [{'id': {}}]}, 'project_map': {}, 'order_by': [],
-        'limit': None, 'offset': None, 'distinct': False,
+        'path': [
+            {
+                'entity_type': '',
+                'orm_base': 'node',
+                'tag': 'n',
+                'joining_keyword': None,
+                'joining_value': None,
+                'edge_tag': None,
+                'outerjoin': False,
+            }
+        ],
+        'filters': {'n': spec},
+        'project': {'n': [{'id': {}}]},
+        'project_map': {},
+        'order_by': [],
+        'limit': None,
+        'offset': None,
+        'distinct': False,
     }
 
 
@@ -165,8 +184,9 @@ def module_storage(tmp_path_factory):
     from sqlitedos import SqliteTempBackend
 
     storage = SqliteTempBackend(SqliteTempBackend.create_profile(filepath=str(tmp_path_factory.mktemp('prop'))))
-    storage.get_session().execute("INSERT INTO db_dbuser (email, first_name, last_name, institution) "
-                                  "VALUES ('prop@example.org', '', '', '')")
+    storage.get_session().execute(
+        "INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ('prop@example.org', '', '', '')"
+    )
     yield storage
     storage.close()
 
@@ -178,15 +198,34 @@ def load(storage, nodes: list[dict]) -> list[dict]:
     user = connection.execute('SELECT min(id) FROM db_dbuser').fetchone()[0]
     rows = []
     for index, node in enumerate(nodes, start=1):
-        row = {'id': index, 'label': node['label'], 'process_type': node['process_type'], 'attributes': node['attributes']}
-        connection.execute(INSERT_NODE, (index, f'uuid-{index}', node['process_type'], node['label'], TS, TS,
-                                         encode_json(node['attributes']), user))
+        row = {
+            'id': index,
+            'label': node['label'],
+            'process_type': node['process_type'],
+            'attributes': node['attributes'],
+        }
+        connection.execute(
+            INSERT_NODE,
+            (
+                index,
+                f'uuid-{index}',
+                node['process_type'],
+                node['label'],
+                TS,
+                TS,
+                encode_json(node['attributes']),
+                user,
+            ),
+        )
         rows.append(row)
     return rows
 
 
-NODES = st.lists(st.fixed_dictionaries({'label': TEXT, 'process_type': st.one_of(st.none(), TEXT),
-                                        'attributes': ATTRIBUTES}), min_size=3, max_size=6)
+NODES = st.lists(
+    st.fixed_dictionaries({'label': TEXT, 'process_type': st.one_of(st.none(), TEXT), 'attributes': ATTRIBUTES}),
+    min_size=3,
+    max_size=6,
+)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -199,8 +238,13 @@ def test_sql_equals_python_twins(module_storage, nodes, spec):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(2, 7), edges=st.lists(st.tuples(st.integers(1, 7), st.integers(1, 7),
-                                                     st.sampled_from(['create', 'input_calc', 'return'])), max_size=10))
+@given(
+    n=st.integers(2, 7),
+    edges=st.lists(
+        st.tuples(st.integers(1, 7), st.integers(1, 7), st.sampled_from(['create', 'input_calc', 'return'])),
+        max_size=10,
+    ),
+)
 def test_descendants_equal_python_closure(module_storage, n, edges):
     load(module_storage, [{'label': '', 'process_type': None, 'attributes': {}} for _ in range(n)])
     links = [(a, b, kind) for a, b, kind in edges if a < b <= n]  # acyclic, like aiida's provenance graph
@@ -217,8 +261,17 @@ def test_descendants_equal_python_closure(module_storage, n, edges):
             reach |= frontier
             depth += 1
         data = query({'id': root})
-        data['path'].append({'entity_type': '', 'orm_base': 'node', 'tag': 'd', 'joining_keyword': 'with_ancestors',
-                             'joining_value': 'n', 'edge_tag': 'n--d', 'outerjoin': False})
+        data['path'].append(
+            {
+                'entity_type': '',
+                'orm_base': 'node',
+                'tag': 'd',
+                'joining_keyword': 'with_ancestors',
+                'joining_value': 'n',
+                'edge_tag': 'n--d',
+                'outerjoin': False,
+            }
+        )
         data['project'] = {'n': [], 'd': ['id'], 'n--d': [{'depth': {'func': 'min'}}]}
         data['filters']['d'] = {}
         data['distinct'] = True
@@ -238,21 +291,41 @@ def _closure(edges: list[tuple[int, int]], start: int) -> set[int]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 6),
-       edges=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from(['x', 'y']),
-                                st.sampled_from(['create', 'input_calc'])), max_size=8),
-       keyword=st.sampled_from(['with_incoming', 'with_outgoing']), outer=st.booleans(),
-       label=st.sampled_from([None, 'x']), target_max=st.sampled_from([None, 3]))
+@given(
+    n=st.integers(1, 6),
+    edges=st.lists(
+        st.tuples(
+            st.integers(1, 6), st.integers(1, 6), st.sampled_from(['x', 'y']), st.sampled_from(['create', 'input_calc'])
+        ),
+        max_size=8,
+    ),
+    keyword=st.sampled_from(['with_incoming', 'with_outgoing']),
+    outer=st.booleans(),
+    label=st.sampled_from([None, 'x']),
+    target_max=st.sampled_from([None, 3]),
+)
 def test_link_joins_equal_python(module_storage, n, edges, keyword, outer, label, target_max):
     """Link joins with edge filters, vertex filters and outer joins against a Python nested loop."""
     load(module_storage, [{'label': '', 'process_type': None, 'attributes': {}} for _ in range(n)])
     links = [(a, b, lab, kind) for a, b, lab, kind in edges if a <= n and b <= n]
     module_storage.get_session().executemany(INSERT_LINK, [(a, b, lab, kind) for a, b, lab, kind in links])
     data = query({})
-    data['path'].append({'entity_type': '', 'orm_base': 'node', 'tag': 'm', 'joining_keyword': keyword,
-                         'joining_value': 'n', 'edge_tag': 'n--m', 'outerjoin': outer})
-    data['filters'] = {'n': {}, 'm': {'id': {'<=': target_max}} if target_max else {},
-                       'n--m': {'label': label} if label else {}}
+    data['path'].append(
+        {
+            'entity_type': '',
+            'orm_base': 'node',
+            'tag': 'm',
+            'joining_keyword': keyword,
+            'joining_value': 'n',
+            'edge_tag': 'n--m',
+            'outerjoin': outer,
+        }
+    )
+    data['filters'] = {
+        'n': {},
+        'm': {'id': {'<=': target_max}} if target_max else {},
+        'n--m': {'label': label} if label else {},
+    }
     data['project'] = {'n': ['id'], 'm': ['id'], 'n--m': ['label']}
     got = sorted(module_storage.query().all(data), key=repr)
     expected = []

@@ -25,11 +25,13 @@ def test_bool_is_not_int(fixture_storage):
 
 
 def test_of_type_boolean_matches_booleans_only(fixture_storage):
-    query = qb(fixture_storage).append(entity_type='', filters={'attributes.value': {'of_type': 'boolean'}},
-                                       project='node_type')
+    query = qb(fixture_storage).append(
+        entity_type='', filters={'attributes.value': {'of_type': 'boolean'}}, project='node_type'
+    )
     assert set(query.all(flat=True)) == {'data.core.bool.Bool.'}
-    numbers = qb(fixture_storage).append(entity_type='', filters={'attributes.value': {'of_type': 'number'}},
-                                         project='node_type')
+    numbers = qb(fixture_storage).append(
+        entity_type='', filters={'attributes.value': {'of_type': 'number'}}, project='node_type'
+    )
     assert 'data.core.bool.Bool.' not in set(numbers.all(flat=True))
 
 
@@ -57,8 +59,9 @@ def test_contains_on_whole_column(fixture_storage):
 
 def test_array_index_in_path(fixture_storage):
     assert qb(fixture_storage).append(entity_type=DICT, filters={'attributes.nested.y.0': 1}).count() == 8
-    query = qb(fixture_storage).append(entity_type=DICT, filters={'attributes.nested.y.2.z': 4},
-                                       project=['attributes.nested.y.2', 'attributes.tags.0'])
+    query = qb(fixture_storage).append(
+        entity_type=DICT, filters={'attributes.nested.y.2.z': 4}, project=['attributes.nested.y.2', 'attributes.tags.0']
+    )
     assert query.all() == [[{'z': 4}, 'a']]
 
 
@@ -86,26 +89,32 @@ def test_date_cast_on_json(fixture_storage):
 
 def test_date_cast_projection(temp_storage):
     connection = temp_storage.get_session()
-    user = connection.execute("INSERT INTO db_dbuser (email, first_name, last_name, institution) "
-                              "VALUES ('d@x', '', '', '') RETURNING id").fetchone()[0]
+    user = connection.execute(
+        "INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ('d@x', '', '', '') RETURNING id"
+    ).fetchone()[0]
     for index, when in enumerate(['2024-05-01T10:00:00+00:00', '2023-01-01T00:00:00+02:00']):
         connection.execute(
             'INSERT INTO db_dbnode (uuid, node_type, label, description, ctime, mtime, attributes, extras, '
             "repository_metadata, user_id) VALUES (?, '', '', '', '2026-01-01 00:00:00.000000', "
-            "'2026-01-01 00:00:00.000000', ?, '{}', '{}', ?)", (f'u{index}', f'{{"when": "{when}"}}', user))
+            "'2026-01-01 00:00:00.000000', ?, '{}', '{}', ?)",
+            (f'u{index}', f'{{"when": "{when}"}}', user),
+        )
     query = qb(temp_storage).append(entity_type='', tag='n', project=[{'attributes.when': {'cast': 'd'}}])
     query.order_by({'n': {'attributes.when': {'order': 'asc', 'cast': 'd'}}})
     values = query.all(flat=True)
     assert values == sorted(values) and all(isinstance(value, dt.datetime) for value in values)
-    later = qb(temp_storage).append(entity_type='', filters={
-        'attributes.when': {'>': dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)}})
+    later = qb(temp_storage).append(
+        entity_type='', filters={'attributes.when': {'>': dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)}}
+    )
     assert later.count() == 1
 
 
 def test_func_min_is_the_minimum(fixture_storage):
     query = qb(fixture_storage).append(entity_type='data.core.int.Int.', tag='i')
     values = query.add_projection('i', 'attributes.value').all(flat=True)
-    assert query.add_projection('i', [{'attributes.value': {'func': 'min', 'cast': 'i'}}]).all(flat=True) == [min(values)]
+    assert query.add_projection('i', [{'attributes.value': {'func': 'min', 'cast': 'i'}}]).all(flat=True) == [
+        min(values)
+    ]
     assert query.add_projection('i', [{'id': {'func': 'min'}}]).first(flat=True) == 1
 
 
@@ -116,8 +125,14 @@ def test_membership_and_recursive_edges(fixture_storage):
     assert len(rows) == 10 and all(row[0] == row[1] for row in rows)
     first = 1
     descendants = qb(fixture_storage).append(entity_type='', tag='a', filters={'id': first})
-    descendants.append(entity_type='', tag='d', with_ancestors='a', edge_project=['depth', 'ancestor_id', 'path'],
-                       edge_filters={'depth': {'<': 5}}, project='id')
+    descendants.append(
+        entity_type='',
+        tag='d',
+        with_ancestors='a',
+        edge_project=['depth', 'ancestor_id', 'path'],
+        edge_filters={'depth': {'<': 5}},
+        project='id',
+    )
     rows = descendants.all()
     assert rows and all(row[2] == first for row in rows)
     for node, depth, _, path in rows:
@@ -127,7 +142,10 @@ def test_membership_and_recursive_edges(fixture_storage):
 def test_metadata_subkeys(fixture_storage):
     workdir = qb(fixture_storage).append(entity_type='computer', project='metadata.workdir').first(flat=True)
     assert workdir == '/scratch/{username}/aiida_run/'
-    assert qb(fixture_storage).append(entity_type='computer', filters={'metadata.workdir': {'like': '/scratch%'}}).count() == 1
+    assert (
+        qb(fixture_storage).append(entity_type='computer', filters={'metadata.workdir': {'like': '/scratch%'}}).count()
+        == 1
+    )
     assert qb(fixture_storage).append(entity_type='log', filters={'_metadata.levelname': 'WARNING'}).count() >= 1
 
 
@@ -151,8 +169,9 @@ def test_outerjoin_with_outgoing_is_outer(fixture_storage):
     query.append(entity_type='', with_outgoing='i', outerjoin=True, project='id')
     rows = query.all()
     assert any(row[1] is None for row in rows)
-    assert {row[0] for row in rows} == set(qb(fixture_storage).append(entity_type='data.core.int.Int.',
-                                                                       project='id').all(flat=True))
+    assert {row[0] for row in rows} == set(
+        qb(fixture_storage).append(entity_type='data.core.int.Int.', project='id').all(flat=True)
+    )
 
 
 def test_nulls_sort_as_in_postgres(fixture_storage):

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import reliability_workers as workers
+
 from sqlitedos.verify import verify
 
 WORKERS = Path(__file__).parent / 'reliability_workers.py'
@@ -75,5 +75,7 @@ def test_writers_readers_and_live_packing_together(dos_storage: Any, tmp_path: P
     report = verify(dos_storage)
     assert report.ok, report.problems
     assert len(packs) > 3 and all(reads)
-    print(f'\n{len(stored)} pair stores ({len(stored) / elapsed:.1f}/s), {sum(reads)} reader rounds '
-          f'({sum(reads) / elapsed:.1f}/s), {len(packs)} live packs in {elapsed:.1f} s')
+    print(
+        f'\n{len(stored)} pair stores ({len(stored) / elapsed:.1f}/s), {sum(reads)} reader rounds '
+        f'({sum(reads) / elapsed:.1f}/s), {len(packs)} live packs in {elapsed:.1f} s'
+    )

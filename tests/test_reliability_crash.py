@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import reliability_workers as workers
+
 from sqlitedos import QueryBuilder, SqliteDosStorage
 from sqlitedos.archive import create_archive
 from sqlitedos.verify import verify
@@ -28,8 +28,9 @@ def make_archives(folder: Path, count: int) -> list[tuple[Path, list[str]]]:
     """``count`` archives of distinct pairs, each with the data uuids it holds."""
     archives = []
     for index in range(count):
-        profile = SqliteDosStorage.create_profile(f'a{index}', filepath=folder / f'source{index}',
-                                                  default_user_email=workers.EMAIL)
+        profile = SqliteDosStorage.create_profile(
+            f'a{index}', filepath=folder / f'source{index}', default_user_email=workers.EMAIL
+        )
         SqliteDosStorage.initialise(profile)
         with SqliteDosStorage(profile) as source:
             uuids = [workers.store_pair(source, f'archive-{index}-{n}') for n in range(ARCHIVE_PAIRS)]
@@ -92,7 +93,9 @@ def test_sigkill_at_random_moments(dos_storage: Any, tmp_path: Path) -> None:
                 imported.append((archives[round_][1], round_))
             process = subprocess.Popen(
                 [sys.executable, str(WORKERS), mode, str(root), str(log), *extra],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             inside[mode] += kill_at_random(process, mode, rng)
             kills += 1
@@ -104,9 +107,11 @@ def test_sigkill_at_random_moments(dos_storage: Any, tmp_path: Path) -> None:
         assert storage.maintain(full=True)['unreferenced_objects'] >= 0
         assert verify(storage).ok
     assert kills >= 30 and inside['maintain'] > 0 and inside['import'] > 0
-    print(f'\n{kills} kills ({inside["maintain"]} inside packing, {inside["import"]} inside an import); '
-          f'{len(logged)} logged commits, all present; {pairs} pairs stored; {complete}/{len(imported)} imports '
-          'complete, the rest absent')
+    print(
+        f'\n{kills} kills ({inside["maintain"]} inside packing, {inside["import"]} inside an import); '
+        f'{len(logged)} logged commits, all present; {pairs} pairs stored; {complete}/{len(imported)} imports '
+        'complete, the rest absent'
+    )
 
 
 def test_packing_after_a_packer_was_killed(dos_storage: Any) -> None:

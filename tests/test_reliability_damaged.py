@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import reliability_workers as workers
+
 from sqlitedos import QueryBuilder, SqliteDosStorage
 from sqlitedos.exceptions import AiidaException, CorruptStorage, ReadOnlyError, UnreachableStorage
 from sqlitedos.verify import verify

@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,9 @@ from sqlitedos.exceptions import AiidaException
 
 ALLOWED = (AiidaException, TypeError, ValueError)
 # Duplicate zip member names are part of the hostile input; huge generated values make hypothesis warn about reprs.
-pytestmark = pytest.mark.filterwarnings('ignore:Duplicate name:UserWarning', 'ignore::hypothesis.errors.HypothesisWarning')
+pytestmark = pytest.mark.filterwarnings(
+    'ignore:Duplicate name:UserWarning', 'ignore::hypothesis.errors.HypothesisWarning'
+)
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 DATA_TYPE = 'data.core.dict.Dict.'
 CALC_TYPE = 'process.calculation.calcfunction.CalcFunctionNode.'
@@ -27,29 +30,89 @@ CALC_TYPE = 'process.calculation.calcfunction.CalcFunctionNode.'
 #: Text of any code point, lone surrogates and NUL included.
 any_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=12)
 huge_text = st.sampled_from(['x' * 100_000, '\x00' * 1000, '\ud800' * 1000, 'é' * 50_000])
-odd_scalars = st.sampled_from([
-    float('nan'), float('inf'), 2**63, -(2**63) - 1, 10**40, b'bytes', complex(1, 2), {1, 2}, (1, 2), object(),
-    dt.datetime(2020, 1, 1), None, True, 1.5e308, -0.0,
-])
+odd_scalars = st.sampled_from(
+    [
+        float('nan'),
+        float('inf'),
+        2**63,
+        -(2**63) - 1,
+        10**40,
+        b'bytes',
+        complex(1, 2),
+        {1, 2},
+        (1, 2),
+        object(),
+        dt.datetime(2020, 1, 1),
+        None,
+        True,
+        1.5e308,
+        -0.0,
+    ]
+)
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | any_text | huge_text | odd_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text | st.integers(), inner, max_size=4),
     max_leaves=12,
 )
-FIELDS = ['id', 'uuid', 'label', 'node_type', 'ctime', 'attributes', 'attributes.a', 'attributes.a.b', 'extras.x',
-          'attributes.0', 'description', 'user_id', 'repository_metadata', 'nope', '']
-OPERATORS = ['==', 'in', '!in', 'like', 'ilike', '>', '<', '>=', '<=', '=>', '=<', 'of_type', 'has_key', 'contains',
-             'shorter', 'longer', 'of_length', '!==', '~like', 'and', 'or', '!and', 'nope']
+FIELDS = [
+    'id',
+    'uuid',
+    'label',
+    'node_type',
+    'ctime',
+    'attributes',
+    'attributes.a',
+    'attributes.a.b',
+    'extras.x',
+    'attributes.0',
+    'description',
+    'user_id',
+    'repository_metadata',
+    'nope',
+    '',
+]
+OPERATORS = [
+    '==',
+    'in',
+    '!in',
+    'like',
+    'ilike',
+    '>',
+    '<',
+    '>=',
+    '<=',
+    '=>',
+    '=<',
+    'of_type',
+    'has_key',
+    'contains',
+    'shorter',
+    'longer',
+    'of_length',
+    '!==',
+    '~like',
+    'and',
+    'or',
+    '!and',
+    'nope',
+]
 operator_dicts = st.dictionaries(st.sampled_from(OPERATORS) | any_text, values, max_size=3)
 filters = st.recursive(
     st.dictionaries(st.sampled_from(FIELDS) | any_text, values | operator_dicts, max_size=3),
-    lambda inner: st.dictionaries(st.sampled_from(['and', 'or', '!and', '~or']), st.lists(inner, max_size=3),
-                                  max_size=2) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=2),
+    lambda inner: (
+        st.dictionaries(st.sampled_from(['and', 'or', '!and', '~or']), st.lists(inner, max_size=3), max_size=2)
+        | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=2)
+    ),
     max_leaves=6,
 )
-projections = st.lists(st.sampled_from(FIELDS + ['*', '**']) | any_text | st.dictionaries(st.sampled_from(FIELDS),
-                       st.dictionaries(st.sampled_from(['cast', 'func', 'x']), values, max_size=2), max_size=1),
-                       max_size=3)
+projections = st.lists(
+    st.sampled_from(FIELDS + ['*', '**'])
+    | any_text
+    | st.dictionaries(
+        st.sampled_from(FIELDS), st.dictionaries(st.sampled_from(['cast', 'func', 'x']), values, max_size=2), max_size=1
+    ),
+    max_size=3,
+)
 
 
 def dump(storage: Any) -> list[str]:
@@ -80,18 +143,28 @@ def seeded(storage: Any) -> Any:
 
 
 @FUZZ
-@given(node_filters=filters, project=projections, extra=st.dictionaries(
-    st.sampled_from(['limit', 'offset', 'distinct', 'order_by', 'nope']), values, max_size=2))
+@given(
+    node_filters=filters,
+    project=projections,
+    extra=st.dictionaries(st.sampled_from(['limit', 'offset', 'distinct', 'order_by', 'nope']), values, max_size=2),
+)
 def test_query_dicts(seeded: Any, node_filters: Any, project: Any, extra: Any) -> None:
-    query = {'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n'}], 'filters': {'n': node_filters},
-             'project': {'n': project}, **extra}
+    query = {
+        'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n'}],
+        'filters': {'n': node_filters},
+        'project': {'n': project},
+        **extra,
+    }
     for run in (lambda: seeded.query().count(query), lambda: list(seeded.query().iterall(query, batch_size=2))):
         attempt(seeded, run)
 
 
 @FUZZ
-@given(query=st.dictionaries(st.sampled_from(['path', 'filters', 'project', 'order_by', 'limit']) | any_text,
-                             values, max_size=4))
+@given(
+    query=st.dictionaries(
+        st.sampled_from(['path', 'filters', 'project', 'order_by', 'limit']) | any_text, values, max_size=4
+    )
+)
 def test_query_dicts_of_any_shape(seeded: Any, query: Any) -> None:
     attempt(seeded, lambda: seeded.query().count(query))
 
@@ -122,8 +195,11 @@ def test_link_and_group_labels(seeded: Any, link_label: Any, group_label: Any) -
 
 
 @FUZZ
-@given(paths=st.lists(any_text | st.sampled_from(['../x', '/abs', 'a//b', 'a/./b', '.', 'a/', '\x00', 'a\\b']),
-                      min_size=1, max_size=4))
+@given(
+    paths=st.lists(
+        any_text | st.sampled_from(['../x', '/abs', 'a//b', 'a/./b', '.', 'a/', '\x00', 'a\\b']), min_size=1, max_size=4
+    )
+)
 def test_file_paths_in_a_node_tree(seeded: Any, paths: list[str]) -> None:
     node = seeded.nodes.create(node_type='data.core.folder.FolderData.', user=seeded.default_user)
     accepted = []
@@ -140,15 +216,36 @@ def test_file_paths_in_a_node_tree(seeded: Any, paths: list[str]) -> None:
                 assert stored.repository.get_object_content(path, 'rb')
 
 
-ODD_NAMES = ['../escape.txt', '/absolute', 'repo/../../up', 'repo/' + 'a' * 64, 'repo/' + '0' * 64, 'db.sqlite3/',
-             'metadata.json/x', 'repo/\x00', 'repo/', 'repo/ab/cd', '\u202e', 'ü' * 100]
+ODD_NAMES = [
+    '../escape.txt',
+    '/absolute',
+    'repo/../../up',
+    'repo/' + 'a' * 64,
+    'repo/' + '0' * 64,
+    'db.sqlite3/',
+    'metadata.json/x',
+    'repo/\x00',
+    'repo/',
+    'repo/ab/cd',
+    '\u202e',
+    'ü' * 100,
+]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(members=st.lists(st.tuples(st.sampled_from(ODD_NAMES) | any_text.filter(bool), st.binary(max_size=64)),
-                        min_size=1, max_size=4), replace=st.booleans())
-def test_archive_members_with_odd_names(temp_storage: Any, fixture_archive_path: Path, tmp_path_factory: Any,
-                                        members: list[tuple[str, bytes]], replace: bool) -> None:
+@given(
+    members=st.lists(
+        st.tuples(st.sampled_from(ODD_NAMES) | any_text.filter(bool), st.binary(max_size=64)), min_size=1, max_size=4
+    ),
+    replace=st.booleans(),
+)
+def test_archive_members_with_odd_names(
+    temp_storage: Any,
+    fixture_archive_path: Path,
+    tmp_path_factory: Any,
+    members: list[tuple[str, bytes]],
+    replace: bool,
+) -> None:
     folder = tmp_path_factory.mktemp('odd')
     archive = folder / 'odd.aiida'
     with zipfile.ZipFile(fixture_archive_path) as source, zipfile.ZipFile(archive, 'w') as target:

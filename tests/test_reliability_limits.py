@@ -40,15 +40,18 @@ def test_attributes_longer_than_the_length_limit(storage: Any) -> None:
 
 
 def test_query_with_100000_in_values(storage: Any) -> None:
-    ids = storage.bulk_insert('node', [{'node_type': DATA_TYPE, 'user_id': storage.default_user.pk}] * 100,
-                              allow_defaults=True)
+    ids = storage.bulk_insert(
+        'node', [{'node_type': DATA_TYPE, 'user_id': storage.default_user.pk}] * 100, allow_defaults=True
+    )
     values = list(range(-50_000, 50_000))
-    qb = QueryBuilder(backend=storage).append(entity_type=DATA_TYPE, orm_base='node', filters={'id': {'in': values}},
-                                              project=['id'])
+    qb = QueryBuilder(backend=storage).append(
+        entity_type=DATA_TYPE, orm_base='node', filters={'id': {'in': values}}, project=['id']
+    )
     assert sorted(row[0] for row in qb.all()) == ids
     assert qb.count() == len(ids)
     labels = QueryBuilder(backend=storage).append(
-        entity_type=DATA_TYPE, orm_base='node', filters={'label': {'!in': [str(n) for n in values]}})
+        entity_type=DATA_TYPE, orm_base='node', filters={'label': {'!in': [str(n) for n in values]}}
+    )
     assert labels.count() == len(ids)
 
 
@@ -56,11 +59,20 @@ def test_20000_deep_provenance_chain(dos_storage: Any) -> None:
     """data -input_calc-> calc -create-> data -> ... 20,000 nodes: ancestors and descendants still answer."""
     storage = dos_storage
     user = storage.default_user.pk
-    rows = [{'node_type': CALC_TYPE if index % 2 else DATA_TYPE, 'user_id': user, 'label': str(index),
-             'attributes': {'sealed': True} if index % 2 else {'value': index}} for index in range(CHAIN_LENGTH)]
+    rows = [
+        {
+            'node_type': CALC_TYPE if index % 2 else DATA_TYPE,
+            'user_id': user,
+            'label': str(index),
+            'attributes': {'sealed': True} if index % 2 else {'value': index},
+        }
+        for index in range(CHAIN_LENGTH)
+    ]
     ids = storage.bulk_insert('node', rows, allow_defaults=True)
-    links = [{'input_id': source, 'output_id': target, 'label': 'link', 'type': 'input_calc' if index % 2 == 0
-              else 'create'} for index, (source, target) in enumerate(zip(ids, ids[1:]))]
+    links = [
+        {'input_id': source, 'output_id': target, 'label': 'link', 'type': 'input_calc' if index % 2 == 0 else 'create'}
+        for index, (source, target) in enumerate(zip(ids, ids[1:]))
+    ]
     storage.bulk_insert('link', links, allow_defaults=True)
 
     def related(keyword: str, pk: int) -> int:

@@ -7,9 +7,10 @@ import io
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -139,10 +140,9 @@ def test_corrupted_loose_object(backend: AbstractRepositoryBackend) -> None:
     corrupt(backend, key, b'tampered content')
     with pytest.raises(CorruptStorage, match=f'{key} is corrupt'):
         backend.get_object_content(key)
-    with pytest.raises(CorruptStorage):
-        with backend.open(key) as handle:
-            while handle.read(4):
-                pass
+    with pytest.raises(CorruptStorage), backend.open(key) as handle:
+        while handle.read(4):
+            pass
     with pytest.raises(CorruptStorage):
         for _, stream in backend.iter_object_streams([key]):
             stream.read()
@@ -200,8 +200,11 @@ def test_disk_objectstore_specifics(tmp_path: Path) -> None:
         backend.maintain(live=True)
         assert backend.get_info()['Objects'] == {'packed': 1, 'loose': 0, 'pack_files': 1}
         assert set(backend.get_info(detailed=True)['Size (MB)']) == {
-            'total_size_packed', 'total_size_packed_on_disk', 'total_size_packfiles_on_disk',
-            'total_size_packindexes_on_disk', 'total_size_loose',
+            'total_size_packed',
+            'total_size_packed_on_disk',
+            'total_size_packfiles_on_disk',
+            'total_size_packindexes_on_disk',
+            'total_size_loose',
         }
         assert backend.get_object_content(key) == b'packed'
         with pytest.raises(ValueError, match='do_repack'):
@@ -277,7 +280,7 @@ def test_threads_write_and_read_through_one_storage(storage: Any) -> None:
 
     def work(thread: int) -> list[bool]:
         repository = storage.get_repository()  # first asked for from several threads at once
-        mine = contents[thread * 50:(thread + 1) * 50]
+        mine = contents[thread * 50 : (thread + 1) * 50]
         keys = [repository.put_object_from_filelike(io.BytesIO(content)) for content in mine]
         return [repository.get_object_content(key) == content for key, content in zip(keys, mine)]
 

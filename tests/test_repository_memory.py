@@ -98,7 +98,10 @@ def test_200mb_file_streams(kind: str, tmp_path: Path) -> None:
     script.write_text(SCRIPT)
     result = subprocess.run(
         [sys.executable, str(script), kind, str(tmp_path / 'storage'), str(SIZE_MB)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
         env={'PYTHONPATH': str(Path(__file__).parent.parent), 'PATH': '/usr/bin:/bin'},
     )
     assert result.returncode == 0, result.stderr

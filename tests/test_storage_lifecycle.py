@@ -27,7 +27,10 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     state = {}
     for path in sorted(folder.rglob('*')):
         if path.is_file():
-            state[str(path.relative_to(folder))] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+            state[str(path.relative_to(folder))] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                path.stat().st_mtime_ns,
+            )
     return state
 
 
@@ -120,9 +123,8 @@ def test_closed_storage_refuses_work(storage) -> None:
     assert storage.is_closed
     with pytest.raises(ClosedStorage, match='closed'):
         storage.get_global_variable('x')
-    with pytest.raises(ClosedStorage):
-        with storage.transaction():
-            pass
+    with pytest.raises(ClosedStorage), storage.transaction():
+        pass
 
 
 def test_close_leaves_a_complete_database_file(tmp_path: Path) -> None:

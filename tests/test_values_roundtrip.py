@@ -22,7 +22,8 @@ scalars = (
 )
 keys = st.text(min_size=1).filter(lambda key: '.' not in key)
 values = st.recursive(
-    scalars, lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
     max_leaves=12,
 )
 top_level = st.dictionaries(keys, values, max_size=5)

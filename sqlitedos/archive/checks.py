@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader
 from sqlitedos.exceptions import CorruptStorage, ImportValidationError
@@ -18,8 +18,17 @@ from sqlitedos.tables import TABLES, quote_identifier
 
 __all__ = ('ENTITY_TABLES', 'archive_connection', 'check_archive_database')
 
-ENTITY_TABLES = ('db_dbuser', 'db_dbcomputer', 'db_dbauthinfo', 'db_dbgroup', 'db_dbnode', 'db_dbcomment',
-                 'db_dbgroup_dbnodes', 'db_dblink', 'db_dblog')
+ENTITY_TABLES = (
+    'db_dbuser',
+    'db_dbcomputer',
+    'db_dbauthinfo',
+    'db_dbgroup',
+    'db_dbnode',
+    'db_dbcomment',
+    'db_dbgroup_dbnodes',
+    'db_dblink',
+    'db_dblog',
+)
 
 # --- statements on the private archive database ---------------------------------------------------------------------
 
@@ -77,12 +86,17 @@ def check_archive_database(database: Path, reader: ArchiveReader) -> None:
 
 
 def _check_identities(connection: sqlite3.Connection) -> None:
-    for table, column in (('db_dbuser', 'email'), ('db_dbcomputer', 'uuid'), ('db_dbgroup', 'uuid'),
-                          ('db_dbnode', 'uuid'), ('db_dbcomment', 'uuid'), ('db_dblog', 'uuid')):
+    for table, column in (
+        ('db_dbuser', 'email'),
+        ('db_dbcomputer', 'uuid'),
+        ('db_dbgroup', 'uuid'),
+        ('db_dbnode', 'uuid'),
+        ('db_dbcomment', 'uuid'),
+        ('db_dblog', 'uuid'),
+    ):
         quoted_table, quoted_column = quote_identifier(table), quote_identifier(column)
         row = connection.execute(
-            f'SELECT {quoted_column}, count(*) FROM {quoted_table} GROUP BY {quoted_column} HAVING count(*) > 1 '
-            'LIMIT 1'
+            f'SELECT {quoted_column}, count(*) FROM {quoted_table} GROUP BY {quoted_column} HAVING count(*) > 1 LIMIT 1'
         ).fetchone()
         if row is not None:
             raise ImportValidationError(

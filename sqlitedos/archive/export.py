@@ -152,8 +152,15 @@ def create_archive(
         database = Path(workdir) / 'db.sqlite3'
         _create_archive_database(database)
         starting_set = _write_rows(
-            storage, database, start, include_comments, include_logs, include_authinfos, strip_checkpoints,
-            traversal_rules, progress,
+            storage,
+            database,
+            start,
+            include_comments,
+            include_logs,
+            include_authinfos,
+            strip_checkpoints,
+            traversal_rules,
+            progress,
         )
         if test_run:
             return target
@@ -165,8 +172,9 @@ def create_archive(
             report(progress, 'Writing database', 0, 1)
             writer.write_database(database)
             report(progress, 'Writing database', 1, 1)
-            writer.write_metadata(_metadata(compression, starting_set, include_comments, include_logs,
-                                            include_authinfos, traversal_rules))
+            writer.write_metadata(
+                _metadata(compression, starting_set, include_comments, include_logs, include_authinfos, traversal_rules)
+            )
             writer.close()
         except BaseException:
             writer.abort()
@@ -192,7 +200,7 @@ def _resolve_entities(storage: StorageBackend, entities: Iterable[Any] | None) -
         if kind not in START_TABLES or not isinstance(pk, int):
             raise ExportValidationError(
                 f'cannot export {entity!r}: give nodes, groups, computers or users (backend entities, or '
-                f"(kind, pk) pairs with kind one of {sorted(START_TABLES)})"
+                f'(kind, pk) pairs with kind one of {sorted(START_TABLES)})'
             )
         start[kind].append(pk)
     connection = storage.get_session()
@@ -301,7 +309,10 @@ def _select(
 
 
 def _copy_rows(
-    conn: sqlite3.Connection, include_comments: bool, include_logs: bool, include_authinfos: bool,
+    conn: sqlite3.Connection,
+    include_comments: bool,
+    include_logs: bool,
+    include_authinfos: bool,
     progress: Progress | None,
 ) -> None:
     skipped = {'db_dbcomment'} if not include_comments else set()

@@ -17,20 +17,21 @@ import shutil
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, Iterator
+from typing import IO, Any, BinaryIO
 
 from sqlitedos.archive.zipio import STORED, ZipIndex, ZipStreamWriter
-from sqlitedos.exceptions import CorruptStorage, IncompatibleStorageSchema, ImportValidationError
+from sqlitedos.exceptions import CorruptStorage, ImportValidationError, IncompatibleStorageSchema
 
 __all__ = (
     'ARCHIVE_VERSION',
-    'ArchiveReader',
-    'ArchiveWriter',
     'DATABASE_NAME',
     'METADATA_NAME',
-    'Progress',
     'REPO_PREFIX',
+    'ArchiveReader',
+    'ArchiveWriter',
+    'Progress',
     'report',
 )
 
@@ -73,7 +74,7 @@ def classify_member(name: str) -> str | None:
         return 'metadata'
     if name == DATABASE_NAME:
         return 'database'
-    if name.startswith(REPO_PREFIX) and _KEY.fullmatch(name[len(REPO_PREFIX):]):
+    if name.startswith(REPO_PREFIX) and _KEY.fullmatch(name[len(REPO_PREFIX) :]):
         return 'object'
     if name.startswith(('/', '\\')) or '..' in re.split(r'[/\\]', name) or re.match(r'^[A-Za-z]:', name):
         raise CorruptStorage(f'the archive has an unsafe member name {name!r} (absolute or with ..): refusing it')
@@ -227,7 +228,7 @@ class ArchiveReader:
             return
         for _, name in self._zip.names():
             if classify_member(name) == 'object':
-                yield name[len(REPO_PREFIX):]
+                yield name[len(REPO_PREFIX) :]
 
     @contextlib.contextmanager
     def open_object(self, key: str) -> Iterator[BinaryIO]:
@@ -294,7 +295,7 @@ class ArchiveWriter:
         if self._pending:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
             step = max(1, len(pending) // (2 * COMPRESSION_THREADS))
-            parts = [[data for _, data in pending[index:index + step]] for index in range(0, len(pending), step)]
+            parts = [[data for _, data in pending[index : index + step]] for index in range(0, len(pending), step)]
             futures = [self._pool.submit(self._compress_all, part) for part in parts]
             self._in_flight.append((pending, futures))
         while len(self._in_flight) > 1:

@@ -188,10 +188,18 @@ SELECT input_id, output_id, label, type FROM src.sqlitedos_new_link ORDER BY row
 #: aiida's link uniqueness rules at import (``_import_links``), checked on the touched nodes after inserting.
 LINK_UNIQUENESS = (
     ("'call_calc', 'call_work', 'create'", 'output_id', 'output_id', 'Node {0} already has an incoming {1!r} link'),
-    ("'create', 'return'", 'input_id', 'input_id, label',
-     'Node {0} already has an outgoing {1!r} link with label {2!r}'),
-    ("'input_calc', 'input_work'", 'output_id', 'output_id, label',
-     'Node {0} already has an incoming {1!r} link with label {2!r}'),
+    (
+        "'create', 'return'",
+        'input_id',
+        'input_id, label',
+        'Node {0} already has an outgoing {1!r} link with label {2!r}',
+    ),
+    (
+        "'input_calc', 'input_work'",
+        'output_id',
+        'output_id, label',
+        'Node {0} already has an incoming {1!r} link with label {2!r}',
+    ),
 )
 SELECT_NEW_GROUPS = """
 SELECT a.id, a.uuid, a.label, a.type_string, a.time, a.description, a.extras, mu.new FROM src.db_dbgroup AS a
@@ -269,8 +277,9 @@ def import_archive(
         if not test_run:  # a test run checks everything but writes nothing, files included
             _import_objects(storage, reader, database, progress)
         try:
-            options = _Options(mode, import_new_extras, merge_comments, include_authinfos, create_group, group_id,
-                               test_run)
+            options = _Options(
+                mode, import_new_extras, merge_comments, include_authinfos, create_group, group_id, test_run
+            )
             return _import_rows(storage, database, options, progress)
         except _TestRun:
             return None
@@ -279,7 +288,9 @@ def import_archive(
 def _check_merge_extras(merge_extras: tuple[str, str, str] | str) -> tuple[str, str, str]:
     if isinstance(merge_extras, str):
         if merge_extras not in MERGE_EXTRAS_MODES:
-            raise ValueError(f'unknown merge_extras mode {merge_extras!r}; expected one of {sorted(MERGE_EXTRAS_MODES)}')
+            raise ValueError(
+                f'unknown merge_extras mode {merge_extras!r}; expected one of {sorted(MERGE_EXTRAS_MODES)}'
+            )
         return MERGE_EXTRAS_MODES[merge_extras]  # type: ignore[return-value]
     mode = tuple(merge_extras)
     if len(mode) != 3 or mode[0] not in ('k', 'n') or mode[1] not in ('c', 'n') or mode[2] not in ('l', 'u', 'd'):
@@ -383,8 +394,9 @@ def _import_rows(storage: StorageBackend, database: Path, options: _Options, pro
             connection.execute(DETACH)
 
 
-def _copy_rows(storage: StorageBackend, conn: sqlite3.Connection, options: _Options,
-               progress: Progress | None) -> int | None:
+def _copy_rows(
+    storage: StorageBackend, conn: sqlite3.Connection, options: _Options, progress: Progress | None
+) -> int | None:
     current: list[str] = []
 
     def advance(stage: str) -> None:
@@ -424,7 +436,6 @@ def _copy_rows(storage: StorageBackend, conn: sqlite3.Connection, options: _Opti
         result = _import_group(storage, conn, options.group_id)
     advance('Committing')
     return result
-
 
 
 def _relabel(conn: sqlite3.Connection, taken_sql: str, label: str, what: str) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlitedos.exceptions import CorruptStorage, ImportValidationError
 
@@ -90,7 +91,7 @@ class _LazyMember:
         self._context = self._opener(self.key)
         return self._context.__enter__()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._context.__exit__(*exc_info)
 
 

@@ -14,8 +14,9 @@ import sqlite3
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlitedos.db import Session
 from sqlitedos.exceptions import CorruptStorage
@@ -116,7 +117,7 @@ class ZipIndex:
             raise _corrupt(self.path, 'it has no end of central directory record (not a zip, or truncated)')
         _, _, _, _, count, _, offset, _ = EOCD.unpack_from(tail, position)
         locator_at = position - ZIP64_LOCATOR.size
-        if locator_at >= 0 and tail[locator_at:locator_at + 4] == ZIP64_LOCATOR_SIGNATURE:
+        if locator_at >= 0 and tail[locator_at : locator_at + 4] == ZIP64_LOCATOR_SIGNATURE:
             _, _, record_offset, _ = ZIP64_LOCATOR.unpack_from(tail, locator_at)
             record = self._pread(ZIP64_EOCD.size, record_offset)
             if len(record) < ZIP64_EOCD.size or record[:4] != ZIP64_EOCD_SIGNATURE:
@@ -279,7 +280,7 @@ class _MemberStream(io.RawIOBase):
             if not self._buffer and (self._size != self._member.size or self._crc != self._member.crc):
                 raise _corrupt(self._index.path, f'the member {self._member.name!r} is damaged (CRC-32 or size)')
         count = min(len(buffer), len(self._buffer) - self._offset)
-        buffer[:count] = memoryview(self._buffer)[self._offset:self._offset + count]
+        buffer[:count] = memoryview(self._buffer)[self._offset : self._offset + count]
         self._offset += count
         return count
 
@@ -320,8 +321,15 @@ class ZipStreamWriter:
         """The member data as it is stored (raw deflate at the writer's level, or as is); thread-safe."""
         return zlib.compress(data, self.compression, -15) if self.method == DEFLATED else data
 
-    def write_bytes(self, name: str, data: bytes, stored_data: bytes | None = None, *, first: int | None = None,
-                    method: int | None = None) -> None:
+    def write_bytes(
+        self,
+        name: str,
+        data: bytes,
+        stored_data: bytes | None = None,
+        *,
+        first: int | None = None,
+        method: int | None = None,
+    ) -> None:
         """Add a member whose content is ``data``; ``stored_data`` is ``compress(data)`` if already computed."""
         method = self.method if method is None else method
         if stored_data is None:
@@ -332,8 +340,23 @@ class ZipStreamWriter:
         zip64 = len(data) >= ZIP64_LIMIT or len(stored_data) >= ZIP64_LIMIT
         extra = ZIP64_EXTRA.pack(ZIP64_EXTRA_ID, 16, len(data), len(stored_data)) if zip64 else b''
         sizes = (ZIP64_LIMIT, ZIP64_LIMIT) if zip64 else (len(stored_data), len(data))
-        self._handle.write(LOCAL.pack(LOCAL_SIGNATURE, 45 if zip64 else 20, 0, 0, method, self._time, self._date, crc,
-                                      *sizes, len(encoded), len(extra)) + encoded + extra)
+        self._handle.write(
+            LOCAL.pack(
+                LOCAL_SIGNATURE,
+                45 if zip64 else 20,
+                0,
+                0,
+                method,
+                self._time,
+                self._date,
+                crc,
+                *sizes,
+                len(encoded),
+                len(extra),
+            )
+            + encoded
+            + extra
+        )
         self._handle.write(stored_data)
         self._add_central(encoded, method, 0, crc, len(stored_data), len(data), offset, first)
 
@@ -359,9 +382,24 @@ class ZipStreamWriter:
         return crc, size, stored
 
     def _local_header_zip64(self, encoded: bytes, crc: int, size: int, stored: int) -> bytes:
-        return (LOCAL.pack(LOCAL_SIGNATURE, 45, 0, 0, self.method, self._time, self._date, crc, ZIP64_LIMIT,
-                           ZIP64_LIMIT, len(encoded), ZIP64_EXTRA.size) + encoded
-                + ZIP64_EXTRA.pack(ZIP64_EXTRA_ID, 16, size, stored))
+        return (
+            LOCAL.pack(
+                LOCAL_SIGNATURE,
+                45,
+                0,
+                0,
+                self.method,
+                self._time,
+                self._date,
+                crc,
+                ZIP64_LIMIT,
+                ZIP64_LIMIT,
+                len(encoded),
+                ZIP64_EXTRA.size,
+            )
+            + encoded
+            + ZIP64_EXTRA.pack(ZIP64_EXTRA_ID, 16, size, stored)
+        )
 
     def write_stream(self, name: str, stream: Any, *, first: int | None = None) -> None:
         """Add a member from a binary stream of any size, compressed in chunks (ZIP64 local header, patched)."""
@@ -375,8 +413,9 @@ class ZipStreamWriter:
         self._handle.seek(end)
         self._add_central(encoded, self.method, 0, crc, stored, size, offset, first)
 
-    def write_compressed(self, name: str, stored_stream: Any, crc: int, size: int, stored: int, *,
-                         first: int | None = None) -> None:
+    def write_compressed(
+        self, name: str, stored_stream: Any, crc: int, size: int, stored: int, *, first: int | None = None
+    ) -> None:
         """Add a member whose stored form (from ``compress_stream``) is read from ``stored_stream``."""
         encoded = name.encode('utf-8')
         offset = self._handle.tell()
@@ -388,8 +427,9 @@ class ZipStreamWriter:
             self._handle.write(chunk)
         self._add_central(encoded, self.method, 0, crc, stored, size, offset, first)
 
-    def _add_central(self, encoded: bytes, method: int, flags: int, crc: int, stored: int, size: int, offset: int,
-                     first: int | None) -> None:
+    def _add_central(
+        self, encoded: bytes, method: int, flags: int, crc: int, stored: int, size: int, offset: int, first: int | None
+    ) -> None:
         values = [size, stored, offset]
         extra_values = [value for value in values if value >= ZIP64_LIMIT]
         extra = b''
@@ -397,8 +437,31 @@ class ZipStreamWriter:
             extra = struct.pack(f'<2H{len(extra_values)}Q', ZIP64_EXTRA_ID, 8 * len(extra_values), *extra_values)
         size, stored, offset = (min(value, ZIP64_LIMIT) for value in values)
         version = 45 if extra else 20
-        entry = CENTRAL.pack(CENTRAL_SIGNATURE, version, 3, version, 0, flags, method, self._time, self._date, crc,
-                             stored, size, len(encoded), len(extra), 0, 0, 0, 0o100644 << 16, offset) + encoded + extra
+        entry = (
+            CENTRAL.pack(
+                CENTRAL_SIGNATURE,
+                version,
+                3,
+                version,
+                0,
+                flags,
+                method,
+                self._time,
+                self._date,
+                crc,
+                stored,
+                size,
+                len(encoded),
+                len(extra),
+                0,
+                0,
+                0,
+                0o100644 << 16,
+                offset,
+            )
+            + encoded
+            + extra
+        )
         self._count += 1
         if first is not None:
             self._first.append((first, entry))
@@ -419,11 +482,22 @@ class ZipStreamWriter:
         end = self._handle.tell()
         size, count = end - start, self._count
         if count >= ZIP64_COUNT_LIMIT or start >= ZIP64_LIMIT or size >= ZIP64_LIMIT:
-            self._handle.write(ZIP64_EOCD.pack(ZIP64_EOCD_SIGNATURE, ZIP64_EOCD.size - 12, 45, 45, 0, 0, count,
-                                               count, size, start))
+            self._handle.write(
+                ZIP64_EOCD.pack(ZIP64_EOCD_SIGNATURE, ZIP64_EOCD.size - 12, 45, 45, 0, 0, count, count, size, start)
+            )
             self._handle.write(ZIP64_LOCATOR.pack(ZIP64_LOCATOR_SIGNATURE, 0, end, 1))
-        self._handle.write(EOCD.pack(EOCD_SIGNATURE, 0, 0, min(count, ZIP64_COUNT_LIMIT),
-                                     min(count, ZIP64_COUNT_LIMIT), min(size, ZIP64_LIMIT), min(start, ZIP64_LIMIT), 0))
+        self._handle.write(
+            EOCD.pack(
+                EOCD_SIGNATURE,
+                0,
+                0,
+                min(count, ZIP64_COUNT_LIMIT),
+                min(count, ZIP64_COUNT_LIMIT),
+                min(size, ZIP64_LIMIT),
+                min(start, ZIP64_LIMIT),
+                0,
+            )
+        )
         # On disk before the caller renames it into place: a crash never leaves a truncated archive under its name.
         self._handle.flush()
         os.fsync(self._handle.fileno())

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from typing_extensions import Self
 
 from sqlitedos.db import decode_datetime, decode_json, encode_datetime, encode_json, new_uuid, now, translate_errors
 from sqlitedos.exceptions import InvalidOperation, NotExistent, NotExistentAttributeError, ValidationError
@@ -201,7 +203,7 @@ class BackendEntity:
         self._row = row
 
     @classmethod
-    def from_row(cls: type[E], backend: StorageBackend, row: Mapping[str, Any]) -> E:
+    def from_row(cls, backend: StorageBackend, row: Mapping[str, Any]) -> Self:
         """A stored entity built from a raw database row (column name -> SQL value).
 
         The row is decoded (JSON, datetimes) on the first access to any field, so a query projecting ``*`` over many
@@ -221,7 +223,9 @@ class BackendEntity:
         if row is None:
             raw, decoders = self._raw, self._DECODERS
             row = self._decoded = {
-                name: (decoders[name](raw[name]) if name in decoders else raw[name]) for name in self.FIELDS if name in raw
+                name: (decoders[name](raw[name]) if name in decoders else raw[name])
+                for name in self.FIELDS
+                if name in raw
             }
             self._raw = None
             self._after_load()
@@ -276,7 +280,7 @@ class BackendEntity:
         row = self._row
         return tuple(encode(row[name]) for name, encode in zip(self.FIELDS, self._ENCODERS))
 
-    def store(self: E) -> E:
+    def store(self) -> Self:
         """Insert the row (a no-op if already stored); returns the entity."""
         if self._id is not None:
             return self

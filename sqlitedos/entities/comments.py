@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, column, new_row_uuid
 from sqlitedos.db import encode_datetime, now, translate_errors
+from sqlitedos.entities.base import BackendCollection, BackendEntity, column, new_row_uuid
 
 if TYPE_CHECKING:
     from sqlitedos.entities.nodes import BackendNode
@@ -54,6 +54,7 @@ class BackendComment(BackendEntity):
     uuid = column('uuid')
     ctime = column('ctime')
     mtime = column('mtime')
+
     def set_mtime(self, value: dt.datetime) -> None:
         """Set the modification time (written without a further refresh)."""
         self._row['mtime'] = value
@@ -73,6 +74,7 @@ class BackendComment(BackendEntity):
         self._set_field('user_id', self._require_stored(value, 'the user'))
 
     content = column('content')
+
     def set_content(self, value: str) -> None:
         self._set_field('content', value)
 
@@ -82,8 +84,6 @@ class BackendCommentCollection(BackendCollection[BackendComment]):
 
     ENTITY_CLASS = BackendComment
 
-    def create(
-        self, node: BackendNode, user: BackendUser, content: str | None = None, **kwargs: Any
-    ) -> BackendComment:
+    def create(self, node: BackendNode, user: BackendUser, content: str | None = None, **kwargs: Any) -> BackendComment:
         """A new, unstored comment on a stored node."""
         return BackendComment(self._backend, node, user, content, **kwargs)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid
-from sqlitedos.exceptions import InvalidOperation, IntegrityError
 from sqlitedos.db import translate_errors
+from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid
+from sqlitedos.exceptions import IntegrityError, InvalidOperation
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
@@ -48,14 +48,17 @@ class BackendComputer(BackendEntity):
 
     uuid = column('uuid')
     label = column('label')
+
     def set_label(self, value: str) -> None:
         self._set_field('label', value)
 
     description = column('description')
+
     def set_description(self, value: str) -> None:
         self._set_field('description', value)
 
     hostname = column('hostname')
+
     def set_hostname(self, value: str) -> None:
         self._set_field('hostname', value)
 

@@ -86,6 +86,7 @@ class BackendGroup(ExtrasMixin, BackendEntity):
             raise
 
     uuid = column('uuid')
+
     @property
     def label(self) -> str:
         return self._row['label']

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid, require_stored
 from sqlitedos.db import now
+from sqlitedos.entities.base import BackendCollection, BackendEntity, clean_value, column, new_row_uuid, require_stored
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
@@ -57,6 +57,7 @@ class BackendLog(BackendEntity):
     dbnode_id = column('dbnode_id')
     message = column('message')
     metadata = column('metadata')
+
 
 class BackendLogCollection(BackendCollection[BackendLog]):
     """The log records of a storage."""

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlitedos.db import encode_datetime, encode_json, now, translate_errors
 from sqlitedos.entities.base import (
     BackendCollection,
-    column,
-    user_column,
     BackendEntity,
     ExtrasMixin,
     clean_value,
+    column,
     encode_json_checked,
     new_row_uuid,
+    user_column,
 )
 from sqlitedos.exceptions import ModificationNotAllowed, NotExistent
 from sqlitedos.links import (
@@ -39,9 +39,7 @@ LINK_EXISTS_OUT = 'SELECT 1 FROM db_dblink WHERE input_id = ? AND type = ? LIMIT
 LINK_EXISTS_OUT_LABEL = 'SELECT 1 FROM db_dblink WHERE input_id = ? AND type = ? AND label = ? LIMIT 1'
 LINK_EXISTS_IN = 'SELECT 1 FROM db_dblink WHERE output_id = ? AND type = ? LIMIT 1'
 LINK_EXISTS_IN_LABEL = 'SELECT 1 FROM db_dblink WHERE output_id = ? AND type = ? AND label = ? LIMIT 1'
-LINK_EXISTS_TRIPLE = (
-    'SELECT 1 FROM db_dblink WHERE input_id = ? AND output_id = ? AND type = ? AND label = ? LIMIT 1'
-)
+LINK_EXISTS_TRIPLE = 'SELECT 1 FROM db_dblink WHERE input_id = ? AND output_id = ? AND type = ? AND label = ? LIMIT 1'
 # Is the source reachable from the target along provenance links? Then the new link would close a cycle.
 REACHES_ALONG_PROVENANCE = """
 WITH RECURSIVE reached(id) AS (
@@ -146,6 +144,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
 
     uuid = column('uuid')
     node_type = column('node_type')
+
     @property
     def process_type(self) -> str | None:
         return self._row['process_type']
@@ -278,17 +277,31 @@ class BackendNode(ExtrasMixin, BackendEntity):
         kind = link_type.value
         checks = (
             ('unique', LINK_EXISTS_OUT, (source_pk, kind), f'node<{source_pk}> already has an outgoing {kind} link'),
-            ('unique_pair', LINK_EXISTS_OUT_LABEL, (source_pk, kind, label),
-             f'node<{source_pk}> already has an outgoing {kind} link with label "{label}"'),
+            (
+                'unique_pair',
+                LINK_EXISTS_OUT_LABEL,
+                (source_pk, kind, label),
+                f'node<{source_pk}> already has an outgoing {kind} link with label "{label}"',
+            ),
         )
         for degree, sql, params, message in checks:
             if rule.outdegree == degree and connection.execute(sql, params).fetchone():
                 raise LinkValidationError(message)
         checks = (
-            ('unique', LINK_EXISTS_IN, (target_pk, kind), (kind, None),
-             f'node<{target_pk}> already has an incoming {kind} link'),
-            ('unique_pair', LINK_EXISTS_IN_LABEL, (target_pk, kind, label), (kind, label),
-             f'node<{target_pk}> already has an incoming {kind} link with label "{label}"'),
+            (
+                'unique',
+                LINK_EXISTS_IN,
+                (target_pk, kind),
+                (kind, None),
+                f'node<{target_pk}> already has an incoming {kind} link',
+            ),
+            (
+                'unique_pair',
+                LINK_EXISTS_IN_LABEL,
+                (target_pk, kind, label),
+                (kind, label),
+                f'node<{target_pk}> already has an incoming {kind} link with label "{label}"',
+            ),
         )
         for degree, sql, params, key, message in checks:
             if rule.indegree == degree and (
@@ -296,7 +309,8 @@ class BackendNode(ExtrasMixin, BackendEntity):
             ):
                 raise LinkValidationError(message)
         if 'unique_triple' in (rule.indegree, rule.outdegree) and (
-            (source_pk, kind, label) in fresh if fresh is not None
+            (source_pk, kind, label) in fresh
+            if fresh is not None
             else connection.execute(LINK_EXISTS_TRIPLE, (source_pk, target_pk, kind, label)).fetchone()
         ):
             raise LinkValidationError(
@@ -304,9 +318,10 @@ class BackendNode(ExtrasMixin, BackendEntity):
             )
         if fresh is not None:
             fresh.update(((kind, None), (kind, label), (source_pk, kind, label)))
-        elif link_type in PROVENANCE_LINK_TYPES and connection.execute(
-            REACHES_ALONG_PROVENANCE, (target_pk, _PROVENANCE_TYPES_JSON, source_pk)
-        ).fetchone():
+        elif (
+            link_type in PROVENANCE_LINK_TYPES
+            and connection.execute(REACHES_ALONG_PROVENANCE, (target_pk, _PROVENANCE_TYPES_JSON, source_pk)).fetchone()
+        ):
             raise LinkValidationError(
                 f'a {kind} link from node<{source_pk}> to node<{target_pk}> would close a cycle in the provenance '
                 'graph: the source already descends from the target'

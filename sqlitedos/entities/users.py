@@ -32,6 +32,7 @@ class BackendUser(BackendEntity):
     last_name = column('last_name', writable=True)
     institution = column('institution', writable=True)
 
+
 class BackendUserCollection(BackendCollection[BackendUser]):
     """The users of a storage."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlitedos.db import translate_errors
 from sqlitedos.exceptions import InputValidationError
@@ -25,6 +26,7 @@ CREATION_TYPES = 'SELECT node_type, COUNT(*) FROM db_dbnode GROUP BY node_type'
 CREATION_DAYS = 'SELECT substr(ctime, 1, 10) AS day, COUNT(*) FROM db_dbnode GROUP BY day ORDER BY day'
 USER_FILTER = ' WHERE user_id = ?'
 MAX_NODE_ID = 'SELECT max(id) FROM db_dbnode'
+
 
 def json_equal(left: Any, right: Any) -> int | None:
     """SQL ``sqlitedos_json_equal(a, b)``: 1 if JSON texts ``a`` and ``b`` are equal as JSON values (key order and
@@ -196,4 +198,3 @@ def render_inline(sql: str, params: tuple) -> str:
             literal = "'" + str(value).replace("'", "''") + "'"
         out.extend([literal, piece])
     return ''.join(out)
-

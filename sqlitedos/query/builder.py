@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sqlitedos.exceptions import InputValidationError, MultipleObjectsError, NotExistent
 from sqlitedos.query.joins import JOIN_KEYWORDS, ORM_BASE_TABLES
 
-__all__ = ('QueryBuilder', 'escape_for_sql_like', 'node_type_filter', 'group_type_filter')
+__all__ = ('QueryBuilder', 'escape_for_sql_like', 'group_type_filter', 'node_type_filter')
 
 GROUP_PREFIX = 'group.'
 PLAIN_ENTITIES = frozenset({'user', 'computer', 'authinfo', 'comment', 'log', 'link'})
@@ -42,7 +43,7 @@ def node_type_filter(node_type: str, subclassing: bool = True) -> dict[str, str]
 
 def group_type_filter(entity_type: str, subclassing: bool = True) -> dict[str, str]:
     """The ``type_string`` filter of a group class given as ``group.<type_string>``."""
-    type_string = entity_type[len(GROUP_PREFIX):]
+    type_string = entity_type[len(GROUP_PREFIX) :]
     if not subclassing:
         return {'==': type_string}
     return {'like': escape_for_sql_like('' if type_string == 'core' else type_string) + '%'}
@@ -119,9 +120,19 @@ def _normalise_order(spec: Any, tags: set[str]) -> list[dict[str, list]]:
 class QueryBuilder:
     """Build a query by appending vertices; run it on ``backend`` (a sqlitedos storage)."""
 
-    def __init__(self, backend: Any = None, *, path: list | tuple = (), filters: dict | None = None,
-                 project: dict | None = None, limit: int | None = None, offset: int | None = None,
-                 order_by: Any = None, distinct: bool = False, project_map: dict | None = None) -> None:
+    def __init__(
+        self,
+        backend: Any = None,
+        *,
+        path: list | tuple = (),
+        filters: dict | None = None,
+        project: dict | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        order_by: Any = None,
+        distinct: bool = False,
+        project_map: dict | None = None,
+    ) -> None:
         if backend is None:
             raise InputValidationError('QueryBuilder needs backend=<a sqlitedos storage>')
         self._backend = backend
@@ -167,10 +178,21 @@ class QueryBuilder:
         tags = {item['tag'] for item in self._path}
         return tags | {item['edge_tag'] for item in self._path if item['edge_tag']}
 
-    def append(self, entity_type: Any = '', orm_base: str | None = None, tag: str | None = None,
-               filters: dict | None = None, project: Any = None, subclassing: bool = True,
-               edge_tag: str | None = None, edge_filters: dict | None = None, edge_project: Any = None,
-               outerjoin: bool = False, direction: int | None = None, **join: Any) -> QueryBuilder:
+    def append(
+        self,
+        entity_type: Any = '',
+        orm_base: str | None = None,
+        tag: str | None = None,
+        filters: dict | None = None,
+        project: Any = None,
+        subclassing: bool = True,
+        edge_tag: str | None = None,
+        edge_filters: dict | None = None,
+        edge_project: Any = None,
+        outerjoin: bool = False,
+        direction: int | None = None,
+        **join: Any,
+    ) -> QueryBuilder:
         """Add a vertex; ``join`` is one keyword (``with_incoming='tag'``, ...) naming an earlier vertex."""
         orm_base = orm_base or _infer_orm_base(entity_type)
         if orm_base not in ORM_BASE_TABLES:
@@ -185,8 +207,17 @@ class QueryBuilder:
                 raise InputValidationError(f'edge tag {edge_tag!r} is already used')
         elif edge_tag or edge_filters or edge_project:
             raise InputValidationError('the first vertex has no edge: remove edge_tag, edge_filters, edge_project')
-        self._path.append({'entity_type': entity_type, 'orm_base': orm_base, 'tag': tag, 'joining_keyword': keyword,
-                           'joining_value': target, 'edge_tag': edge_tag, 'outerjoin': bool(outerjoin)})
+        self._path.append(
+            {
+                'entity_type': entity_type,
+                'orm_base': orm_base,
+                'tag': tag,
+                'joining_keyword': keyword,
+                'joining_value': target,
+                'edge_tag': edge_tag,
+                'outerjoin': bool(outerjoin),
+            }
+        )
         self._filters[tag] = self._type_filters(entity_type, orm_base, subclassing)
         self._projections[tag] = []
         if keyword is not None:
@@ -212,8 +243,9 @@ class QueryBuilder:
     def _joining(self, orm_base: str, direction: int | None, join: dict) -> tuple[str | None, str | None]:
         unknown = set(join) - JOIN_KEYWORDS
         if unknown:
-            raise InputValidationError(f'unknown append keywords {sorted(unknown)}; join keywords are '
-                                       f'{sorted(JOIN_KEYWORDS)}')
+            raise InputValidationError(
+                f'unknown append keywords {sorted(unknown)}; join keywords are {sorted(JOIN_KEYWORDS)}'
+            )
         if len(join) > 1:
             raise InputValidationError(f'give at most one join keyword, not {sorted(join)}')
         if not self._path:
@@ -221,7 +253,7 @@ class QueryBuilder:
                 raise InputValidationError('the first vertex cannot be joined to anything')
             return None, None
         if join:
-            (keyword, target), = join.items()
+            ((keyword, target),) = join.items()
         elif direction:
             if orm_base != 'node' or abs(direction) > len(self._path):
                 raise InputValidationError(f'invalid direction {direction!r}')
@@ -293,9 +325,16 @@ class QueryBuilder:
 
     def as_dict(self, copy_: bool = True) -> dict[str, Any]:
         """The query dict, in the shape of aiida's ``QueryBuilder.as_dict()``."""
-        data = {'path': self._path, 'filters': self._filters, 'project': self._projections,
-                'project_map': self._project_map, 'order_by': self._order_by, 'limit': self._limit,
-                'offset': self._offset, 'distinct': self._distinct}
+        data = {
+            'path': self._path,
+            'filters': self._filters,
+            'project': self._projections,
+            'project_map': self._project_map,
+            'order_by': self._order_by,
+            'limit': self._limit,
+            'offset': self._offset,
+            'distinct': self._distinct,
+        }
         return copy.deepcopy(data) if copy_ else data
 
     queryhelp = property(as_dict)

@@ -8,8 +8,9 @@ caller, the storage's ``query()`` object) and ``Compiled.decode`` (rows to proje
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlitedos.db import Fragment
 from sqlitedos.exceptions import InputValidationError
@@ -23,8 +24,14 @@ __all__ = ('Compiled', 'compile_query', 'validate')
 
 QUERY_KEYS = frozenset({'path', 'filters', 'project', 'project_map', 'order_by', 'limit', 'offset', 'distinct'})
 PATH_KEYS = frozenset({'entity_type', 'orm_base', 'tag', 'joining_keyword', 'joining_value', 'edge_tag', 'outerjoin'})
-LOGICAL_KEYS = {'and': (False, ' AND '), 'or': (False, ' OR '), '~and': (True, ' AND '), '!and': (True, ' AND '),
-                '~or': (True, ' OR '), '!or': (True, ' OR ')}
+LOGICAL_KEYS = {
+    'and': (False, ' AND '),
+    'or': (False, ' OR '),
+    '~and': (True, ' AND '),
+    '!and': (True, ' AND '),
+    '~or': (True, ' OR '),
+    '!or': (True, ' OR '),
+}
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
@@ -180,8 +187,16 @@ def compile_operators(
     return and_(parts)
 
 
-def _compile_one(target: Target, field_name: str, column_sql: str, kind: str, ref: JsonRef | None,
-                 name: Any, raw_name: Any, value: Any) -> Fragment:
+def _compile_one(
+    target: Target,
+    field_name: str,
+    column_sql: str,
+    kind: str,
+    ref: JsonRef | None,
+    name: Any,
+    raw_name: Any,
+    value: Any,
+) -> Fragment:
     operator = OPERATORS.get(name) if isinstance(name, str) else None
     if operator is None:
         raise InputValidationError(
@@ -274,8 +289,9 @@ def compile_query(qdict: dict, builder: Callable | None = None) -> Compiled:
             )
     projections = _compile_projections(vertices, edges, targets, projects, builder)
     outer_tags = {tag for vertex in vertices if vertex.outer for tag in (vertex.tag, vertex.edge_tag)}
-    where = and_([compile_filters(targets[tag], spec) for tag, spec in filters.items()
-                  if spec and tag not in outer_tags])
+    where = and_(
+        [compile_filters(targets[tag], spec) for tag, spec in filters.items() if spec and tag not in outer_tags]
+    )
     order = _compile_order(qdict.get('order_by') or [], targets)
     ctes, from_sql = _compile_from(vertices, targets, filters, projects, qdict)
     select = [p for projection in projections for p in projection.sql]
@@ -319,8 +335,9 @@ def _pk_walk(vertices, targets, filters, qdict, fragment: Fragment) -> PkWalk | 
     if len(entries) != 1 or entries[0][0] not in ('id', 'pk'):
         return None
     spec = filters.get(vertex.tag) or {}
-    if 'node_type' not in spec or not all(key == 'node_type' or key.split('.')[0] in _UNINDEXED_PREFIXES
-                                          for key in spec):
+    if 'node_type' not in spec or not all(
+        key == 'node_type' or key.split('.')[0] in _UNINDEXED_PREFIXES for key in spec
+    ):
         return None
     probe = compile_filters(targets[vertex.tag], {'node_type': spec['node_type']})
     table_sql = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
@@ -416,15 +433,31 @@ def _compile_from(vertices, targets, filters, projects, qdict) -> tuple[list[Fra
             anchor = Target(old.tag, f'a{vertex.index}', old.table, old.orm_base)
             anchor_filter = compile_filters(anchor, filters.get(old.tag) or {})
             with_path = _uses_path(vertex.edge_tag, filters, projects, qdict.get('order_by'))
-            ctes.append(joins_module.recursive_cte_sql(join, vertex.edge_alias, old.table.name, anchor.alias,
-                                                       anchor_filter, with_path))
+            ctes.append(
+                joins_module.recursive_cte_sql(
+                    join, vertex.edge_alias, old.table.name, anchor.alias, anchor_filter, with_path
+                )
+            )
         vertex_on = edge_on = None
         if vertex.outer:
             vertex_on = compile_filters(targets[vertex.tag], filters.get(vertex.tag) or {})
             if vertex.edge_tag in targets:
                 edge_on = compile_filters(targets[vertex.edge_tag], filters.get(vertex.edge_tag) or {})
-        clauses.extend([' ', joins_module.join_sql(join, vertex.table.name, vertex.alias, old.alias,
-                                                   vertex.edge_alias, vertex.outer, vertex_on, edge_on)])
+        clauses.extend(
+            [
+                ' ',
+                joins_module.join_sql(
+                    join,
+                    vertex.table.name,
+                    vertex.alias,
+                    old.alias,
+                    vertex.edge_alias,
+                    vertex.outer,
+                    vertex_on,
+                    edge_on,
+                ),
+            ]
+        )
     return ctes, concat(*clauses)
 
 

@@ -73,7 +73,11 @@ def json_path(components: list[str], column_sql: str, tag: str) -> Fragment:
             continue
         prefix = concat(path, ' || ?', Fragment('', (pending,))) if path else Fragment('?', (pending,))
         step = concat(
-            '(', prefix, f" || (CASE json_type({column_sql}, ", prefix, ") WHEN 'array' THEN ? ELSE ? END))",
+            '(',
+            prefix,
+            f' || (CASE json_type({column_sql}, ',
+            prefix,
+            ") WHEN 'array' THEN ? ELSE ? END))",
             Fragment('', (f'[{int(component)}]', f'."{component}"')),
         )
         path, pending = step, ''

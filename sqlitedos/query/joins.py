@@ -14,7 +14,7 @@ from sqlitedos.db import Fragment
 from sqlitedos.exceptions import InputValidationError
 from sqlitedos.tables import quote_identifier
 
-__all__ = ('JOINS', 'ORM_BASE_TABLES', 'RECURSIVE_EDGE_COLUMNS', 'Join', 'join_sql', 'recursive_cte_sql', 'lookup')
+__all__ = ('JOINS', 'ORM_BASE_TABLES', 'RECURSIVE_EDGE_COLUMNS', 'Join', 'join_sql', 'lookup', 'recursive_cte_sql')
 
 #: The table of each ``orm_base``.
 ORM_BASE_TABLES: dict[str, str] = {
@@ -113,8 +113,16 @@ def _q(alias: str, column: str) -> str:
     return f'{alias}.{quote_identifier(column)}'
 
 
-def join_sql(join: Join, table: str, alias: str, old_alias: str, edge_alias: str, outer: bool,
-             vertex_on: Fragment | None = None, edge_on: Fragment | None = None) -> Fragment:
+def join_sql(
+    join: Join,
+    table: str,
+    alias: str,
+    old_alias: str,
+    edge_alias: str,
+    outer: bool,
+    vertex_on: Fragment | None = None,
+    edge_on: Fragment | None = None,
+) -> Fragment:
     """The ``JOIN`` clauses that add vertex ``alias`` (and its edge ``edge_alias``) to vertex ``old_alias``.
 
     For an outer join the vertex's and the edge's own filters (``vertex_on``, ``edge_on``) go into the ``ON``

@@ -16,8 +16,9 @@ import datetime as dt
 import json
 import re
 import uuid as uuid_module
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlitedos.db import Fragment, encode_datetime
 from sqlitedos.exceptions import InputValidationError
@@ -64,7 +65,7 @@ class JsonRef:
     def guard(self, *json_types: str) -> Fragment:
         """True where the value has one of ``json_types``, false (never NULL) elsewhere, missing paths included."""
         names = ', '.join(f"'{name}'" for name in json_types)
-        return concat(f"ifnull(json_type({self.column}, ", self.path, f"), '') IN ({names})")
+        return concat(f'ifnull(json_type({self.column}, ', self.path, f"), '') IN ({names})")
 
     def extract(self) -> Fragment:
         """The SQL value (JSON true/false come out as 1/0, so always guard with ``type()``)."""
@@ -102,7 +103,11 @@ SQLITE_INT_RANGE = (-(2**63), 2**63 - 1)
 
 def check_int_range(operator: str, value: Any) -> None:
     """Refuse an integer that SQLite cannot bind (it would raise OverflowError at execution)."""
-    if isinstance(value, int) and not isinstance(value, bool) and not SQLITE_INT_RANGE[0] <= value <= SQLITE_INT_RANGE[1]:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not SQLITE_INT_RANGE[0] <= value <= SQLITE_INT_RANGE[1]
+    ):
         raise _reject(operator, value, 'an integer within 64 bits')
 
 
@@ -143,18 +148,29 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
     """Typed comparison of a JSON value with a str, number, bool or datetime; false on other JSON types."""
     kind = _kind(value)
     if kind == 'bool':
-        as_int = concat("(CASE ", ref.type(), " WHEN 'true' THEN 1 ELSE 0 END)")
+        as_int = concat('(CASE ', ref.type(), " WHEN 'true' THEN 1 ELSE 0 END)")
         return concat('(', ref.guard('true', 'false'), ' AND ', as_int, f' {sql_op} ?)', Fragment('', (int(value),)))
     if kind == 'datetime':
         return concat(
-            '(', ref.guard('text'), ' AND julianday(', ref.extract(), f') {sql_op} julianday(?))',
+            '(',
+            ref.guard('text'),
+            ' AND julianday(',
+            ref.extract(),
+            f') {sql_op} julianday(?))',
             Fragment('', (value.astimezone(dt.timezone.utc).isoformat(),)),
         )
     if kind in _JSON_TYPE_OF_KIND:
         check_int_range(operator, value)
         # The comparison first: SQLite evaluates AND left to right, so the type check parses only the matches.
-        return concat('(', ref.extract(), f' {sql_op} ?', Fragment('', (value,)), ' AND ',
-                      ref.guard(*_JSON_TYPE_OF_KIND[kind]), ')')
+        return concat(
+            '(',
+            ref.extract(),
+            f' {sql_op} ?',
+            Fragment('', (value,)),
+            ' AND ',
+            ref.guard(*_JSON_TYPE_OF_KIND[kind]),
+            ')',
+        )
     raise _reject(operator, value, 'a str, int, float, bool or datetime')
 
 
@@ -174,8 +190,14 @@ def _eq_json(ref: JsonRef, value: Any) -> Fragment:
         return Fragment('0')
     if kind in ('list', 'dict'):
         json_type = 'array' if kind == 'list' else 'object'
-        return concat('(', ref.guard(json_type), ' AND sqlitedos_json_equal(', ref.json(), ', ?))',
-                      Fragment('', (json.dumps(value),)))
+        return concat(
+            '(',
+            ref.guard(json_type),
+            ' AND sqlitedos_json_equal(',
+            ref.json(),
+            ', ?))',
+            Fragment('', (json.dumps(value),)),
+        )
     return _scalar_json_compare(ref, '=', value, '==')
 
 
@@ -261,8 +283,9 @@ def _like_json(ref: JsonRef, value: Any) -> Fragment:
 
 
 def _ilike_json(ref: JsonRef, value: Any) -> Fragment:
-    return concat('(', ref.guard('text'), ' AND lower(', ref.extract(), ") LIKE lower(?) ESCAPE '\\')",
-                  Fragment('', (value,)))
+    return concat(
+        '(', ref.guard('text'), ' AND lower(', ref.extract(), ") LIKE lower(?) ESCAPE '\\')", Fragment('', (value,))
+    )
 
 
 def _check_in(value: Any) -> None:
@@ -292,8 +315,17 @@ def _in_json(ref: JsonRef, value: Any) -> Fragment:
     parts = []
     for kind, items in by_kind.items():
         if kind in ('number', 'str'):
-            parts.append(concat('(', ref.extract(), ' IN (SELECT value FROM json_each(?))',
-                                Fragment('', (json.dumps(items),)), ' AND ', ref.guard(*_JSON_TYPE_OF_KIND[kind]), ')'))
+            parts.append(
+                concat(
+                    '(',
+                    ref.extract(),
+                    ' IN (SELECT value FROM json_each(?))',
+                    Fragment('', (json.dumps(items),)),
+                    ' AND ',
+                    ref.guard(*_JSON_TYPE_OF_KIND[kind]),
+                    ')',
+                )
+            )
         elif kind in ('bool', 'list', 'dict', 'datetime', 'null'):
             parts.extend(_eq_json(ref, item) for item in items)
         else:
@@ -355,11 +387,25 @@ def _has_key_json(ref: JsonRef, value: Any) -> Fragment:
     each = concat(f'json_each({ref.column}, ', ref.path, ')')
     key = Fragment('?', (value,))
     return concat(
-        '(CASE ', ref.type(),
-        " WHEN 'object' THEN EXISTS (SELECT 1 FROM ", each, ' WHERE key = ', key, ')',
-        " WHEN 'array' THEN EXISTS (SELECT 1 FROM ", each, " WHERE type = 'text' AND value = ", key, ')',
-        " WHEN 'text' THEN ", ref.extract(), ' = ', key,
-        ' ELSE (CASE WHEN ', ref.type(), ' IS NULL THEN NULL ELSE 0 END) END)',
+        '(CASE ',
+        ref.type(),
+        " WHEN 'object' THEN EXISTS (SELECT 1 FROM ",
+        each,
+        ' WHERE key = ',
+        key,
+        ')',
+        " WHEN 'array' THEN EXISTS (SELECT 1 FROM ",
+        each,
+        " WHERE type = 'text' AND value = ",
+        key,
+        ')',
+        " WHEN 'text' THEN ",
+        ref.extract(),
+        ' = ',
+        key,
+        ' ELSE (CASE WHEN ',
+        ref.type(),
+        ' IS NULL THEN NULL ELSE 0 END) END)',
     )
 
 
@@ -379,8 +425,16 @@ def _length(sql_op: str) -> tuple[Callable, Callable]:  # the value is checked b
         return Fragment(f'length({column}) {sql_op} ?', (value,))
 
     def on_json(ref: JsonRef, value: Any) -> Fragment:
-        return concat('(', ref.guard('array'), ' AND json_array_length(', ref.column, ', ', ref.path,
-                      f') {sql_op} ?)', Fragment('', (value,)))
+        return concat(
+            '(',
+            ref.guard('array'),
+            ' AND json_array_length(',
+            ref.column,
+            ', ',
+            ref.path,
+            f') {sql_op} ?)',
+            Fragment('', (value,)),
+        )
 
     return on_column, on_json
 

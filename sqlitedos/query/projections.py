@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlitedos.db import Fragment, decode_datetime, decode_json
 from sqlitedos.exceptions import InputValidationError
@@ -80,10 +81,19 @@ def cast_sql(ref: JsonRef, cast: str | None) -> tuple[Fragment, Decoder]:
     if cast == 'i':
         return concat('CAST(', ref.extract(), ' AS INTEGER)'), _identity
     if cast == 't':
-        return concat('(CASE ', ref.type(), " WHEN 'text' THEN ", ref.extract(), ' ELSE ', ref.json(), ' END)'), _identity
+        return concat(
+            '(CASE ', ref.type(), " WHEN 'text' THEN ", ref.extract(), ' ELSE ', ref.json(), ' END)'
+        ), _identity
     if cast == 'b':
-        return concat('(CASE ', ref.type(), " WHEN 'true' THEN 1 WHEN 'false' THEN 0 WHEN 'integer' THEN ",
-                      ref.extract(), " != 0 WHEN 'real' THEN ", ref.extract(), ' != 0 END)'), _decode_bool
+        return concat(
+            '(CASE ',
+            ref.type(),
+            " WHEN 'true' THEN 1 WHEN 'false' THEN 0 WHEN 'integer' THEN ",
+            ref.extract(),
+            " != 0 WHEN 'real' THEN ",
+            ref.extract(),
+            ' != 0 END)',
+        ), _decode_bool
     if cast == 'd':
         return ref.extract(), _decode_json_datetime
     raise InputValidationError(f'unknown cast {cast!r}; expected one of: {", ".join(sorted(CASTS))}')
@@ -129,9 +139,13 @@ def compile_projection(target: Target, key: str, options: dict, builder: Callabl
     """One projection (``*``, ``**``, a column, a JSON sub-path), with its ``func`` and ``cast``."""
     func, cast = options.get('func'), options.get('cast')
     if func is not None and func not in FUNCS:
-        raise InputValidationError(f'unknown func {func!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(FUNCS)}')
+        raise InputValidationError(
+            f'unknown func {func!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(FUNCS)}'
+        )
     if cast is not None and cast not in CASTS:
-        raise InputValidationError(f'unknown cast {cast!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(CASTS)}')
+        raise InputValidationError(
+            f'unknown cast {cast!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(CASTS)}'
+        )
     if key == '*':
         if func is not None:
             raise InputValidationError(f'func {func!r} cannot be applied to "*" (tag {target.tag!r})')
@@ -140,8 +154,12 @@ def compile_projection(target: Target, key: str, options: dict, builder: Callabl
         names = list(target.table.column_names)
         sqls = [Fragment(target.column(name)[0]) for name in names]
         width = len(names)
-        return Projection(target.tag, key, sqls, lambda row, i, n=names, b=builder, o=target.orm_base, w=width:
-                          b(o, dict(zip(n, row[i:i + w]))))
+        return Projection(
+            target.tag,
+            key,
+            sqls,
+            lambda row, i, n=names, b=builder, o=target.orm_base, w=width: b(o, dict(zip(n, row[i : i + w]))),
+        )
     column_sql, kind, ref = resolve(target, key)
     if ref is not None and ref.path.params != ('$',) and cast is None and func is None:
         # Two cheap columns instead of the JSON text: json.loads per row costs more than the query itself.
@@ -164,8 +182,10 @@ def compile_projection(target: Target, key: str, options: dict, builder: Callabl
 # --- ordering -----------------------------------------------------------------------------------------------------
 
 
-_JSON_TYPE_RANK = ("(CASE {t} WHEN 'null' THEN 0 WHEN 'text' THEN 1 WHEN 'integer' THEN 2 WHEN 'real' THEN 2 "
-                   "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)")
+_JSON_TYPE_RANK = (
+    "(CASE {t} WHEN 'null' THEN 0 WHEN 'text' THEN 1 WHEN 'integer' THEN 2 WHEN 'real' THEN 2 "
+    "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)"
+)
 
 
 def order_terms(target: Target, key: str, options: Any) -> list[Fragment]:

@@ -12,14 +12,15 @@ import hashlib
 import io
 import re
 import weakref
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO
 
 from sqlitedos.exceptions import CorruptStorage, InputValidationError, NotExistent
 
 __all__ = (
-    'AbstractRepositoryBackend',
     'CHUNK_SIZE',
+    'AbstractRepositoryBackend',
     'NotAByteStreamError',
     'ObjectNotFoundError',
     'ReadOnlyStream',

@@ -15,8 +15,9 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sqlitedos.db import connect
 from sqlitedos.exceptions import AiidaException, CorruptStorage, LockedProfileError, UnreachableStorage

@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO
 
 from sqlitedos.repository.abstract import (
     CHUNK_SIZE,

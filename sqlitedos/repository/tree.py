@@ -17,8 +17,9 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Iterator, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from sqlitedos.exceptions import InputValidationError, ModificationNotAllowed
 from sqlitedos.repository.abstract import (
@@ -44,10 +45,13 @@ class FileType(enum.Enum):
 class File:
     """An entry of the tree: a file with a repository ``key``, or a directory with child ``objects``."""
 
-    __slots__ = ('name', 'file_type', 'key', 'objects', '_serialized')
+    __slots__ = ('_serialized', 'file_type', 'key', 'name', 'objects')
 
     def __init__(
-        self, name: str = '', file_type: FileType = FileType.DIRECTORY, key: str | None = None,
+        self,
+        name: str = '',
+        file_type: FileType = FileType.DIRECTORY,
+        key: str | None = None,
         objects: dict[str, File] | None = None,
     ) -> None:
         self.name = name
@@ -398,7 +402,7 @@ class _KeyReader:
             return io.TextIOWrapper(io.BufferedReader(_Unclosable(handle), CHUNK_SIZE), encoding='utf-8', newline='')
         return handle
 
-    def __exit__(self, *exc_info: Any) -> Any:
+    def __exit__(self, *exc_info: object) -> Any:
         return self._context.__exit__(*exc_info)
 
 

@@ -9,8 +9,8 @@ import json
 import operator
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, NamedTuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from sqlitedos.db import (
     Session,
@@ -24,7 +24,6 @@ from sqlitedos.db import (
 )
 from sqlitedos.exceptions import ClosedStorage, IntegrityError, NotExistentKeyError, ValidationError
 from sqlitedos.profile import Profile
-
 from sqlitedos.tables import EntityTypes, Table, quote_identifier, table_for
 
 if TYPE_CHECKING:
@@ -65,8 +64,20 @@ class Mapper(NamedTuple):
 
 
 #: Columns that must be given to ``bulk_insert`` even with ``allow_defaults`` (no default exists for them).
-_REQUIRED_COLUMNS = frozenset({'email', 'aiidauser_id', 'dbcomputer_id@db_dbauthinfo', 'user_id', 'dbnode_id',
-                               'input_id', 'output_id', 'dbgroup_id', 'loggername', 'levelname'})
+_REQUIRED_COLUMNS = frozenset(
+    {
+        'email',
+        'aiidauser_id',
+        'dbcomputer_id@db_dbauthinfo',
+        'user_id',
+        'dbnode_id',
+        'input_id',
+        'output_id',
+        'dbgroup_id',
+        'loggername',
+        'levelname',
+    }
+)
 _MTIME_COLUMNS = {'db_dbnode': 'mtime', 'db_dbcomment': 'mtime'}
 #: ``json.dumps`` with its defaults (aiida's format), minus two Python call layers per value on the bulk path.
 _encode_json_fast = json.JSONEncoder().encode
@@ -111,8 +122,10 @@ def _default_for(table: Table, name: str) -> Callable[[], Any]:
     if table.column(name).nullable:
         return lambda: None
     if name in _REQUIRED_COLUMNS or f'{name}@{table.name}' in _REQUIRED_COLUMNS:
+
         def missing() -> Any:
             raise IntegrityError(f'Incorrect fields given for {table.name}: {name!r} is required and has no default')
+
         return missing
     return str
 
@@ -127,7 +140,7 @@ class _BulkPlan(NamedTuple):
     defaults: dict[str, Callable[[], Any]]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bulk_plan(entity_type: EntityTypes) -> _BulkPlan:
     from sqlitedos.entities.base import ENCODERS, insert_sql
 

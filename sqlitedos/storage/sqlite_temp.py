@@ -6,7 +6,8 @@ import contextlib
 import sqlite3
 import threading
 import weakref
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sqlitedos import migrate
 from sqlitedos.db import Session, connect

@@ -11,8 +11,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, ClassVar
 
 from sqlitedos.db import Session, connect
 from sqlitedos.exceptions import ReadOnlyError

@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, ContextManager
 
 import pytest
 
@@ -23,9 +24,9 @@ atexit.register(shutil.rmtree, _AIIDA_CONFIG, ignore_errors=True)
 
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # "Creating AiiDA configuration folder": expected, it is our private folder
-    import aiida  # noqa: E402,F401
-    from aiida.manage import get_manager  # noqa: E402
-    from aiida.manage.configuration.profile import Profile as AiidaProfile  # noqa: E402
+    import aiida  # noqa: F401
+    from aiida.manage import get_manager
+    from aiida.manage.configuration.profile import Profile as AiidaProfile
 
 
 def aiida_profile(path: Path | str, default_user_email: str | None = None, name: str = 'interop') -> AiidaProfile:

@@ -39,8 +39,9 @@ def referenced_keys(dump: dict[str, Any]) -> set[str]:
     return {key for row in dump['nodes'] for key in flatten(json.loads(row[9])).values()}
 
 
-def test_sqlitedos_archive_imports_into_aiida(tmp_path: Path, fixture_archive_path: Path, make_aiida_profile,
-                                              load_in_aiida, open_in_aiida) -> None:
+def test_sqlitedos_archive_imports_into_aiida(
+    tmp_path: Path, fixture_archive_path: Path, make_aiida_profile, load_in_aiida, open_in_aiida
+) -> None:
     from aiida.storage.sqlite_dos.backend import SqliteDosStorage as AiidaSqliteDosStorage
 
     profile = SqliteDosStorage.create_profile('src', filepath=tmp_path / 'src', default_user_email='user@email.com')
@@ -57,8 +58,8 @@ def test_sqlitedos_archive_imports_into_aiida(tmp_path: Path, fixture_archive_pa
     AiidaSqliteDosStorage.initialise(make_aiida_profile(target, 'aiida@example.org'))
     with load_in_aiida(target, 'aiida@example.org'):
         from aiida import orm
-        from aiida.tools.archive.abstract import get_format
         from aiida.tools.archive import import_archive as aiida_import
+        from aiida.tools.archive.abstract import get_format
 
         # aiida's archive inspection reads it
         archive_format = get_format()
@@ -97,8 +98,9 @@ def test_sqlitedos_archive_imports_into_aiida(tmp_path: Path, fixture_archive_pa
         assert all(repository.has_objects(sorted(keys)))
 
 
-def test_aiida_archive_of_an_aiida_graph_imports_into_sqlitedos(tmp_path: Path, make_aiida_profile,
-                                                                load_in_aiida) -> None:
+def test_aiida_archive_of_an_aiida_graph_imports_into_sqlitedos(
+    tmp_path: Path, make_aiida_profile, load_in_aiida
+) -> None:
     from aiida.storage.sqlite_dos.backend import SqliteDosStorage as AiidaSqliteDosStorage
 
     source = tmp_path / 'aiida-source'
@@ -145,8 +147,9 @@ def build_aiida_graph() -> None:
 
     if orm.User.collection.get_default() is None:
         orm.User(email='aiida@example.org', first_name='Ai', last_name='Ida').store()
-    computer = orm.Computer('interop-computer', 'localhost', transport_type='core.local',
-                            scheduler_type='core.direct', workdir='/tmp/work').store()
+    computer = orm.Computer(
+        'interop-computer', 'localhost', transport_type='core.local', scheduler_type='core.direct', workdir='/tmp/work'
+    ).store()
     computer.configure()
     x = orm.Int(3).store()
     d = orm.Dict({'a': {'b': [1, 2.5, None, True]}, 'text': 'é'}).store()
@@ -178,8 +181,9 @@ def build_aiida_graph() -> None:
     orm.Log(timezone.now(), 'aiida.interop', 'WARNING', calc.pk, 'a log line', {'k': 1}).store()
 
 
-def test_archive_from_the_temp_backend_reads_in_aiida(tmp_path: Path, fixture_archive_path: Path,
-                                                      make_aiida_profile, load_in_aiida) -> None:
+def test_archive_from_the_temp_backend_reads_in_aiida(
+    tmp_path: Path, fixture_archive_path: Path, make_aiida_profile, load_in_aiida
+) -> None:
     """Objects from the sandbox repository have no known size: every member takes the streamed (ZIP64) path."""
     from aiida.storage.sqlite_dos.backend import SqliteDosStorage as AiidaSqliteDosStorage
 

@@ -21,8 +21,12 @@ def write_graph(storage: Any) -> dict[str, Any]:
     user = storage.default_user
     other = storage.users.create(email='other@lab.org', first_name='O', last_name='Ther', institution='Inst').store()
     computer = storage.computers.create(
-        label='cluster', hostname='cluster.lab', description='a computer', scheduler_type='core.direct',
-        transport_type='core.local', metadata={'workdir': '/scratch/{username}/', 'mpirun_command': ['mpirun', '-np']},
+        label='cluster',
+        hostname='cluster.lab',
+        description='a computer',
+        scheduler_type='core.direct',
+        transport_type='core.local',
+        metadata={'workdir': '/scratch/{username}/', 'mpirun_command': ['mpirun', '-np']},
     ).store()
     authinfo = storage.authinfos.create(computer=computer, user=user, auth_params={'safe_interval': 0}).store()
 
@@ -30,18 +34,31 @@ def write_graph(storage: Any) -> dict[str, Any]:
         return storage.nodes.create(node_type=node_type, user=kwargs.pop('user', user), **kwargs)
 
     nodes = {
-        'int': node('data.core.int.Int.', label='x', description='an int', attributes={'value': 3},
-                    extras={'tag': 'ünï', 'nested': {'a': [1, 2.5, None, True]}}).store(),
+        'int': node(
+            'data.core.int.Int.',
+            label='x',
+            description='an int',
+            attributes={'value': 3},
+            extras={'tag': 'ünï', 'nested': {'a': [1, 2.5, None, True]}},
+        ).store(),
         'float': node('data.core.float.Float.', attributes={'value': 0.1 + 0.2}, ctime=STAMP).store(),
         'str': node('data.core.str.Str.', attributes={'value': 'héllo'}, user=other).store(),
         'bool': node('data.core.bool.Bool.', attributes={'value': False}).store(),
         'dict': node('data.core.dict.Dict.', attributes={'big': 2**63 - 1, 'neg': -(2**63), 'l': [{'k': 'v'}]}).store(),
     }
-    calc = node('process.calculation.calcjob.CalcJobNode.', process_type='aiida.calculations:core.arithmetic.add',
-                computer=computer, label='calc', attributes={'resources': {'num_machines': 1}, 'sealed': True})
+    calc = node(
+        'process.calculation.calcjob.CalcJobNode.',
+        process_type='aiida.calculations:core.arithmetic.add',
+        computer=computer,
+        label='calc',
+        attributes={'resources': {'num_machines': 1}, 'sealed': True},
+    )
     calc.store(links=[(nodes['int'], LinkType.INPUT_CALC, 'x'), (nodes['float'], LinkType.INPUT_CALC, 'y')])
-    work = node('process.workflow.workchain.WorkChainNode.',
-                process_type='aiida.workflows:core.arithmetic.multiply_add', attributes={'process_state': 'finished', 'exit_status': 0}).store()
+    work = node(
+        'process.workflow.workchain.WorkChainNode.',
+        process_type='aiida.workflows:core.arithmetic.multiply_add',
+        attributes={'process_state': 'finished', 'exit_status': 0},
+    ).store()
     sub = node('process.workflow.workchain.WorkChainNode.').store()
     work.add_incoming(nodes['int'], LinkType.INPUT_WORK, 'x')
     calc.add_incoming(work, LinkType.CALL_CALC, 'CALL')
@@ -51,16 +68,30 @@ def write_graph(storage: Any) -> dict[str, Any]:
     result.add_incoming(work, LinkType.RETURN, 'result')
     nodes.update(calc=calc, work=work, sub=sub, result=result)
     nodes['dict'].set_extra('later', {'x': 1})
-    group = storage.groups.create(label='grp', user=user, type_string='core', description='a group',
-                                  extras={'purpose': 'interop'}).store()
+    group = storage.groups.create(
+        label='grp', user=user, type_string='core', description='a group', extras={'purpose': 'interop'}
+    ).store()
     group.add_nodes([nodes['int'], calc, result])
     storage.groups.create(label='empty', user=other, type_string='core.auto').store()
     comment = storage.comments.create(node=calc, user=other, content='a comment').store()
-    log = storage.logs.create(time=STAMP, loggername='aiida.orm.nodes.process.calculation.calcjob.CalcJobNode',
-                              levelname='REPORT', dbnode_id=calc.pk, message='a log line',
-                              metadata={'levelno': 23, 'args': []}).store()
-    return {'nodes': nodes, 'user': user, 'other': other, 'computer': computer, 'authinfo': authinfo,
-            'group': group, 'comment': comment, 'log': log}
+    log = storage.logs.create(
+        time=STAMP,
+        loggername='aiida.orm.nodes.process.calculation.calcjob.CalcJobNode',
+        levelname='REPORT',
+        dbnode_id=calc.pk,
+        message='a log line',
+        metadata={'levelno': 23, 'args': []},
+    ).store()
+    return {
+        'nodes': nodes,
+        'user': user,
+        'other': other,
+        'computer': computer,
+        'authinfo': authinfo,
+        'group': group,
+        'comment': comment,
+        'log': log,
+    }
 
 
 def test_sqlitedos_graph_reads_back_in_aiida(tmp_path: Path, load_in_aiida: Any) -> None:
@@ -71,11 +102,10 @@ def test_sqlitedos_graph_reads_back_in_aiida(tmp_path: Path, load_in_aiida: Any)
         written = write_graph(storage)
         expected_links = {
             (t.node.uuid, n.uuid, t.link_type.value, t.link_label)
-            for n in storage.nodes.all() for t in n.get_incoming()
+            for n in storage.nodes.all()
+            for t in n.get_incoming()
         }
-        owners = {
-            n.uuid: (n.user.email, n.computer.label if n.computer else None) for n in written['nodes'].values()
-        }
+        owners = {n.uuid: (n.user.email, n.computer.label if n.computer else None) for n in written['nodes'].values()}
     nodes = written['nodes']
     assert {link[2] for link in expected_links} == {t.value for t in LinkType}
 
@@ -126,7 +156,10 @@ def test_sqlitedos_graph_reads_back_in_aiida(tmp_path: Path, load_in_aiida: Any)
         assert (comment.ctime, comment.mtime) == (written['comment'].ctime, written['comment'].mtime)
         (log,) = orm.Log.collection.get_logs_for(orm.load_node(nodes['calc'].uuid))
         assert (log.uuid, log.loggername, log.levelname, log.message) == (
-            written['log'].uuid, written['log'].loggername, 'REPORT', 'a log line'
+            written['log'].uuid,
+            written['log'].loggername,
+            'REPORT',
+            'a log line',
         )
         assert log.time == STAMP and log.metadata == {'levelno': 23, 'args': []}
 
@@ -145,7 +178,8 @@ def test_sqlitedos_graph_reads_back_in_aiida(tmp_path: Path, load_in_aiida: Any)
         assert ours_new.attributes == {'value': 7} and ours_new.user.email == EMAIL
         calc = storage.nodes.get(uuid=calc_uuid)
         assert {(t.node.uuid, t.link_type, t.link_label) for t in calc.get_incoming()} == {
-            (nodes['result'].uuid, LinkType.INPUT_CALC, 'a'), (new_uuid, LinkType.INPUT_CALC, 'b'),
+            (nodes['result'].uuid, LinkType.INPUT_CALC, 'a'),
+            (new_uuid, LinkType.INPUT_CALC, 'b'),
         }
         assert ours_new in storage.groups.get(uuid=written['group'].uuid).nodes
         assert storage.nodes.get(uuid=nodes['int'].uuid).get_extra('from_aiida') == [1, 'two']
@@ -170,7 +204,7 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
     if choice in (2, 3):
         return rng.uniform(-1, 1) * 10 ** rng.randint(-30, 30)
     if choice == 4:
-        return float(rng.randint(-10**20, 10**20))
+        return float(rng.randint(-(10**20), 10**20))
     if choice == 5:
         return ''.join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randrange(6)))
     if choice == 6:

@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 from sqlitedos import SqliteDosStorage
-
 from tests.test_migrate import normalised_schema
 
 
@@ -39,6 +38,7 @@ def test_sqlitedos_storage_opens_in_aiida(tmp_path: Path, open_in_aiida, load_in
 
 def test_aiida_storage_opens_in_sqlitedos(tmp_path: Path, make_aiida_profile) -> None:
     from aiida.storage.sqlite_dos.backend import SqliteDosStorage as AiidaSqliteDosStorage
+
     folder = tmp_path / 'made-by-aiida'
     AiidaSqliteDosStorage.initialise(make_aiida_profile(folder))
 
@@ -51,6 +51,7 @@ def test_aiida_storage_opens_in_sqlitedos(tmp_path: Path, make_aiida_profile) ->
 def test_initialised_schemas_are_identical(tmp_path: Path, make_aiida_profile) -> None:
     """The schema sqlitedos creates equals the one aiida-core creates today (not only the fixture's)."""
     from aiida.storage.sqlite_dos.backend import SqliteDosStorage as AiidaSqliteDosStorage
+
     AiidaSqliteDosStorage.initialise(make_aiida_profile(tmp_path / 'aiida'))
     SqliteDosStorage.initialise(SqliteDosStorage.create_profile('ours', filepath=tmp_path / 'ours'))
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from sqlitedos import QueryBuilder, SqliteDosStorage
-
 from tests.conftest import unpack_fixture_profile
 
 
@@ -21,76 +21,118 @@ def _queries(orm: Any) -> dict[str, Callable[[], Any]]:
         'ints_values': lambda: QB().append(orm.Int, project=['uuid', 'attributes.value']).order_by({orm.Int: 'id'}),
         'ints_gt': lambda: QB().append(orm.Int, filters={'attributes.value': {'>': 10}}, project='id'),
         'ints_not_subclassing': lambda: QB().append(orm.Data, subclassing=False, project='id'),
-        'several_classes': lambda: QB().append((orm.Int, orm.Float), project=['node_type']).order_by(
-            {'Int-Float_1': 'id'}),
+        'several_classes': lambda: (
+            QB().append((orm.Int, orm.Float), project=['node_type']).order_by({'Int-Float_1': 'id'})
+        ),
         'float_lt': lambda: QB().append(orm.Float, filters={'attributes.value': {'<': 3.5}}, project='id'),
         'str_like': lambda: QB().append(orm.Str, filters={'attributes.value': {'like': '%1%'}}, project='id'),
         'str_ilike': lambda: QB().append(orm.Str, filters={'attributes.value': {'ilike': 'S%'}}, project='id'),
-        'label_in': lambda: QB().append(orm.Node, filters={'label': {'in': ['label-1', 'label-2', 'x']}},
-                                        project='label'),
+        'label_in': lambda: QB().append(
+            orm.Node, filters={'label': {'in': ['label-1', 'label-2', 'x']}}, project='label'
+        ),
         'label_not_in': lambda: QB().append(orm.Node, filters={'label': {'!in': ['label-1']}}, project='id'),
-        'or_filters': lambda: QB().append(orm.Node, filters={'or': [{'id': {'<': 3}}, {'label': 'label-5'}]},
-                                          project='id'),
-        'and_negated': lambda: QB().append(orm.Node, filters={'~and': [{'id': {'>': 3}}, {'id': {'<': 50}}]},
-                                           project='id'),
+        'or_filters': lambda: QB().append(
+            orm.Node, filters={'or': [{'id': {'<': 3}}, {'label': 'label-5'}]}, project='id'
+        ),
+        'and_negated': lambda: QB().append(
+            orm.Node, filters={'~and': [{'id': {'>': 3}}, {'id': {'<': 50}}]}, project='id'
+        ),
         'op_or': lambda: QB().append(orm.Node, filters={'id': {'or': [{'<': 2}, {'>': 60}]}}, project='id'),
         'extras_in': lambda: QB().append(orm.Node, filters={'extras.rank': {'in': [1, 2, 3]}}, project='extras.rank'),
         'extras_has_key': lambda: QB().append(orm.Node, filters={'extras': {'has_key': 'rank'}}, project='id'),
-        'dict_contains': lambda: QB().append(orm.Dict, filters={'attributes.tags': {'contains': ['b']}},
-                                             project='id'),
-        'dict_of_length': lambda: QB().append(orm.Dict, filters={'attributes.tags': {'of_length': 3}},
-                                              project='id'),
+        'dict_contains': lambda: QB().append(orm.Dict, filters={'attributes.tags': {'contains': ['b']}}, project='id'),
+        'dict_of_length': lambda: QB().append(orm.Dict, filters={'attributes.tags': {'of_length': 3}}, project='id'),
         'dict_shorter': lambda: QB().append(orm.Dict, filters={'attributes.tags': {'shorter': 3}}, project='id'),
-        'dict_of_type_array': lambda: QB().append(orm.Dict, filters={'attributes.tags': {'of_type': 'array'}},
-                                                  project='id'),
+        'dict_of_type_array': lambda: QB().append(
+            orm.Dict, filters={'attributes.tags': {'of_type': 'array'}}, project='id'
+        ),
         'dict_nested_project': lambda: QB().append(orm.Dict, project=['attributes.nested', 'attributes.name']),
-        'dict_order_cast': lambda: QB().append(orm.Dict, tag='d', project='id').order_by(
-            {'d': [{'attributes.i': {'order': 'desc', 'cast': 'i'}}]}),
+        'dict_order_cast': lambda: (
+            QB()
+            .append(orm.Dict, tag='d', project='id')
+            .order_by({'d': [{'attributes.i': {'order': 'desc', 'cast': 'i'}}]})
+        ),
         'dict_whole_attributes': lambda: QB().append(orm.Dict, project=['attributes']),
         'count_func': lambda: QB().append(orm.Node, project=[{'id': {'func': 'count'}}]),
         'max_func': lambda: QB().append(orm.Int, project=[{'id': {'func': 'max'}}]),
         'limit_offset': lambda: QB().append(orm.Node, tag='n', project='id').order_by({'n': 'id'}).limit(5).offset(3),
         'distinct_types': lambda: QB().append(orm.Node, project='node_type').distinct(),
-        'ctime_filter': lambda: QB().append(orm.Node, filters={'ctime': {'>': dt.datetime(2000, 1, 1,
-                                            tzinfo=dt.timezone.utc)}}, project='id'),
-        'outputs_with_link': lambda: QB().append(orm.CalcJobNode, tag='c', project='uuid').append(
-            orm.Data, with_incoming='c', edge_project=['label', 'type'], project='uuid'),
-        'inputs_edge_filter': lambda: QB().append(orm.CalcJobNode, tag='c', project='id').append(
-            orm.Data, with_outgoing='c', edge_filters={'label': 'x'}, project='id'),
-        'called': lambda: QB().append(orm.WorkflowNode, tag='w', project='id').append(
-            orm.ProcessNode, with_incoming='w', edge_project='type', project='id'),
-        'descendants': lambda: QB().append(orm.Int, tag='a', filters={'label': 'label-0'}).append(
-            orm.Node, with_ancestors='a', project='id'),
-        'ancestors': lambda: QB().append(orm.Node, tag='a', filters={'id': 40}).append(
-            orm.Node, with_descendants='a', project='id'),
-        'group_nodes': lambda: QB().append(orm.Group, tag='g', project='label').append(
-            orm.Node, with_group='g', project='id'),
-        'node_groups': lambda: QB().append(orm.Int, tag='n', project='id').append(
-            orm.Group, with_node='n', project='label'),
-        'user_nodes': lambda: QB().append(orm.User, tag='u', project='email').append(
-            orm.Node, with_user='u', project=[{'id': {'func': 'count'}}]),
-        'user_groups': lambda: QB().append(orm.User, tag='u', project='email').append(
-            orm.Group, with_user='u', project='label'),
-        'group_user': lambda: QB().append(orm.Group, tag='g', project='label').append(
-            orm.User, with_group='g', project='email'),
-        'computer_nodes': lambda: QB().append(orm.Computer, tag='c', project='label').append(
-            orm.Node, with_computer='c', project='id'),
-        'node_computer': lambda: QB().append(orm.CalcJobNode, tag='n', project='id').append(
-            orm.Computer, with_node='n', project=['label', 'metadata']),
-        'comments': lambda: QB().append(orm.Node, tag='n', project='id').append(
-            orm.Comment, with_node='n', project=['content']),
-        'comment_user': lambda: QB().append(orm.Comment, tag='c', project='content').append(
-            orm.User, with_comment='c', project='email'),
-        'node_comment': lambda: QB().append(orm.Comment, tag='c', project='content').append(
-            orm.Node, with_comment='c', project='uuid'),
-        'logs': lambda: QB().append(orm.Node, tag='n', project='id').append(
-            orm.Log, with_node='n', project=['levelname', 'message']),
-        'node_log': lambda: QB().append(orm.Log, tag='l', project='loggername').append(
-            orm.Node, with_log='l', project='uuid'),
-        'authinfo': lambda: QB().append(orm.Computer, tag='c', project='label').append(
-            orm.AuthInfo, with_computer='c', project=['enabled', 'auth_params']),
-        'authinfo_user': lambda: QB().append(orm.AuthInfo, tag='a', project='id').append(
-            orm.User, with_authinfo='a', project='email'),
+        'ctime_filter': lambda: QB().append(
+            orm.Node, filters={'ctime': {'>': dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)}}, project='id'
+        ),
+        'outputs_with_link': lambda: (
+            QB()
+            .append(orm.CalcJobNode, tag='c', project='uuid')
+            .append(orm.Data, with_incoming='c', edge_project=['label', 'type'], project='uuid')
+        ),
+        'inputs_edge_filter': lambda: (
+            QB()
+            .append(orm.CalcJobNode, tag='c', project='id')
+            .append(orm.Data, with_outgoing='c', edge_filters={'label': 'x'}, project='id')
+        ),
+        'called': lambda: (
+            QB()
+            .append(orm.WorkflowNode, tag='w', project='id')
+            .append(orm.ProcessNode, with_incoming='w', edge_project='type', project='id')
+        ),
+        'descendants': lambda: (
+            QB()
+            .append(orm.Int, tag='a', filters={'label': 'label-0'})
+            .append(orm.Node, with_ancestors='a', project='id')
+        ),
+        'ancestors': lambda: (
+            QB().append(orm.Node, tag='a', filters={'id': 40}).append(orm.Node, with_descendants='a', project='id')
+        ),
+        'group_nodes': lambda: (
+            QB().append(orm.Group, tag='g', project='label').append(orm.Node, with_group='g', project='id')
+        ),
+        'node_groups': lambda: (
+            QB().append(orm.Int, tag='n', project='id').append(orm.Group, with_node='n', project='label')
+        ),
+        'user_nodes': lambda: (
+            QB()
+            .append(orm.User, tag='u', project='email')
+            .append(orm.Node, with_user='u', project=[{'id': {'func': 'count'}}])
+        ),
+        'user_groups': lambda: (
+            QB().append(orm.User, tag='u', project='email').append(orm.Group, with_user='u', project='label')
+        ),
+        'group_user': lambda: (
+            QB().append(orm.Group, tag='g', project='label').append(orm.User, with_group='g', project='email')
+        ),
+        'computer_nodes': lambda: (
+            QB().append(orm.Computer, tag='c', project='label').append(orm.Node, with_computer='c', project='id')
+        ),
+        'node_computer': lambda: (
+            QB()
+            .append(orm.CalcJobNode, tag='n', project='id')
+            .append(orm.Computer, with_node='n', project=['label', 'metadata'])
+        ),
+        'comments': lambda: (
+            QB().append(orm.Node, tag='n', project='id').append(orm.Comment, with_node='n', project=['content'])
+        ),
+        'comment_user': lambda: (
+            QB().append(orm.Comment, tag='c', project='content').append(orm.User, with_comment='c', project='email')
+        ),
+        'node_comment': lambda: (
+            QB().append(orm.Comment, tag='c', project='content').append(orm.Node, with_comment='c', project='uuid')
+        ),
+        'logs': lambda: (
+            QB()
+            .append(orm.Node, tag='n', project='id')
+            .append(orm.Log, with_node='n', project=['levelname', 'message'])
+        ),
+        'node_log': lambda: (
+            QB().append(orm.Log, tag='l', project='loggername').append(orm.Node, with_log='l', project='uuid')
+        ),
+        'authinfo': lambda: (
+            QB()
+            .append(orm.Computer, tag='c', project='label')
+            .append(orm.AuthInfo, with_computer='c', project=['enabled', 'auth_params'])
+        ),
+        'authinfo_user': lambda: (
+            QB().append(orm.AuthInfo, tag='a', project='id').append(orm.User, with_authinfo='a', project='email')
+        ),
         'star_columns': lambda: QB().append(orm.Group, project=['**']),
         'user_double_star': lambda: QB().append(orm.User, project=['**']),
         'process_type': lambda: QB().append(orm.ProcessNode, project=['process_type', 'node_type']),
@@ -180,17 +222,29 @@ def _documented(orm: Any) -> dict[str, tuple[Callable[[], Any], Any, Any]]:
         'f_eq_1_real': (lambda: QB().append(orm.Dict, filters={'attributes.f': 1}), 1, 0),
         'of_type_boolean': (lambda: QB().append(orm.Node, filters={'attributes.value': {'of_type': 'boolean'}}), 27, 8),
         'none_eq_none': (lambda: QB().append(orm.Dict, filters={'attributes.none': None}), 'TypeError', 0),
-        'contains_whole': (lambda: QB().append(orm.Dict, filters={'attributes': {'contains': {'flag': True}}}),
-                           'OperationalError', 4),
+        'contains_whole': (
+            lambda: QB().append(orm.Dict, filters={'attributes': {'contains': {'flag': True}}}),
+            'OperationalError',
+            4,
+        ),
         'array_index': (lambda: QB().append(orm.Dict, filters={'attributes.nested.y.0': 1}), 0, 8),
         'has_key_array': (lambda: QB().append(orm.Dict, filters={'attributes.tags': {'has_key': 'a'}}), 0, 8),
         'min_is_max': (lambda: QB().append(orm.Int, project=[{'id': {'func': 'min'}}]), (flat, 'max'), (flat, 'min')),
         'metadata_key': (lambda: QB().append(orm.Computer, project=['metadata.workdir']), 'TypeError', 1),
-        'membership_edge': (lambda: QB().append(orm.Group, tag='g').append(orm.Node, with_group='g',
-                                                                            edge_project=['dbnode_id']),
-                            'AttributeError', 20),
-        'recursive_edge': (lambda: QB().append(orm.Int, tag='a', filters={'label': 'label-0'}).append(
-            orm.Node, with_ancestors='a', edge_project=['depth']), 'AttributeError', 4),
+        'membership_edge': (
+            lambda: QB().append(orm.Group, tag='g').append(orm.Node, with_group='g', edge_project=['dbnode_id']),
+            'AttributeError',
+            20,
+        ),
+        'recursive_edge': (
+            lambda: (
+                QB()
+                .append(orm.Int, tag='a', filters={'label': 'label-0'})
+                .append(orm.Node, with_ancestors='a', edge_project=['depth'])
+            ),
+            'AttributeError',
+            4,
+        ),
         'length_on_text': (lambda: QB().append(orm.Node, filters={'label': {'of_length': 7}}), 'ValueError', 10),
     }
 

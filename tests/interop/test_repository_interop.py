@@ -59,8 +59,9 @@ def check_in_aiida(uuids: list[str]) -> None:
         repository = node.base.repository
         for path, content in expected_files(index).items():
             assert repository.get_object_content(path, mode='rb') == content, (uuid, path)
-        assert sorted(repository.list_object_names()) == sorted(['a.txt', 'sub', 'empty.dat', 'ünïcode näme.txt',
-                                                                 'big.bin', 'own.txt', 'emptydir'])
+        assert sorted(repository.list_object_names()) == sorted(
+            ['a.txt', 'sub', 'empty.dat', 'ünïcode näme.txt', 'big.bin', 'own.txt', 'emptydir']
+        )
         assert repository.list_object_names('emptydir') == []
         assert repository.get_object_content('ünïcode näme.txt') == 'ünïcode\r\n'
 
