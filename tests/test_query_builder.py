@@ -167,3 +167,18 @@ def test_default_projection_is_last_vertex_star(fixture_storage):
     query.append(entity_type='', with_group='g')
     entities = query.all(flat=True)
     assert entities and all(type(entity).__name__ == 'BackendNode' for entity in entities)
+
+
+def test_from_dict_shares_nothing_with_its_source(temp_storage):
+    source = (
+        QueryBuilder(backend=temp_storage)
+        .append(entity_type='data.core.int.Int.', orm_base='node', tag='n', filters={'attributes.value': {'in': [1]}})
+        .as_dict()
+    )
+    snapshot = json.loads(json.dumps(source))
+    rebuilt = QueryBuilder.from_dict(temp_storage, source)
+    rebuilt.add_filter('n', {'label': 'x'})
+    rebuilt.as_dict(False)['filters']['n']['attributes.value']['in'].append(2)
+    assert source == snapshot
+    source['filters']['n']['attributes.value']['in'].append(3)
+    assert rebuilt.as_dict()['filters']['n']['attributes.value']['in'] == [1, 2]
