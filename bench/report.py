@@ -300,6 +300,12 @@ def render(data: dict) -> str:
             f'(W4: median of {m["query_repeats"]} timed calls per run){aiida}; Python {m["python"]}, SQLite {m["sqlite"]}, '
             f'disk-objectstore {m["disk_objectstore"]}, {m["machine"]}; wall time {m["wall_seconds"]} s.'
         ),
+        *[
+            f'Re-measured later ({merged["date"]}, commit {merged["git_commit"]}, merged with `bench/merge.py`): '
+            + ', '.join(merged['parts'])
+            + '.'
+            for merged in m.get('merged', [])
+        ],
         '',
         body,
         '',

@@ -73,3 +73,17 @@ def test_only_plain_type_queries_get_a_walk(temp_storage) -> None:
     assert backend.compile(qb.as_dict()).pk_walk is not None
     qb.add_filter('n', {'label': 'x'})  # an indexed column: let the planner use its index
     assert backend.compile(qb.as_dict()).pk_walk is None
+
+
+def test_the_choice_follows_the_data_as_it_changes() -> None:
+    storage = SqliteTempBackend(SqliteTempBackend.create_profile())
+    try:
+        fill(storage, [1] * 2000 + [0] * 5)
+        backend = storage.query()
+        rare = query(storage, TYPES[0], 'desc', 10, 0, None)
+        assert 'ix_db_dbnode_db_dbnode_node_type' in backend.analyze_query(rare)
+        fill(storage, [0] * 3000)  # the rare type becomes the common one: the remembered choice must not stick
+        assert 'USING INDEX' not in backend.analyze_query(rare)
+        assert [row[0] for row in backend.iterall(rare)] == list(range(5005, 4995, -1))
+    finally:
+        storage.close()

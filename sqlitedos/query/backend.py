@@ -26,6 +26,7 @@ CREATION_TYPES = 'SELECT node_type, COUNT(*) FROM db_dbnode GROUP BY node_type'
 CREATION_DAYS = 'SELECT substr(ctime, 1, 10) AS day, COUNT(*) FROM db_dbnode GROUP BY day ORDER BY day'
 USER_FILTER = ' WHERE user_id = ?'
 MAX_NODE_ID = 'SELECT max(id) FROM db_dbnode'
+DATA_VERSION = 'PRAGMA data_version'
 
 
 def json_equal(left: Any, right: Any) -> int | None:
@@ -98,9 +99,21 @@ class QueryBackend:
         walk = compiled.pk_walk
         if walk is None:
             return compiled.sql
+        # The choice is remembered until the database changes (this connection's or another's commits): both
+        # plans return the same rows, so a stale choice could only be slower, never wrong.
+        connection = self._backend.get_session()
+        stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
+        choices: dict[Any, tuple[tuple[int, int], bool]] = self._backend.__dict__.setdefault('_plan_choices', {})
+        key = (walk.probe.sql, walk.probe.params, walk.rows_needed)
+        known = choices.get(key)
+        if known is not None and known[0] == stamp:
+            return walk.sql if known[1] else compiled.sql
         total = self._execute(MAX_NODE_ID, ()).fetchone()[0] or 0
         bound = math.isqrt(4 * walk.rows_needed * total) + 1
         (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
+        if len(choices) >= COMPILE_CACHE_SIZE:
+            del choices[next(iter(choices))]
+        choices[key] = (stamp, common >= bound)
         return walk.sql if common >= bound else compiled.sql
 
     def _execute(self, sql: str, params: tuple) -> sqlite3.Cursor:
