@@ -47,7 +47,7 @@ bench-aiida: $(VENV)/.stamp $(VENV_AIIDA)/.stamp ## the benchmarks with aiida-co
 	$(VENV)/bin/python bench/run.py --n $(N) --aiida-python $(VENV_AIIDA)/bin/python
 
 lint: $(VENV)/.stamp ## check style with ruff
-	$(VENV)/bin/pip install --quiet ruff
+	$(VENV)/bin/pip install --quiet 'ruff==0.17.6'
 	$(VENV)/bin/ruff check sqlitedos tests bench
 	$(VENV)/bin/ruff format --check sqlitedos tests bench
 

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlitedos import SqliteDosStorage  # noqa: E402
-from sqlitedos.db import encode_datetime, encode_json, new_uuid, now  # noqa: E402
+from sqlitedos import SqliteDosStorage
+from sqlitedos.db import encode_datetime, encode_json, new_uuid, now
 
 BATCH = 5000
 FILES_PER_FOLDER = 10
@@ -56,37 +56,65 @@ def populate(storage: SqliteDosStorage, n_dicts: int, n_chain: int, n_files: int
     stamp = encode_datetime(now())
     folders = n_files // FILES_PER_FOLDER
     keys = storage.get_container().add_streamed_objects_to_pack(
-        [__import__('io').BytesIO(payload('w6', i)) for i in range(folders * FILES_PER_FOLDER)], do_fsync=False)
+        [__import__('io').BytesIO(payload('w6', i)) for i in range(folders * FILES_PER_FOLDER)], do_fsync=False
+    )
     storage.get_container().close()
     with storage.transaction() as conn:
         rows = []
         for i in range(n_dicts):
             attributes = {'i': i, 'name': f'n{i}', 'tags': ['a', 'b'], 'nested': {'x': i % 7}}
-            rows.append((new_uuid(), 'data.core.dict.Dict.', f'd{i}', stamp, stamp, encode_json(attributes),
-                         encode_json({'_aiida_hash': 'h' * 64}), '{}', user))
+            rows.append(
+                (
+                    new_uuid(),
+                    'data.core.dict.Dict.',
+                    f'd{i}',
+                    stamp,
+                    stamp,
+                    encode_json(attributes),
+                    encode_json({'_aiida_hash': 'h' * 64}),
+                    '{}',
+                    user,
+                )
+            )
             if len(rows) == BATCH:
                 conn.executemany(INSERT_NODE, rows)
                 rows = []
         conn.executemany(INSERT_NODE, rows)
         for f in range(folders):
             tree = {'o': {f'file{j}.bin': {'k': keys[f * FILES_PER_FOLDER + j]} for j in range(FILES_PER_FOLDER)}}
-            conn.execute(INSERT_NODE, (new_uuid(), 'data.core.folder.FolderData.', f'f{f}', stamp, stamp, '{}', '{}',
-                                       encode_json(tree), user))
+            conn.execute(
+                INSERT_NODE,
+                (
+                    new_uuid(),
+                    'data.core.folder.FolderData.',
+                    f'f{f}',
+                    stamp,
+                    stamp,
+                    '{}',
+                    '{}',
+                    encode_json(tree),
+                    user,
+                ),
+            )
         previous = _insert(conn, 'data.core.int.Int.', 'root', {'value': 0}, stamp, user)
         for k in range(n_chain):
             y = _insert(conn, 'data.core.int.Int.', f'y{k}', {'value': k}, stamp, user)
             calc = _insert(conn, 'process.calculation.CalculationNode.', f'c{k}', {'sealed': True}, stamp, user)
             out = _insert(conn, 'data.core.int.Int.', f'o{k}', {'value': k + 1}, stamp, user)
-            conn.executemany(INSERT_LINK, [(previous, calc, 'x', 'input_calc'), (y, calc, 'y', 'input_calc'),
-                                           (calc, out, 'result', 'create')])
+            conn.executemany(
+                INSERT_LINK,
+                [(previous, calc, 'x', 'input_calc'), (y, calc, 'y', 'input_calc'), (calc, out, 'result', 'create')],
+            )
             previous = out
         (count,) = conn.execute('SELECT count(*) FROM db_dbnode').fetchone()
     return count
 
 
 def _insert(conn, node_type: str, label: str, attributes: dict, stamp: str, user: int) -> int:
-    return conn.execute(INSERT_NODE + ' RETURNING id', (new_uuid(), node_type, label, stamp, stamp,
-                                                        encode_json(attributes), '{}', '{}', user)).fetchone()[0]
+    return conn.execute(
+        INSERT_NODE + ' RETURNING id',
+        (new_uuid(), node_type, label, stamp, stamp, encode_json(attributes), '{}', '{}', user),
+    ).fetchone()[0]
 
 
 # --- subprocess steps ---------------------------------------------------------------------------------------------
@@ -151,11 +179,26 @@ def write_results(path: Path, runs: list[dict]) -> None:
     for key, metric in (('create_s', 'create_archive(all)'), ('import_s', 'import_archive(fresh profile)')):
         values = sorted(run[key] for run in runs)
         median = values[len(values) // 2]
-        records.append({'backend': 'sqlitedos', 'workload': 'W6', 'metric': metric, 'n_ops': runs[0]['nodes'],
-                        'unit': 'nodes', 'archive_bytes': runs[0]['archive_bytes'], 'seconds': median,
-                        'ops_per_s': runs[0]['nodes'] / median, 'runs': values})
-    meta = {'tool': 'archive_memory.py', 'python': platform.python_version(), 'sqlite': sqlite3.sqlite_version,
-            'reps': len(runs), 'date': time.strftime('%Y-%m-%dT%H:%M:%S')}
+        records.append(
+            {
+                'backend': 'sqlitedos',
+                'workload': 'W6',
+                'metric': metric,
+                'n_ops': runs[0]['nodes'],
+                'unit': 'nodes',
+                'archive_bytes': runs[0]['archive_bytes'],
+                'seconds': median,
+                'ops_per_s': runs[0]['nodes'] / median,
+                'runs': values,
+            }
+        )
+    meta = {
+        'tool': 'archive_memory.py',
+        'python': platform.python_version(),
+        'sqlite': sqlite3.sqlite_version,
+        'reps': len(runs),
+        'date': time.strftime('%Y-%m-%dT%H:%M:%S'),
+    }
     path.write_text(json.dumps({'meta': meta, 'results': records}, indent=1))
 
 
@@ -186,9 +229,11 @@ def main() -> None:
     small = measure(args.n, 0, args.n // 4)
     big = measure(10 * args.n, 0, 10 * args.n // 4)
     for label, run in (('small', small), ('big', big)):
-        print(f'{label}: {run["nodes"]} nodes, {args.n // 4 * (10 if label == "big" else 1)} files, '
-              f'{run["archive_bytes"] / 1e6:.1f} MB archive; create {run["create_s"]:.2f} s, peak RSS '
-              f'{run["create_rss_mib"]:.1f} MiB; import {run["import_s"]:.2f} s, peak RSS {run["import_rss_mib"]:.1f} MiB')
+        print(
+            f'{label}: {run["nodes"]} nodes, {args.n // 4 * (10 if label == "big" else 1)} files, '
+            f'{run["archive_bytes"] / 1e6:.1f} MB archive; create {run["create_s"]:.2f} s, peak RSS '
+            f'{run["create_rss_mib"]:.1f} MiB; import {run["import_s"]:.2f} s, peak RSS {run["import_rss_mib"]:.1f} MiB'
+        )
     for step in ('import', 'create'):
         ratio = big[f'{step}_rss_mib'] / small[f'{step}_rss_mib']
         print(f'{step} peak RSS ratio big/small: {ratio:.2f} ({"PASS" if ratio <= 1.5 else "FAIL"}: limit 1.5)')

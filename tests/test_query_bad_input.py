@@ -86,6 +86,8 @@ CASES = {
     'unknown cast': (base(project=[{'attributes.x': {'cast': 'q'}}]), "'q'"),
     'projected twice': (base(project=['id', 'id']), "'id'"),
     'limit not int': (base(limit='5'), 'limit'),
+    'limit beyond 64 bits': (base(limit=2**63), 'limit'),
+    'offset beyond 64 bits': (base(offset=2**63), 'offset'),
     'negative offset': (base(offset=-1), 'offset'),
     'edge filter on fk join': (joined('with_user', orm_base='user'), None),
     'tag with --': (dict(base(), path=[dict(base()['path'][0], tag='a--b')]), "'a--b'"),

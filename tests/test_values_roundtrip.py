@@ -37,7 +37,7 @@ def aiida_reads_back(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [aiida_reads_back(item) for item in value]
     if isinstance(value, float):
-        text = '%.14g' % value
+        text = format(value, '.14g')
         return int(float(text)) if 'e' in text and float(text).is_integer() else float(text)
     return value
 

@@ -109,7 +109,7 @@ class QueryBackend:
         if known is not None and known[0] == stamp:
             return walk.sql if known[1] else compiled.sql
         total = self._execute(MAX_NODE_ID, ()).fetchone()[0] or 0
-        bound = math.isqrt(4 * walk.rows_needed * total) + 1
+        bound = min(math.isqrt(4 * walk.rows_needed * total) + 1, 2**63 - 1)
         (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
         if len(choices) >= COMPILE_CACHE_SIZE:
             del choices[next(iter(choices))]

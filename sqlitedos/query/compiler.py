@@ -81,8 +81,8 @@ def validate(qdict: Any) -> list[Vertex]:
                 raise InputValidationError(f'unknown tag {tag!r} in "{key}"; the tags are {sorted(known)}')
     for name in ('limit', 'offset'):
         value = qdict.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise InputValidationError(f'"{name}" must be a non-negative int or None, not {value!r}')
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63):
+            raise InputValidationError(f'"{name}" must be a non-negative 64-bit int or None, not {value!r}')
     return vertices
 
 

@@ -13,8 +13,9 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import pytest
 
@@ -74,12 +75,12 @@ def make_aiida_profile() -> Callable[..., AiidaProfile]:
 
 
 @pytest.fixture
-def load_in_aiida() -> Callable[..., ContextManager[Any]]:
+def load_in_aiida() -> Callable[..., AbstractContextManager[Any]]:
     """``with load_in_aiida(path, email) as storage:`` runs aiida's ORM on the storage folder at ``path``."""
     return aiida_loaded
 
 
 @pytest.fixture
-def open_in_aiida() -> Callable[[Path | str], ContextManager[Any]]:
+def open_in_aiida() -> Callable[[Path | str], AbstractContextManager[Any]]:
     """``with open_in_aiida(path) as storage:`` opens the folder with aiida's ``SqliteDosStorage`` directly."""
     return aiida_storage
