@@ -249,6 +249,18 @@ class StorageBackend:
             raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
         return self._thread_session()
 
+    def _cached_repository(self, create: Callable[[], Any]) -> Any:
+        """The storage's repository backend, made by ``create()`` on first use; every thread gets the same one."""
+        repository = self.__dict__.get('_repository')
+        if repository is None:
+            with self._sessions_lock:
+                if self._closed:
+                    raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+                repository = self.__dict__.get('_repository')
+                if repository is None:
+                    repository = self._repository = create()
+        return repository
+
     def _thread_session(self) -> Session:  # pragma: no cover - every backend overrides it
         raise NotImplementedError
 

@@ -23,7 +23,6 @@ from sqlitedos.db import (
     translate_errors,
 )
 from sqlitedos.exceptions import (
-    ClosedStorage,
     CorruptStorage,
     IncompatibleStorageSchema,
     InvalidOperation,
@@ -319,15 +318,7 @@ class SqliteDosStorage(StorageBackend):
 
     def get_repository(self) -> DiskObjectStoreRepositoryBackend:
         """The repository backend over the storage's container (one per storage object, opened on first use)."""
-        repository = self.__dict__.get('_repository')
-        if repository is None:
-            with self._sessions_lock:  # two threads asking first must get the same object
-                if self.is_closed:
-                    raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
-                repository = self.__dict__.get('_repository')
-                if repository is None:
-                    repository = self._repository = DiskObjectStoreRepositoryBackend(self.filepath_container)
-        return repository
+        return self._cached_repository(lambda: DiskObjectStoreRepositoryBackend(self.filepath_container))
 
     def _close_repository(self) -> None:
         repository = self.__dict__.pop('_repository', None)

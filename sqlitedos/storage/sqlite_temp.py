@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlitedos import migrate
 from sqlitedos.db import Session, connect
-from sqlitedos.exceptions import ClosedStorage
 from sqlitedos.profile import Profile, TempStorageModel
 from sqlitedos.repository.sandbox import SandboxShaRepositoryBackend
 from sqlitedos.storage.base import StorageBackend, ensure_user
@@ -101,17 +100,13 @@ class SqliteTempBackend(StorageBackend):
 
     def get_repository(self) -> SandboxShaRepositoryBackend:
         """The sandbox repository in the profile's ``filepath`` (created on first write, erased on close)."""
-        repository = self.__dict__.get('_repository')
-        if repository is None:
-            with self._sessions_lock:  # two threads asking first must get the same sandbox
-                if self.is_closed:
-                    raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
-                repository = self.__dict__.get('_repository')
-                if repository is None:
-                    repository = SandboxShaRepositoryBackend(self.profile.storage_config.get('filepath'))
-                    self._repository_finalizer = weakref.finalize(self, repository.erase)
-                    self._repository = repository
-        return repository
+
+        def create() -> SandboxShaRepositoryBackend:
+            repository = SandboxShaRepositoryBackend(self.profile.storage_config.get('filepath'))
+            self._repository_finalizer = weakref.finalize(self, repository.erase)
+            return repository
+
+        return self._cached_repository(create)
 
     def _erase_repository(self) -> None:
         self.__dict__.pop('_repository', None)
