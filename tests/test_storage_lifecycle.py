@@ -49,6 +49,30 @@ def test_fixture_storage_opens_without_writing(fixture_profile_path: Path, manif
     assert storage.get_global_variable('repository|uuid') == storage.get_container().container_id
     (count,) = storage.get_session().execute('SELECT count(*) FROM db_dbnode').fetchone()
     assert count == len(manifest['nodes'])
+    # Reading takes locks and opens the container: still nothing may be written.
+    repository = storage.get_repository()
+    keys = list(repository.list_objects())
+    assert keys and all(repository.get_object_content(key) for key in keys)
+    assert (
+        storage.query().count(
+            {
+                'path': [
+                    {
+                        'entity_type': '',
+                        'orm_base': 'node',
+                        'tag': 'n',
+                        'joining_keyword': None,
+                        'joining_value': None,
+                        'edge_tag': None,
+                        'outerjoin': False,
+                    }
+                ],
+                'filters': {'n': {'node_type': {'like': 'data.%'}}},
+                'project': {'n': ['id']},
+            }
+        )
+        > 0
+    )
     storage.close()
     assert snapshot(fixture_profile_path) == before
 
