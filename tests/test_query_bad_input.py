@@ -7,31 +7,9 @@ import copy
 import pytest
 
 from sqlitedos.exceptions import InputValidationError
+from tests.querydicts import node_query
 
-
-def base(filters=None, project=None, **extra):
-    data = {
-        'path': [
-            {
-                'entity_type': '',
-                'orm_base': 'node',
-                'tag': 'n',
-                'joining_keyword': None,
-                'joining_value': None,
-                'edge_tag': None,
-                'outerjoin': False,
-            }
-        ],
-        'filters': {'n': filters or {}},
-        'project': {'n': project if project is not None else ['id']},
-        'project_map': {},
-        'order_by': [],
-        'limit': None,
-        'offset': None,
-        'distinct': False,
-    }
-    data.update(extra)
-    return data
+base = node_query
 
 
 def joined(keyword='with_incoming', orm_base='node', **edge):

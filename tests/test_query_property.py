@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sqlitedos.db import encode_json
 from sqlitedos.query.operators import MISSING, OPERATORS
+from tests.querydicts import node_query
 
 INSERT_NODE = (
     'INSERT INTO db_dbnode (id, uuid, node_type, process_type, label, description, ctime, mtime, attributes, extras, '
@@ -157,26 +158,7 @@ def eval_spec(row: dict, spec: dict) -> bool | None:
 
 
 def query(spec: dict) -> dict:
-    return {
-        'path': [
-            {
-                'entity_type': '',
-                'orm_base': 'node',
-                'tag': 'n',
-                'joining_keyword': None,
-                'joining_value': None,
-                'edge_tag': None,
-                'outerjoin': False,
-            }
-        ],
-        'filters': {'n': spec},
-        'project': {'n': [{'id': {}}]},
-        'project_map': {},
-        'order_by': [],
-        'limit': None,
-        'offset': None,
-        'distinct': False,
-    }
+    return node_query(spec, [{'id': {}}])
 
 
 @pytest.fixture(scope='module')

@@ -20,6 +20,7 @@ from sqlitedos.exceptions import (
     NotExistentKeyError,
     UnreachableStorage,
 )
+from tests.querydicts import node_query
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
@@ -53,26 +54,7 @@ def test_fixture_storage_opens_without_writing(fixture_profile_path: Path, manif
     repository = storage.get_repository()
     keys = list(repository.list_objects())
     assert keys and all(repository.get_object_content(key) for key in keys)
-    assert (
-        storage.query().count(
-            {
-                'path': [
-                    {
-                        'entity_type': '',
-                        'orm_base': 'node',
-                        'tag': 'n',
-                        'joining_keyword': None,
-                        'joining_value': None,
-                        'edge_tag': None,
-                        'outerjoin': False,
-                    }
-                ],
-                'filters': {'n': {'node_type': {'like': 'data.%'}}},
-                'project': {'n': ['id']},
-            }
-        )
-        > 0
-    )
+    assert storage.query().count(node_query({'node_type': {'like': 'data.%'}})) > 0
     storage.close()
     assert snapshot(fixture_profile_path) == before
 
