@@ -7,6 +7,7 @@ columns are the constants below.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +15,16 @@ from sqlitedos.db import Fragment
 from sqlitedos.exceptions import InputValidationError
 from sqlitedos.tables import quote_identifier
 
-__all__ = ('JOINS', 'ORM_BASE_TABLES', 'RECURSIVE_EDGE_COLUMNS', 'Join', 'join_sql', 'lookup', 'recursive_cte_sql')
+__all__ = (
+    'JOINS',
+    'ORM_BASE_TABLES',
+    'RECURSIVE_EDGE_COLUMNS',
+    'Join',
+    'RecursiveColumns',
+    'join_sql',
+    'lookup',
+    'recursive_cte_sql',
+)
 
 #: The table of each ``orm_base``.
 ORM_BASE_TABLES: dict[str, str] = {
@@ -155,31 +165,66 @@ def _on(sql: str, extra: Fragment | None) -> Fragment:
     return Fragment(f'{sql} AND {extra.sql}', extra.params)
 
 
+class RecursiveColumns(enum.Enum):
+    """What a recursive edge carries, chosen from what the query uses of it.
+
+    ``NODES``: one row per (ancestor, descendant) pair, found with ``UNION``, so the cost is bounded by nodes and
+    links however many paths join them; ``depth`` is then not asked for. ``DEPTH``: the shortest depth of each pair
+    (``UNION`` over (pair, depth), then the minimum). ``PATHS``: one row per path with its depth (``UNION ALL``),
+    as aiida answers; the number of paths can grow exponentially with the graph's depth (bound it with a ``depth``
+    filter on the edge, which stops the recursion there).
+    """
+
+    NODES = 'nodes'
+    DEPTH = 'depth'
+    PATHS = 'paths'
+
+
 def recursive_cte_sql(
-    join: Join, name: str, old_table: str, anchor_alias: str, anchor_filter: Fragment, with_path: bool
+    join: Join,
+    name: str,
+    old_table: str,
+    anchor_alias: str,
+    anchor_filter: Fragment,
+    columns: RecursiveColumns = RecursiveColumns.NODES,
+    max_depth: int | None = None,
 ) -> Fragment:
-    """The recursive CTE ``name(ancestor_id, descendant_id, depth[, path])`` over create and input_calc links.
+    """The recursive CTE ``name(ancestor_id, descendant_id, depth, path)`` over create and input_calc links.
 
     The anchor starts from the links at the old vertex (restricted by that vertex's own filters, compiled on
-    ``anchor_alias``); direct neighbours have depth 0, as in aiida.
+    ``anchor_alias``); direct neighbours have depth 0, as in aiida. Columns the query does not use are NULL;
+    ``max_depth`` stops the recursion at that depth.
     """
     link = quote_identifier('db_dblink')
-    columns = 'ancestor_id, descendant_id, depth' + (', path' if with_path else '')
+    with_depth = columns is not RecursiveColumns.NODES
+    with_path = columns is RecursiveColumns.PATHS
     if join.descendants:
         anchor_on, step_on = 'l.input_id', 'l.input_id = c.descendant_id'
-        step_select = 'c.ancestor_id, l.output_id, c.depth + 1'
-        step_path = ", json_insert(c.path, '$[#]', l.output_id)"
+        step_ends = 'c.ancestor_id, l.output_id'
+        step_path = "json_insert(c.path, '$[#]', l.output_id)"
     else:
         anchor_on, step_on = 'l.output_id', 'l.output_id = c.ancestor_id'
-        step_select = 'l.input_id, c.descendant_id, c.depth + 1'
-        step_path = ", json('[' || l.input_id || ',' || substr(c.path, 2))"
-    anchor_path = ', json_array(l.input_id, l.output_id)' if with_path else ''
+        step_ends = 'l.input_id, c.descendant_id'
+        step_path = "json('[' || l.input_id || ',' || substr(c.path, 2))"
+    anchor_path = 'json_array(l.input_id, l.output_id)' if with_path else 'NULL'
+    walk = f'{name}_walk' if columns is RecursiveColumns.DEPTH else name
+    step_columns = f'{step_ends}, {"c.depth + 1" if with_depth else "0"}, {step_path if with_path else "NULL"}'
+    depth_limit = ''
+    params: tuple = anchor_filter.params
+    if max_depth is not None and with_depth:
+        depth_limit, params = ' AND c.depth < ?', (*params, max_depth)
+    union = 'UNION ALL' if with_path else 'UNION'
     sql = (
-        f'{name}({columns}) AS ('
-        f'SELECT l.input_id, l.output_id, 0{anchor_path} FROM {link} AS l '
+        f'{walk}(ancestor_id, descendant_id, depth, path) AS ('
+        f'SELECT l.input_id, l.output_id, 0, {anchor_path} FROM {link} AS l '
         f'JOIN {quote_identifier(old_table)} AS {anchor_alias} ON {anchor_on} = {anchor_alias}.{quote_identifier("id")} '
         f'WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL} AND {anchor_filter.sql} '
-        f'UNION ALL SELECT {step_select}{step_path if with_path else ""} FROM {name} AS c '
-        f'JOIN {link} AS l ON {step_on} WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL})'
+        f'{union} SELECT {step_columns} FROM {walk} AS c '
+        f'JOIN {link} AS l ON {step_on} WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL}{depth_limit})'
     )
-    return Fragment(sql, anchor_filter.params)
+    if columns is RecursiveColumns.DEPTH:
+        sql += (
+            f', {name}(ancestor_id, descendant_id, depth, path) AS (SELECT ancestor_id, descendant_id, min(depth), '
+            f'NULL FROM {walk} GROUP BY ancestor_id, descendant_id)'
+        )
+    return Fragment(sql, params)

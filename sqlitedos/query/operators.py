@@ -7,7 +7,8 @@ the number ``1``, an array index in a path selects an element, ``of_type: 'boole
 
 On JSON paths, comparisons (``==``, ``<``, ``like``, ``in``, ``of_length`` ...) are *false* (not NULL) where the
 path is missing or holds another JSON type, so their negations include such rows; ``contains``, ``has_key`` and
-``of_type`` are NULL on a missing path, so both they and their negations exclude it (PostgreSQL's behaviour).
+``of_type`` are NULL on a missing path, so both they and their negations exclude it (PostgreSQL's behaviour), except
+``of_type: 'null'``, which a missing path matches (as in both aiida backends).
 """
 
 from __future__ import annotations
@@ -16,14 +17,24 @@ import datetime as dt
 import json
 import re
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlitedos.db import Fragment, encode_datetime
+from sqlitedos.db import Fragment, encode_datetime, json_values_equal
 from sqlitedos.exceptions import InputValidationError
 
-__all__ = ('MISSING', 'OPERATORS', 'JsonRef', 'Operator', 'concat', 'encode_column_value', 'like_to_regex')
+__all__ = (
+    'MISSING',
+    'OPERATORS',
+    'JsonRef',
+    'Operator',
+    'check_operand',
+    'concat',
+    'encode_column_value',
+    'join_fragments',
+    'like_to_regex',
+)
 
 
 class _Missing:
@@ -37,17 +48,27 @@ MISSING = _Missing()
 Part = str | Fragment
 
 
-def concat(*parts: Part) -> Fragment:
-    """Join SQL text and fragments into one fragment, keeping the parameters in placeholder order."""
-    sql: list[str] = []
+def join_fragments(parts: Sequence[Part], glue: str = '', parens: bool = False) -> Fragment:
+    """The one way fragments are joined: SQL text and fragments, ``glue`` between them, in parentheses if asked,
+    with the parameters kept in placeholder order."""
+    sql: list[str] = ['('] if parens else []
     params: list[Any] = []
-    for part in parts:
+    for index, part in enumerate(parts):
+        if index and glue:
+            sql.append(glue)
         if isinstance(part, str):
             sql.append(part)
         else:
             sql.append(part.sql)
             params.extend(part.params)
+    if parens:
+        sql.append(')')
     return Fragment(''.join(sql), tuple(params))
+
+
+def concat(*parts: Part) -> Fragment:
+    """SQL text and fragments side by side (``join_fragments`` without glue)."""
+    return join_fragments(parts)
 
 
 @dataclass(frozen=True)
@@ -144,9 +165,18 @@ def encode_column_value(kind: str, value: Any, operator: str) -> Any:
 _JSON_TYPE_OF_KIND = {'str': ('text',), 'number': ('integer', 'real'), 'datetime': ('text',)}
 
 
+def _check_scalar(operator: str, value: Any) -> str:
+    """The kind of a value compared with a JSON value: a str, number (within 64 bits), bool or datetime."""
+    kind = _kind(value)
+    if kind not in ('bool', 'datetime', *_JSON_TYPE_OF_KIND):
+        raise _reject(operator, value, 'a str, int, float, bool or datetime')
+    check_int_range(operator, value)
+    return kind
+
+
 def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -> Fragment:
     """Typed comparison of a JSON value with a str, number, bool or datetime; false on other JSON types."""
-    kind = _kind(value)
+    kind = _check_scalar(operator, value)
     if kind == 'bool':
         as_int = concat('(CASE ', ref.type(), " WHEN 'true' THEN 1 ELSE 0 END)")
         return concat('(', ref.guard('true', 'false'), ' AND ', as_int, f' {sql_op} ?)', Fragment('', (int(value),)))
@@ -160,7 +190,6 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
             Fragment('', (value.astimezone(dt.timezone.utc).isoformat(),)),
         )
     if kind in _JSON_TYPE_OF_KIND:
-        check_int_range(operator, value)
         # The comparison first: SQLite evaluates AND left to right, so the type check parses only the matches.
         return concat(
             '(',
@@ -171,7 +200,7 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
             ref.guard(*_JSON_TYPE_OF_KIND[kind]),
             ')',
         )
-    raise _reject(operator, value, 'a str, int, float, bool or datetime')
+    raise AssertionError(kind)  # _check_scalar refused every other kind
 
 
 # --- the operators, SQL side -------------------------------------------------------------------------------------
@@ -334,18 +363,7 @@ def _in_json(ref: JsonRef, value: Any) -> Fragment:
 
 
 def _or(parts: list[Fragment]) -> Fragment:
-    if len(parts) == 1:
-        return parts[0]
-    return concat('(', *_interleave(parts, ' OR '), ')')
-
-
-def _interleave(parts: list[Fragment], separator: str) -> list[Part]:
-    out: list[Part] = []
-    for index, part in enumerate(parts):
-        if index:
-            out.append(separator)
-        out.append(part)
-    return out
+    return parts[0] if len(parts) == 1 else join_fragments(parts, ' OR ', parens=True)
 
 
 _TYPE_NAMES = {
@@ -364,6 +382,10 @@ def _check_of_type(value: Any) -> None:
 
 
 def _of_type_json(ref: JsonRef, value: Any) -> Fragment:
+    if value == 'null':
+        # A missing path is null too, as in both aiida backends (PostgreSQL's ``jsonb_typeof`` of a missing key is
+        # SQL NULL, which aiida's psql code counts as ``null`` on purpose).
+        return concat('(ifnull(', ref.type(), ", 'null') = 'null')")
     names = ', '.join(f"'{name}'" for name in _TYPE_NAMES[value])
     return concat('(', ref.type(), f' IN ({names}))')
 
@@ -442,20 +464,6 @@ def _length(sql_op: str) -> tuple[Callable, Callable]:  # the value is checked b
 # --- the Python twins ---------------------------------------------------------------------------------------------
 
 
-def _json_equal(stored: Any, value: Any) -> bool:
-    if isinstance(stored, bool) or isinstance(value, bool):
-        return isinstance(stored, bool) and isinstance(value, bool) and stored is value
-    if isinstance(stored, dict) and isinstance(value, dict):
-        return stored.keys() == value.keys() and all(_json_equal(stored[k], value[k]) for k in stored)
-    if isinstance(stored, list) and isinstance(value, (list, tuple)):
-        return len(stored) == len(value) and all(_json_equal(a, b) for a, b in zip(stored, value))
-    if isinstance(stored, (dict, list)) or isinstance(value, (dict, list, tuple)):
-        return False
-    if isinstance(stored, (int, float)) != isinstance(value, (int, float)):
-        return False
-    return stored == value
-
-
 def _twin_compare(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any, bool], bool | None]:
     def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
         if stored is MISSING or stored is None:
@@ -486,7 +494,7 @@ def _twin_eq(stored: Any, value: Any, on_json: bool = True) -> bool | None:
     if stored is None:
         return False if on_json else None
     if isinstance(value, (list, tuple, dict)):
-        return _json_equal(stored, value)
+        return json_values_equal(stored, value)
     return _twin_compare(lambda a, b: a == b)(stored, value, on_json)
 
 
@@ -539,7 +547,9 @@ def _json_type_name(stored: Any) -> str | None:
 
 def _twin_of_type(stored: Any, value: Any, on_json: bool = True) -> bool | None:
     name = _json_type_name(stored)
-    return None if name is None else name == value
+    if name is None:
+        return True if value == 'null' else None
+    return name == value
 
 
 def _twin_contains(stored: Any, value: Any, on_json: bool = True) -> bool | None:
@@ -617,3 +627,46 @@ def _table() -> dict[str, Operator]:
 #: Every filter operator by name. ``and``/``or`` inside an operator dict and the ``~``/``!`` negation prefix are
 #: handled by the compiler, which combines these rows.
 OPERATORS: dict[str, Operator] = _table()
+
+
+def check_operand(operator: Operator, name: str, field_kind: str, value: Any) -> None:
+    """Every error ``operator`` would raise on a field of ``field_kind`` (``'json'``: a path inside a JSON column)
+    and ``value``, raised before any SQL is built. ``name`` is the operator as written (``'!=='``)."""
+    operator.check(value)
+    on_json = field_kind == 'json'
+    if on_json and operator.on_json is None:
+        raise InputValidationError(f'operator {operator.name!r} does not apply to JSON values')
+    if not on_json and operator.on_column is None:
+        allowed = sorted(key for key, row in OPERATORS.items() if row.on_column is not None)
+        raise InputValidationError(
+            f'operator {operator.name!r} does not apply to a plain column; expected one of: {", ".join(allowed)}'
+        )
+    base = operator.name
+    if base == '==':
+        if on_json and _kind(value) not in ('null', 'list', 'dict'):
+            _check_scalar(base, value)
+        elif not on_json and value is not None:
+            encode_column_value(field_kind, value, base)
+    elif base in _COMPARISONS:
+        if on_json:
+            _check_scalar(base, value)
+        elif value is None or isinstance(value, (list, tuple, dict)):
+            raise _reject(base, value, 'a str, number or datetime')
+        else:
+            encode_column_value(field_kind, value, base)
+    elif base == 'in':
+        for item in value:
+            if on_json and _kind(item) in ('number', 'str'):
+                check_int_range('in', item)
+            elif on_json and _kind(item) not in ('bool', 'list', 'dict', 'datetime', 'null'):
+                raise _reject('in', item, 'JSON values (str, number, bool, list, dict) or datetimes')
+            elif not on_json and item is not None:
+                encode_column_value(field_kind, item, 'in')
+    elif base in _LENGTHS and not on_json and field_kind not in ('text', 'uuid'):
+        raise InputValidationError(
+            f'length operators apply to text columns and JSON arrays, not to a {field_kind} column'
+        )
+
+
+_COMPARISONS = frozenset({'<', '<=', '>', '>=', '=<', '=>'})
+_LENGTHS = frozenset({'of_length', 'longer', 'shorter'})

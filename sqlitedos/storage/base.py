@@ -24,6 +24,7 @@ from sqlitedos.db import (
 )
 from sqlitedos.exceptions import ClosedStorage, IntegrityError, NotExistentKeyError, ValidationError
 from sqlitedos.profile import Profile
+from sqlitedos.query.backend import QueryBackend, QueryCache
 from sqlitedos.tables import EntityTypes, Table, quote_identifier, table_for
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ class StorageBackend:
         self._sessions: list[Session] = []
         self._sessions_lock = threading.Lock()
         self._default_user: BackendUser | None = None
+        self._query_cache = QueryCache()
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -273,11 +275,9 @@ class StorageBackend:
         """The calling thread's ``sqlite3`` connection (aiida returns its SQLAlchemy session here)."""
         return self._session().connection
 
-    def query(self) -> Any:
+    def query(self) -> QueryBackend:
         """The backend query builder: runs query dicts (``count``, ``first``, ``iterall``, ``iterdict``, ...)."""
-        from sqlitedos.query.backend import QueryBackend
-
-        return QueryBackend(self)
+        return QueryBackend(self, self._query_cache)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
