@@ -137,7 +137,7 @@ def _decode_plan(
         if projection.entity is not None:
             decode = _entity_decoder(projection.entity, decode, build)
         plan.append((decode, start))
-        start += len(projection.sql)
+        start += len(projection.cells)
     return plan
 
 

@@ -147,7 +147,7 @@ def _write_statement(query: ParsedQuery, projections: tuple[Projection, ...], ct
     if ctes:
         ctx.add('WITH RECURSIVE ').add_list(ctes).add(' ')
     ctx.add('SELECT DISTINCT ' if query.distinct else 'SELECT ')
-    ctx.add_list([cell for projection in projections for cell in projection.sql])
+    ctx.add_list([cell for projection in projections for cell in projection.cells])
     ctx.add(' ', from_clause)
     if where:
         ctx.add(' WHERE ').add_list(where, ' AND ')

@@ -109,7 +109,7 @@ def cast_sql(ref: JsonRef, cast: str | None) -> tuple[Fragment, Decoder]:
 
 @dataclass(frozen=True)
 class Projection:
-    """One projected value: its output key, its SQL expressions (cells), and how those cells become the value.
+    """One projected value: its output key, its SQL expressions (``cells``, one result column each), and how those cells become the value.
 
     ``decode(row, start)`` turns the cells from ``row[start]`` on into the value; ``plain`` when that is the cell
     itself; ``typed`` for a JSON value given as (json_type, json_extract); ``entity`` (an orm_base) when the cells
@@ -117,7 +117,7 @@ class Projection:
 
     tag: str
     key: str
-    sql: tuple[Fragment, ...]
+    cells: tuple[Fragment, ...]
     decode: Callable[[tuple, int], Any]
     plain: bool = False
     typed: bool = False
