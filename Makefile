@@ -46,10 +46,11 @@ bench: $(VENV)/.stamp ## run the benchmarks against the raw sqlite3/disk-objects
 bench-aiida: $(VENV)/.stamp $(VENV_AIIDA)/.stamp ## the benchmarks with aiida-core side by side
 	$(VENV)/bin/python bench/run.py --n $(N) --aiida-python $(VENV_AIIDA)/bin/python
 
-lint: $(VENV)/.stamp ## check style with ruff
-	$(VENV)/bin/pip install --quiet 'ruff==0.17.6'
+lint: $(VENV)/.stamp ## check style with ruff and types with mypy (versions pinned in pyproject's lint extra)
+	$(VENV)/bin/pip install --quiet -e '.[lint]'
 	$(VENV)/bin/ruff check sqlitedos tests bench
 	$(VENV)/bin/ruff format --check sqlitedos tests bench
+	$(VENV)/bin/mypy
 
 clean: ## remove the virtual environments and build output
 	rm -rf $(VENV) $(VENV_AIIDA) build dist .pytest_cache .hypothesis

@@ -331,8 +331,9 @@ class QueryBackend:
         """aiida's node statistics: ``total``, ``types`` (node_type -> count), ``ctime_by_day`` (date -> count)."""
         if user_pk is not None and (isinstance(user_pk, bool) or not isinstance(user_pk, int)):
             raise InputValidationError(f'user_pk must be an int, not {user_pk!r}')
+        params: tuple[int, ...] = ()
         if user_pk is None:
-            statements, params = (CREATION_TOTAL, CREATION_TYPES, CREATION_DAYS), ()
+            statements = (CREATION_TOTAL, CREATION_TYPES, CREATION_DAYS)
         else:
             statements, params = (CREATION_TOTAL_OF_USER, CREATION_TYPES_OF_USER, CREATION_DAYS_OF_USER), (user_pk,)
         total = self._execute(statements[0], params).fetchone()[0]

@@ -206,20 +206,21 @@ class QueryBuilder:
             }
         )
         self._changed()
-        self._tag_set.update((tag, edge_tag) if keyword is not None else (tag,))
+        self._tag_set.add(tag)
         self._filters[tag] = self._type_filters(entity_type, orm_base, subclassing)
         self._projections[tag] = []
-        if keyword is not None:
-            self._filters[edge_tag] = {}
-            self._projections[edge_tag] = []
         if filters:
             self.add_filter(tag, filters)
         if project is not None:
             self.add_projection(tag, project)
-        if edge_filters:
-            self.add_filter(edge_tag, edge_filters)
-        if edge_project is not None:
-            self.add_projection(edge_tag, edge_project)
+        if keyword is not None and edge_tag is not None:
+            self._tag_set.add(edge_tag)
+            self._filters[edge_tag] = {}
+            self._projections[edge_tag] = []
+            if edge_filters:
+                self.add_filter(edge_tag, edge_filters)
+            if edge_project is not None:
+                self.add_projection(edge_tag, edge_project)
         return self
 
     def _unique_tag(self, basename: str) -> str:

@@ -255,7 +255,7 @@ def _pk_walk(
         column == 'node_type' or column in _UNINDEXED_COLUMNS for column in columns
     ):
         return None
-    type_filters = [part for part, column in zip(parts, columns) if column == 'node_type']
+    type_filters = [part for part, column in zip(parts, columns) if column == 'node_type' and part is not None]
     probe = compile_filter(type_filters[0] if len(type_filters) == 1 else Combination('AND', tuple(type_filters)), 't0')
     table = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
     walk = _write_statement(query, projections, Context(not_indexed=True, recursive=recursive))

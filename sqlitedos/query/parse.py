@@ -341,7 +341,7 @@ def projection_entries(tag: str, spec: Any) -> list[tuple[str, dict]]:
         spec = [spec]
     if not isinstance(spec, (list, tuple)):
         raise InputValidationError(f'the projections of tag {tag!r} must be a str, dict or list, not {spec!r}')
-    entries = []
+    entries: list[tuple[str, dict]] = []
     for entry in spec:
         if isinstance(entry, str):
             entries.append((entry, {}))

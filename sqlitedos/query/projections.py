@@ -159,7 +159,14 @@ def compile_projection(spec: ProjectionSpec, alias: str) -> Projection:
             decoder = int if func == 'count' else decoder
     if decoder is _identity:
         return Projection(spec.tag, spec.key, (expression,), _cell, plain=True)
-    return Projection(spec.tag, spec.key, (expression,), lambda row, i, d=decoder: d(row[i]))
+    return Projection(spec.tag, spec.key, (expression,), _apply(decoder))
+
+
+def _apply(decoder: Decoder) -> Callable[[tuple, int], Any]:
+    def decode(row: tuple, index: int) -> Any:
+        return decoder(row[index])
+
+    return decode
 
 
 # --- ordering -----------------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def _bulk_plan(entity_type: EntityTypes) -> _BulkPlan:
 def _bulk_params(plan: _BulkPlan, rows: Sequence[Mapping[str, Any]], allow_defaults: bool) -> list[Sequence[Any]]:
     """The parameter tuples of ``rows``, checking key sets and filling defaults; nothing is written here."""
     keyset, getter, encoded = plan.keyset, plan.getter, _bulk_encoders(plan)
-    params = []
+    params: list[Sequence[Any]] = []
     try:
         for row in rows:
             if row.keys() != keyset:
@@ -171,7 +171,7 @@ def _bulk_params(plan: _BulkPlan, rows: Sequence[Mapping[str, Any]], allow_defau
                         f'{"a subset of " if allow_defaults else ""}{sorted(keyset)}'
                     )
                 row = {name: row[name] if name in row else plan.defaults[name]() for name in plan.fields}
-            values = getter(row)
+            values: Any = getter(row)
             if encoded:
                 values = list(values)
                 for index, encode in encoded:
