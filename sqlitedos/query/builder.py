@@ -14,7 +14,7 @@ from typing import Any
 from sqlitedos.exceptions import InputValidationError, MultipleObjectsError, NotExistent
 from sqlitedos.query.backend import PreparedQuery, QueryBackend
 from sqlitedos.query.joins import JOIN_KEYWORDS, ORM_BASE_TABLES
-from sqlitedos.query.parse import order_specs, projection_entries
+from sqlitedos.query.parse import check_paging, order_specs, projection_entries
 
 __all__ = ('QueryBuilder', 'escape_for_sql_like', 'group_type_filter', 'node_type_filter')
 
@@ -302,16 +302,12 @@ class QueryBuilder:
         return self
 
     def limit(self, limit: int | None) -> QueryBuilder:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise InputValidationError(f'limit must be an int or None, not {limit!r}')
-        self._limit = limit
+        self._limit = check_paging('limit', limit)
         self._changed()
         return self
 
     def offset(self, offset: int | None) -> QueryBuilder:
-        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
-            raise InputValidationError(f'offset must be an int or None, not {offset!r}')
-        self._offset = offset
+        self._offset = check_paging('offset', offset)
         self._changed()
         return self
 

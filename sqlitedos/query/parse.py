@@ -26,6 +26,7 @@ __all__ = (
     'ParsedQuery',
     'ProjectionSpec',
     'Vertex',
+    'check_paging',
     'order_entries',
     'parse_query',
     'projection_entries',
@@ -187,7 +188,7 @@ def parse_query(qdict: Any) -> ParsedQuery:
         parsed = _parse_filter_spec(scopes[tag], spec) if spec else None
         if parsed is not None:
             filters[tag] = parsed
-    paging = {name: _parse_paging(name, qdict.get(name)) for name in ('limit', 'offset')}
+    paging = {name: check_paging(name, qdict.get(name)) for name in ('limit', 'offset')}
     return ParsedQuery(
         vertices=vertices,
         scopes=scopes,
@@ -201,7 +202,8 @@ def parse_query(qdict: Any) -> ParsedQuery:
     )
 
 
-def _parse_paging(name: str, value: Any) -> int | None:
+def check_paging(name: str, value: Any) -> int | None:
+    """``limit`` or ``offset``: a non-negative 64-bit int, or None."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63):
         raise InputValidationError(f'"{name}" must be a non-negative 64-bit int or None, not {value!r}')
     return value
