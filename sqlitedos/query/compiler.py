@@ -182,9 +182,9 @@ def _from_clause(query: ParsedQuery, ctx: Context) -> tuple[list[Fragment], Frag
             )
         vertex_on = edge_on = None
         if vertex.outer:
-            vertex_on = compile_filter(query.filters.get(vertex.tag), vertex.alias)
+            vertex_on = _optional_filter(query.filters.get(vertex.tag), vertex.alias)
             if vertex.edge_has_columns:
-                edge_on = compile_filter(query.filters.get(vertex.edge_tag), vertex.edge_alias)
+                edge_on = _optional_filter(query.filters.get(vertex.edge_tag), vertex.edge_alias)
         clauses.extend(
             [
                 ' ',
@@ -201,6 +201,10 @@ def _from_clause(query: ParsedQuery, ctx: Context) -> tuple[list[Fragment], Frag
             ]
         )
     return ctes, join_fragments(clauses)
+
+
+def _optional_filter(node: Filter | None, alias: str) -> Fragment | None:
+    return None if node is None else compile_filter(node, alias)
 
 
 def _depth_bound(node: Filter | None) -> int | None:

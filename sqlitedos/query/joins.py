@@ -13,6 +13,7 @@ from typing import Literal
 
 from sqlitedos.db import Fragment
 from sqlitedos.exceptions import InputValidationError
+from sqlitedos.query.operators import Part, join_fragments
 from sqlitedos.tables import quote_identifier
 
 __all__ = (
@@ -150,19 +151,17 @@ def join_sql(
         edge_source = f'{quote_identifier(join.edge_table)} AS {edge_alias}'
         old_end, new_end = _q(edge_alias, join.edge_old), _q(edge_alias, join.edge_new)
     vertex = _on(f'JOIN {quote_identifier(table)} AS {alias} ON {_q(alias, "id")} = {new_end}', vertex_on)
+    old_on = f' ON {old_end} = {_q(old_alias, "id")}'
     if outer:
         # Edge and vertex join as one unit: an edge whose vertex fails the vertex's filters leaves both NULL.
-        nested = f'{kind} ({edge_source} {vertex.sql}) ON {old_end} = {_q(old_alias, "id")}'
-        on = _on(nested, edge_on)
-        return Fragment(on.sql, vertex.params + on.params)
-    edge = _on(f'JOIN {edge_source} ON {old_end} = {_q(old_alias, "id")}', edge_on)
-    return Fragment(f'{edge.sql} {vertex.sql}', edge.params + vertex.params)
+        nested = join_fragments([f'{kind} ({edge_source} ', vertex, ')', old_on])
+        return _on(nested, edge_on)
+    return join_fragments([_on(f'JOIN {edge_source}{old_on}', edge_on), vertex], ' ')
 
 
-def _on(sql: str, extra: Fragment | None) -> Fragment:
-    if extra is None or extra.sql == '1':
-        return Fragment(sql)
-    return Fragment(f'{sql} AND {extra.sql}', extra.params)
+def _on(clause: Part, extra: Fragment | None) -> Fragment:
+    """``clause``, and ``AND extra`` when there is a condition to add to its ``ON``."""
+    return join_fragments([clause] if extra is None else [clause, extra], ' AND ')
 
 
 class RecursiveColumns(enum.Enum):
@@ -209,22 +208,22 @@ def recursive_cte_sql(
     anchor_path = 'json_array(l.input_id, l.output_id)' if with_path else 'NULL'
     walk = f'{name}_walk' if columns is RecursiveColumns.DEPTH else name
     step_columns = f'{step_ends}, {"c.depth + 1" if with_depth else "0"}, {step_path if with_path else "NULL"}'
-    depth_limit = ''
-    params: tuple = anchor_filter.params
-    if max_depth is not None and with_depth:
-        depth_limit, params = ' AND c.depth < ?', (*params, max_depth)
     union = 'UNION ALL' if with_path else 'UNION'
-    sql = (
-        f'{walk}(ancestor_id, descendant_id, depth, path) AS ('
-        f'SELECT l.input_id, l.output_id, 0, {anchor_path} FROM {link} AS l '
-        f'JOIN {quote_identifier(old_table)} AS {anchor_alias} ON {anchor_on} = {anchor_alias}.{quote_identifier("id")} '
-        f'WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL} AND {anchor_filter.sql} '
-        f'{union} SELECT {step_columns} FROM {walk} AS c '
-        f'JOIN {link} AS l ON {step_on} WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL}{depth_limit})'
-    )
+    parts: list[Part] = [
+        f'{walk}(ancestor_id, descendant_id, depth, path) AS (',
+        f'SELECT l.input_id, l.output_id, 0, {anchor_path} FROM {link} AS l ',
+        f'JOIN {quote_identifier(old_table)} AS {anchor_alias} ON {anchor_on} = {anchor_alias}.{quote_identifier("id")} ',
+        f'WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL} AND ',
+        anchor_filter,
+        f' {union} SELECT {step_columns} FROM {walk} AS c ',
+        f'JOIN {link} AS l ON {step_on} WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL}',
+    ]
+    if max_depth is not None and with_depth:
+        parts.append(Fragment(' AND c.depth < ?', (max_depth,)))
+    parts.append(')')
     if columns is RecursiveColumns.DEPTH:
-        sql += (
+        parts.append(
             f', {name}(ancestor_id, descendant_id, depth, path) AS (SELECT ancestor_id, descendant_id, min(depth), '
             f'NULL FROM {walk} GROUP BY ancestor_id, descendant_id)'
         )
-    return Fragment(sql, params)
+    return join_fragments(parts)
