@@ -120,3 +120,15 @@ def test_bad_input_raises_before_running(temp_storage, name):
 def test_integers_beyond_64_bits(temp_storage, spec):
     with pytest.raises(InputValidationError, match='64 bits'):
         temp_storage.query().count(base(spec))
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_bad_input_is_refused_by_the_parser(name):
+    """Every check happens once, where the dict is parsed: the compiler and the backend trust what they get."""
+    from sqlitedos.query.parse import parse_query
+
+    data, fragment = CASES[name]
+    with pytest.raises(InputValidationError) as info:
+        parse_query(data)
+    if fragment:
+        assert fragment in str(info.value), str(info.value)
