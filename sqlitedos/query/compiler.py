@@ -8,9 +8,8 @@ primary-key walk, which recursive edges carry paths or depths); no compiled SQL 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlitedos.db import Fragment
 from sqlitedos.query import joins as joins_module
@@ -268,7 +267,3 @@ def _pk_walk(
         probe=join_fragments([f'SELECT count(*) FROM (SELECT 1 {table} WHERE ', probe, ' LIMIT ?)']),
         rows_needed=query.limit + (query.offset or 0),
     )
-
-
-#: For callers that build entities from ``*`` projections: ``build(orm_base, row_dict)``.
-EntityBuilder = Callable[[str, dict[str, Any]], Any]

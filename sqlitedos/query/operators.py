@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import uuid as uuid_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlitedos.db import Fragment, encode_datetime, json_values_equal
+from sqlitedos.db import Fragment, encode_datetime
 from sqlitedos.exceptions import InputValidationError
+from sqlitedos.query.twins import (
+    MISSING,
+    like_to_regex,
+    twin_compare,
+    twin_contains,
+    twin_eq,
+    twin_has_key,
+    twin_in,
+    twin_length,
+    twin_like,
+    twin_of_type,
+)
 
 __all__ = (
     'MISSING',
@@ -36,14 +47,6 @@ __all__ = (
     'like_to_regex',
 )
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return 'MISSING'
-
-
-#: The twin's stand-in for a JSON path that does not exist in the stored document.
-MISSING = _Missing()
 
 Part = str | Fragment
 
@@ -461,122 +464,6 @@ def _length(sql_op: str) -> tuple[Callable, Callable]:  # the value is checked b
     return on_column, on_json
 
 
-# --- the Python twins ---------------------------------------------------------------------------------------------
-
-
-def _twin_compare(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any, bool], bool | None]:
-    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-        if stored is MISSING or stored is None:
-            return False if on_json else None
-        if isinstance(value, bool):
-            return isinstance(stored, bool) and test(int(stored), int(value))
-        if isinstance(value, (int, float)):
-            ok = isinstance(stored, (int, float)) and not isinstance(stored, bool)
-            return ok and test(stored, value)
-        if isinstance(value, str):
-            return isinstance(stored, str) and test(stored, value)
-        if isinstance(value, dt.datetime):
-            return isinstance(stored, (str, dt.datetime)) and test(_as_datetime(stored), value)
-        return False
-
-    return matches
-
-
-def _as_datetime(stored: Any) -> dt.datetime:
-    return stored if isinstance(stored, dt.datetime) else dt.datetime.fromisoformat(stored)
-
-
-def _twin_eq(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    if value is None:
-        return False if on_json else stored is None
-    if stored is MISSING:
-        return False
-    if stored is None:
-        return False if on_json else None
-    if isinstance(value, (list, tuple, dict)):
-        return json_values_equal(stored, value)
-    return _twin_compare(lambda a, b: a == b)(stored, value, on_json)
-
-
-def like_to_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """The regular expression equivalent to a SQL ``LIKE`` pattern with escape character ``\\``."""
-    out, index = [], 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == '\\' and index + 1 < len(pattern):
-            out.append(re.escape(pattern[index + 1]))
-            index += 2
-            continue
-        out.append('.*' if char == '%' else '.' if char == '_' else re.escape(char))
-        index += 1
-    # SQLite's lower() folds ASCII letters only.
-    return re.compile(''.join(out), re.DOTALL | (re.IGNORECASE | re.ASCII if ignore_case else 0))
-
-
-def _twin_like(ignore_case: bool) -> Callable[[Any, Any, bool], bool | None]:
-    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-        if stored is MISSING or stored is None:
-            return False if on_json else None
-        if not isinstance(stored, str):
-            return False if on_json else like_to_regex(value, ignore_case).fullmatch(str(stored)) is not None
-        return like_to_regex(value, ignore_case).fullmatch(stored) is not None
-
-    return matches
-
-
-def _twin_in(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    results = [_twin_eq(stored, item, on_json) for item in value]
-    if any(result is True for result in results):
-        return True
-    return None if any(result is None for result in results) else False
-
-
-def _json_type_name(stored: Any) -> str | None:
-    if stored is MISSING:
-        return None
-    if stored is None:
-        return 'null'
-    if isinstance(stored, bool):
-        return 'boolean'
-    if isinstance(stored, (int, float)):
-        return 'number'
-    if isinstance(stored, str):
-        return 'string'
-    return 'array' if isinstance(stored, list) else 'object'
-
-
-def _twin_of_type(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    name = _json_type_name(stored)
-    if name is None:
-        return True if value == 'null' else None
-    return name == value
-
-
-def _twin_contains(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    from sqlitedos.db import _contains
-
-    return None if stored is MISSING else _contains(stored, value)
-
-
-def _twin_has_key(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    if stored is MISSING:
-        return None
-    if isinstance(stored, dict):
-        return value in stored
-    if isinstance(stored, list):
-        return any(isinstance(item, str) and item == value for item in stored)
-    return isinstance(stored, str) and stored == value
-
-
-def _twin_length(test: Callable[[int, int], bool]) -> Callable[[Any, Any, bool], bool | None]:
-    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-        if not on_json:
-            return None if stored is None else test(len(stored), value)
-        return isinstance(stored, list) and test(len(stored), value)
-
-    return matches
-
-
 # --- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -598,13 +485,13 @@ class Operator:
 
 def _table() -> dict[str, Operator]:
     rows = [
-        Operator('==', _eq_column, _eq_json, _no_check, _twin_eq),
-        Operator('like', _like_column, _like_json, _check_like_pattern('like'), _twin_like(False)),
-        Operator('ilike', _ilike_column, _ilike_json, _check_like_pattern('ilike'), _twin_like(True)),
-        Operator('in', _in_column, _in_json, _check_in, _twin_in),
-        Operator('of_type', None, _of_type_json, _check_of_type, _twin_of_type),
-        Operator('contains', None, _contains_json, _check_json_value('contains'), _twin_contains),
-        Operator('has_key', None, _has_key_json, _check_str('has_key'), _twin_has_key),
+        Operator('==', _eq_column, _eq_json, _no_check, twin_eq),
+        Operator('like', _like_column, _like_json, _check_like_pattern('like'), twin_like(False)),
+        Operator('ilike', _ilike_column, _ilike_json, _check_like_pattern('ilike'), twin_like(True)),
+        Operator('in', _in_column, _in_json, _check_in, twin_in),
+        Operator('of_type', None, _of_type_json, _check_of_type, twin_of_type),
+        Operator('contains', None, _contains_json, _check_json_value('contains'), twin_contains),
+        Operator('has_key', None, _has_key_json, _check_str('has_key'), twin_has_key),
     ]
     for name, sql_op, test in (
         ('<', '<', lambda a, b: a < b),
@@ -614,13 +501,13 @@ def _table() -> dict[str, Operator]:
         ('=<', '<=', lambda a, b: a <= b),
         ('=>', '>=', lambda a, b: a >= b),
     ):
-        rows.append(Operator(name, *_compare(sql_op, name), _no_check, _twin_compare(test)))
+        rows.append(Operator(name, *_compare(sql_op, name), _no_check, twin_compare(test)))
     for name, sql_op, test in (
         ('of_length', '=', lambda a, b: a == b),
         ('longer', '>', lambda a, b: a > b),
         ('shorter', '<', lambda a, b: a < b),
     ):
-        rows.append(Operator(name, *_length(sql_op), _check_length(name), _twin_length(test)))
+        rows.append(Operator(name, *_length(sql_op), _check_length(name), twin_length(test)))
     return {row.name: row for row in rows}
 
 
