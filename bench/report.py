@@ -66,6 +66,15 @@ ROWS = [
         )
         for q in W4_QUERIES
     ],
+    # The repeated lookup through a prepared query (``storage.query().prepare(dict)``, run again).
+    Row(
+        'W4',
+        'e1_calc_and_output_of_data[prepared]',
+        (WAL, 'e1_calc_and_output_of_data[best]'),
+        (WAL, 'e1_calc_and_output_of_data[best]'),
+        (('raw', 2.0),),
+        scaled=False,
+    ),
     Row('W5', 'node_put_files(loose)', (DOSRAW, 'add_streamed_object(loose, one by one)'), None, (('raw', 1.2),)),
     Row('W5', 'node_read_files(loose)', (DOSRAW, 'get_object_content(loose, one by one)'), None, (('raw', 1.3),)),
     Row('W5', 'maintain_full', (DOSRAW, 'pack_all_loose', 'repack+clean_storage(vacuum)')),
