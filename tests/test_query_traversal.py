@@ -156,6 +156,17 @@ def test_projected_depth_is_the_shortest_per_node(storage, steps):
     assert {node: depth for node, depth, _, _ in rows}[end] == 1
 
 
+def test_a_depth_filter_applies_to_the_shortest_depth(storage):
+    root, edges = diamond_ladder(storage, 2)
+    first = edges[0][1]  # a calculation the root feeds directly (depth 0); no other path reaches it
+    end = max(b for _, b in edges)
+    storage.get_session().execute(INSERT_LINK, (root, end, 'l', 'create'))  # the end: depth 0 and depth 5
+    rows = storage.query().all(traversal(root, edge_project=['depth'], edge_filters={'depth': {'>': 0}}))
+    expected = {node for node, depth in shortest_depths(edges + [(root, end)], root).items() if depth > 0}
+    assert {node for node, _ in rows} == expected
+    assert end not in expected and first not in expected
+
+
 def test_projected_path_gives_every_path(storage):
     root, edges = diamond_ladder(storage, 3)
     rows = storage.query().all(traversal(root, edge_project=['path', 'depth']))
