@@ -380,7 +380,7 @@ _TYPE_NAMES = {
 
 
 def _check_of_type(value: Any) -> None:
-    if value not in _TYPE_NAMES:
+    if not isinstance(value, str) or value not in _TYPE_NAMES:
         raise _reject('of_type', value, f'one of {sorted(_TYPE_NAMES)}')
 
 
@@ -516,9 +516,9 @@ def _table() -> dict[str, Operator]:
 OPERATORS: dict[str, Operator] = _table()
 
 
-def check_operand(operator: Operator, name: str, field_kind: str, value: Any) -> None:
+def check_operand(operator: Operator, field_kind: str, value: Any) -> None:
     """Every error ``operator`` would raise on a field of ``field_kind`` (``'json'``: a path inside a JSON column)
-    and ``value``, raised before any SQL is built. ``name`` is the operator as written (``'!=='``)."""
+    and ``value``, raised before any SQL is built."""
     operator.check(value)
     on_json = field_kind == 'json'
     if on_json and operator.on_json is None:

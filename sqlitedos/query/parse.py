@@ -323,7 +323,7 @@ def _parse_operators(scope: Scope, field: Field, operators: dict) -> Filter:
                 f'{", ".join(sorted(OPERATORS))}, and, or (each may be negated with ~ or !)'
             )
         try:
-            check_operand(operator, raw_name, 'json' if field.is_json else field.kind, value)
+            check_operand(operator, 'json' if field.is_json else field.kind, value)
         except InputValidationError as exc:
             raise InputValidationError(f'{exc} (field {field.name!r} of tag {scope.tag!r})') from None
         parts.append(Comparison(field, operator, value, negate))
