@@ -136,12 +136,6 @@ class ParsedQuery:
     distinct: bool = False
     project_map: Mapping[str, Mapping[str, str]] | None = None
 
-    def vertex_of_edge(self, edge_tag: str) -> Vertex | None:
-        for vertex in self.vertices:
-            if vertex.edge_tag == edge_tag:
-                return vertex
-        return None
-
     def mentions(self, tag: str, column: str) -> bool:
         """True if a filter, projection or ordering of ``tag`` uses ``column``."""
         fields = [spec.field for spec in self.projections if spec.tag == tag]
