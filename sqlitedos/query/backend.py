@@ -20,7 +20,7 @@ from sqlitedos.entities import build_entity
 from sqlitedos.exceptions import InputValidationError
 from sqlitedos.query.compiler import Compiled, compile_query
 from sqlitedos.query.parse import parse_query
-from sqlitedos.query.projections import Projection, decode_typed_cells
+from sqlitedos.query.projections import Projection, decode_json_value
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
@@ -108,9 +108,8 @@ class RowReader:
         if self._all_plain:
             return [list(row) for row in rows]
         if self._single_typed:
-            return [
-                [value] if json_type in _NATIVE else [decode_typed_cells(json_type, value)] for json_type, value in rows
-            ]
+            decode = decode_json_value
+            return [[decode(text)] for (text,) in rows]
         plan = self._plan
         return [[decode(row, index) for decode, index in plan] for row in rows]
 
@@ -122,9 +121,6 @@ class RowReader:
             key = project_map.get(projection.tag, {}).get(projection.key, projection.key)
             out.setdefault(projection.tag, {})[key] = value
         return out
-
-
-_NATIVE = frozenset({'text', 'integer', 'real', 'null', None})
 
 
 def _decode_plan(

@@ -16,7 +16,7 @@ from sqlitedos.query.operators import JsonRef, concat, join_fragments
 from sqlitedos.query.parse import OrderTerm, ProjectionSpec
 from sqlitedos.tables import quote_identifier
 
-__all__ = ('Projection', 'cast_sql', 'compile_projection', 'decode_typed_cells', 'order_terms')
+__all__ = ('Projection', 'cast_sql', 'compile_projection', 'decode_json_value', 'order_terms')
 
 
 Decoder = Callable[[Any], Any]
@@ -34,28 +34,32 @@ def _cell(row: tuple, index: int) -> Any:
     return row[index]
 
 
-#: json_type values whose json_extract value is already the Python value.
-_NATIVE_JSON_TYPES = frozenset({'text', 'integer', 'real', 'null', None})
-_JSON_BOOLEANS = {'true': True, 'false': False}
+_JSON_LITERALS = {'true': True, 'false': False, 'null': None}
+_json_loads = json.loads
 
 
-def decode_typed_cells(json_type: Any, value: Any) -> Any:
-    """(json_type, json_extract) -> the Python value, keeping JSON booleans (json_extract gives 1/0 for them)."""
-    if json_type in _NATIVE_JSON_TYPES:
-        return value
-    if json_type in _JSON_BOOLEANS:
-        return _JSON_BOOLEANS[json_type]
-    return json.loads(value)
+def decode_json_value(text: Any) -> Any:
+    """A JSON value's text (SQLite's ``->``: minified, NULL where the path is missing) -> the Python value.
+
+    Plain strings, numbers and literals skip ``json.loads``, which costs more per row than the query itself; the
+    number text is SQLite's copy of the stored one, so integers beyond 64 bits stay exact.
+    """
+    if text is None:
+        return None
+    first = text[0]
+    if first == '"':
+        return text[1:-1] if '\\' not in text else _json_loads(text)
+    if first == '[' or first == '{':
+        return _json_loads(text)
+    if first in 'tfn':
+        return _JSON_LITERALS[text]
+    if '.' in text or 'e' in text or 'E' in text:
+        return float(text)
+    return int(text)
 
 
-def _decode_typed(row: tuple, index: int) -> Any:
-    """(json_type, json_extract) -> the Python value, keeping JSON booleans (json_extract gives 1/0 for them)."""
-    json_type = row[index]
-    if json_type in _NATIVE_JSON_TYPES:
-        return row[index + 1]
-    if json_type in _JSON_BOOLEANS:
-        return _JSON_BOOLEANS[json_type]
-    return json.loads(row[index + 1])
+def _decode_json_cell(row: tuple, index: int) -> Any:
+    return decode_json_value(row[index])
 
 
 def _decode_json_datetime(cell: Any) -> Any:
@@ -112,7 +116,7 @@ class Projection:
     """One projected value: its output key, its SQL expressions (``cells``, one result column each), and how those cells become the value.
 
     ``decode(row, start)`` turns the cells from ``row[start]`` on into the value; ``plain`` when that is the cell
-    itself; ``typed`` for a JSON value given as (json_type, json_extract); ``entity`` (an orm_base) when the cells
+    itself; ``typed`` for a JSON value given as its text (``decode_json_value``); ``entity`` (an orm_base) when the cells
     are a whole row, which ``decode`` gives as a dict by column name for the backend to build the entity from."""
 
     tag: str
@@ -142,9 +146,8 @@ def compile_projection(spec: ProjectionSpec, alias: str) -> Projection:
     assert field is not None
     func, cast = spec.func, spec.cast
     if field.is_json and not field.is_whole_column and cast is None and func is None:
-        # Two cheap columns instead of the JSON text: json.loads per row costs more than the query itself.
-        ref = field.ref(alias)
-        return Projection(spec.tag, spec.key, (ref.type(), ref.extract()), _decode_typed, typed=True)
+        # One JSON call per row (its text keeps true apart from 1), decoded without json.loads where it can be.
+        return Projection(spec.tag, spec.key, (field.ref(alias).json(),), _decode_json_cell, typed=True)
     if field.is_json and (not field.is_whole_column or cast is not None):
         ref = field.ref(alias)
         expression, decoder = cast_sql(ref, cast)
