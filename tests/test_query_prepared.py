@@ -69,3 +69,16 @@ def test_only_the_backend_imports_the_entities():
             if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('sqlitedos.entities'):
                 importers.add(path.name)
     assert importers == {'backend.py'}
+
+
+def test_projected_json_values_keep_their_type_and_digits(temp_storage):
+    values = [2**70, -(2**65), True, 1, 1.0, 'a"\\é', None, [1, True], {'k': 'v'}, '', 0.1]
+    user = temp_storage.default_user.id
+    rows = [{'node_type': 'data.core.dict.Dict.', 'user_id': user, 'attributes': {'v': value}} for value in values]
+    temp_storage.bulk_insert(EntityTypes.NODE, rows, allow_defaults=True)
+    got = temp_storage.query().all(node_query(project=['attributes.v', 'id'], order_by=[{'n': ['id']}]))
+    assert [row[0] for row in got] == values
+    assert [type(row[0]) for row in got] == [type(value) for value in values]
+    single = temp_storage.query().all(node_query(project=['attributes.v'], order_by=[{'n': ['id']}]))
+    assert [row[0] for row in single] == values and [type(row[0]) for row in single] == [type(v) for v in values]
+    assert temp_storage.query().all(node_query(project=['attributes.missing'], limit=1)) == [[None]]
