@@ -10,6 +10,8 @@ VENV_AIIDA := .venv-aiida
 AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage
 N ?= 10000
+#: a comma list of bench workloads (W1..W7, cold, rss), e.g. `make bench WORKLOADS=W4`; empty: all of them
+WORKLOADS ?=
 
 .PHONY: help install test demo bench bench-aiida interop lint clean
 
@@ -40,16 +42,17 @@ $(VENV_AIIDA)/.stamp: pyproject.toml
 interop: $(VENV_AIIDA)/.stamp ## check compatibility with aiida-core both ways (installs it into .venv-aiida)
 	$(VENV_AIIDA)/bin/python -m pytest -q tests/interop -p no:cacheprovider
 
-bench: $(VENV)/.stamp ## run the benchmarks against the raw sqlite3/disk-objectstore limits
-	$(VENV)/bin/python bench/run.py --n $(N)
+bench: $(VENV)/.stamp ## run the benchmarks against the raw sqlite3/disk-objectstore limits (WORKLOADS=W4 for one)
+	$(VENV)/bin/python bench/run.py --n $(N) $(if $(WORKLOADS),--workloads $(WORKLOADS))
 
 bench-aiida: $(VENV)/.stamp $(VENV_AIIDA)/.stamp ## the benchmarks with aiida-core side by side
 	$(VENV)/bin/python bench/run.py --n $(N) --aiida-python $(VENV_AIIDA)/bin/python
 
-lint: $(VENV)/.stamp ## check style with ruff
-	$(VENV)/bin/pip install --quiet 'ruff==0.17.6'
+lint: $(VENV)/.stamp ## check style with ruff and types with mypy (versions pinned in pyproject's lint extra)
+	$(VENV)/bin/pip install --quiet -e '.[lint]'
 	$(VENV)/bin/ruff check sqlitedos tests bench
 	$(VENV)/bin/ruff format --check sqlitedos tests bench
+	$(VENV)/bin/mypy
 
 clean: ## remove the virtual environments and build output
 	rm -rf $(VENV) $(VENV_AIIDA) build dist .pytest_cache .hypothesis

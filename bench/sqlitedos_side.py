@@ -248,7 +248,22 @@ def w4_queries(ctx: Context) -> None:
             inner_runs=runs,
             api='QueryBuilder.from_dict' if QueryBuilder else 'storage.query()',
         )
+        w4_prepared(ctx, name, qh, op, expected[name])
         w4_sql_split(ctx, name, qh, op)
+
+
+def w4_prepared(ctx: Context, name: str, qh: dict, op: str, expected_rows: int) -> None:
+    """The same query prepared once (``storage.query().prepare(dict)``) and run again: repeated lookups' path."""
+    query = ctx.storage.query()
+    if not hasattr(query, 'prepare'):
+        return
+    prepared = query.prepare(wl.instantiate(qh))
+    med, runs, result = wl.time_repeated(lambda: prepared.count() if op == 'count' else prepared.all())
+    rows = result if op == 'count' else len(result)
+    check(rows == expected_rows, f'W4 {name} (prepared): {rows} rows, expected {expected_rows}')
+    reference = reference_answer(ctx.conn, ctx.n, ctx.root, name)
+    check(normalise(name, result) == reference, f'W4 {name} (prepared): the rows differ from plain SQL')
+    ctx.add('W4', f'{name}[prepared]', 1, 'queries', med, rows=rows, correct=True, inner_runs=runs)
 
 
 def w4_sql_split(ctx: Context, name: str, qh: dict, op: str) -> None:

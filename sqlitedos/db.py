@@ -36,6 +36,8 @@ __all__ = (
     'decode_json',
     'encode_datetime',
     'encode_json',
+    'json_equal',
+    'json_values_equal',
     'new_uuid',
     'now',
     'translate_errors',
@@ -140,8 +142,14 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         raise CorruptStorage(
             f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
         ) from exc
-    connection.create_function('json_contains', 2, json_contains, deterministic=True)
+    _register_functions(connection)
     return connection
+
+
+def _register_functions(connection: sqlite3.Connection) -> None:
+    """Every SQL function the query compiler emits, on every connection (so no caller probes for one)."""
+    connection.create_function('json_contains', 2, json_contains, deterministic=True)
+    connection.create_function('sqlitedos_json_equal', 2, json_equal, deterministic=True)
 
 
 def _set_pragmas(connection: sqlite3.Connection) -> None:
@@ -169,6 +177,33 @@ def json_contains(container_text: SQLValue, contained_text: SQLValue) -> int | N
         return int(_contains(decode_json(container_text), decode_json(contained_text)))
     except (TypeError, ValueError):
         return 0
+
+
+def json_equal(left_text: SQLValue, right_text: SQLValue) -> int | None:
+    """SQL function ``sqlitedos_json_equal(a, b)``: 1 if JSON texts ``a`` and ``b`` are equal as JSON values (key
+    order and spacing ignored, ``true`` distinct from ``1``), 0 if not, NULL if either is NULL."""
+    if left_text is None or right_text is None:
+        return None
+    try:
+        return int(json_values_equal(decode_json(left_text), decode_json(right_text)))
+    except ValueError:
+        return 0
+
+
+def json_values_equal(stored: Any, value: Any) -> bool:
+    """JSON equality of decoded values: booleans only equal booleans, numbers compare numerically, objects ignore key
+    order; a tuple counts as an array."""
+    if isinstance(stored, bool) or isinstance(value, bool):
+        return isinstance(stored, bool) and isinstance(value, bool) and stored is value
+    if isinstance(stored, dict) and isinstance(value, dict):
+        return stored.keys() == value.keys() and all(json_values_equal(stored[k], value[k]) for k in stored)
+    if isinstance(stored, list) and isinstance(value, (list, tuple)):
+        return len(stored) == len(value) and all(json_values_equal(a, b) for a, b in zip(stored, value))
+    if isinstance(stored, (dict, list)) or isinstance(value, (dict, list, tuple)):
+        return False
+    if isinstance(stored, (int, float)) != isinstance(value, (int, float)):
+        return False
+    return bool(stored == value)
 
 
 def _contains(container: Any, contained: Any) -> bool:

@@ -67,10 +67,10 @@ def layer_of(module: str) -> int | None:
     return None
 
 
-def imported_modules(path: Path) -> list[tuple[str, bool]]:
+def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[str, bool]]:
     """The ``sqlitedos`` modules that ``path`` imports, each with whether the import runs at module level."""
     tree = ast.parse(path.read_text('utf-8'))
-    package = '.'.join(path.relative_to(ROOT).with_suffix('').parts[:-1])
+    package = '.'.join(path.relative_to(root).with_suffix('').parts[:-1])
     found = []
     top_level = {id(node) for node in tree.body}
     type_checking = set()
@@ -92,15 +92,45 @@ def imported_modules(path: Path) -> list[tuple[str, bool]]:
     return [(name, top) for name, top in found if name.startswith('sqlitedos')]
 
 
-def test_modules_import_only_from_the_layers_above() -> None:
-    """Module-level imports follow DESIGN.md's layers (function-level lazy imports may reach down, on purpose)."""
-    offences = []
+#: Imports inside functions that reach a lower layer today, each to be removed by the change named (issue 15 part 5
+#: ends the storage -> backup/archive cycle; the node file tree belongs with the entities' layer or above). The
+#: test fails on a new offence, and on an entry here that no longer happens (remove it then).
+KNOWN_FUNCTION_LEVEL_OFFENCES = {
+    ('sqlitedos/storage/sqlite_zip.py', 'sqlitedos.archive.format'),
+    ('sqlitedos/storage/sqlite_dos.py', 'sqlitedos.backup'),
+    ('sqlitedos/entities/nodes.py', 'sqlitedos.repository.tree'),
+}
+
+
+def layer_offences() -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(module-level, function-level) imports of a lower layer, as (path, imported module) pairs."""
+    top, inner = set(), set()
     for path in PACKAGE.rglob('*.py'):
         here = layer_of('.'.join(path.relative_to(ROOT).with_suffix('').parts))
         if here is None:
             continue
         for module, top_level in imported_modules(path):
             there = layer_of(module)
-            if top_level and there is not None and there > here:
-                offences.append(f'{path.relative_to(ROOT)} imports {module}')
-    assert offences == []
+            if there is not None and there > here:
+                (top if top_level else inner).add((str(path.relative_to(ROOT)), module))
+    return top, inner
+
+
+def test_modules_import_only_from_the_layers_above() -> None:
+    """Imports follow DESIGN.md's layers, at module level and inside functions alike."""
+    top, inner = layer_offences()
+    assert top == set()
+    assert inner - KNOWN_FUNCTION_LEVEL_OFFENCES == set()
+    assert KNOWN_FUNCTION_LEVEL_OFFENCES - inner == set(), 'fixed: remove these from KNOWN_FUNCTION_LEVEL_OFFENCES'
+
+
+def test_function_level_imports_are_counted(tmp_path: Path) -> None:
+    """The import finder sees an import inside a function (and not one under TYPE_CHECKING)."""
+    module = tmp_path / 'sqlitedos' / 'query' / 'probe.py'
+    module.parent.mkdir(parents=True)
+    module.write_text(
+        'from typing import TYPE_CHECKING\n'
+        'if TYPE_CHECKING:\n    from sqlitedos.cli import main\n'
+        'def f():\n    from sqlitedos.storage.base import StorageBackend\n'
+    )
+    assert imported_modules(module, tmp_path) == [('sqlitedos.storage.base', False)]

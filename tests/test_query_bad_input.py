@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sqlitedos.exceptions import InputValidationError
+from sqlitedos.query.operators import OPERATORS
 from tests.querydicts import node_query
 
 base = node_query
@@ -120,3 +124,48 @@ def test_bad_input_raises_before_running(temp_storage, name):
 def test_integers_beyond_64_bits(temp_storage, spec):
     with pytest.raises(InputValidationError, match='64 bits'):
         temp_storage.query().count(base(spec))
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_bad_input_is_refused_by_the_parser(name):
+    """Every check happens once, where the dict is parsed: the compiler and the backend trust what they get."""
+    from sqlitedos.query.parse import parse_query
+
+    data, fragment = CASES[name]
+    with pytest.raises(InputValidationError) as info:
+        parse_query(data)
+    if fragment:
+        assert fragment in str(info.value), str(info.value)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=3),
+    st.datetimes(timezones=st.just(dt.timezone.utc)),
+    st.lists(st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=2), st.booleans()), max_size=3),
+    st.dictionaries(st.sampled_from(['a', 'b']), st.integers(-3, 3), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(['id', 'label', 'ctime', 'process_type', 'uuid', 'attributes.x', 'attributes.a.0', 'extras']),
+    operator=st.sampled_from(sorted(OPERATORS)),
+    negate=st.booleans(),
+    value=_VALUES,
+)
+def test_what_the_parser_accepts_compiles_and_runs(temp_storage, field, operator, negate, value):
+    """The parser is the only place that refuses: a dict it accepts compiles and runs without an error."""
+    from sqlitedos.query.compiler import compile_query
+    from sqlitedos.query.parse import parse_query
+
+    data = base({field: {('!' if negate else '') + operator: value}})
+    try:
+        parsed = parse_query(data)
+    except InputValidationError:
+        return
+    compiled = compile_query(parsed)
+    temp_storage.get_session().execute(compiled.sql, compiled.params).fetchall()

@@ -185,3 +185,15 @@ def test_nulls_sort_as_in_postgres(fixture_storage):
 def test_analyze_query(fixture_storage):
     plan = qb(fixture_storage).append(entity_type=DICT).analyze_query()
     assert 'ix_db_dbnode_db_dbnode_node_type' in plan
+
+
+def test_of_type_null_matches_a_missing_key(fixture_storage, manifest):
+    """Both aiida backends count a missing key as null for ``of_type`` (tests/interop checks aiida's own answer)."""
+    expected = sorted(node['uuid'] for node in manifest['nodes'] if node['attributes'].get('value') is None)
+    query = qb(fixture_storage).append(
+        entity_type='', filters={'attributes.value': {'of_type': 'null'}}, project='uuid'
+    )
+    assert sorted(query.all(flat=True)) == expected
+    assert 0 < len(expected) < len(manifest['nodes'])
+    negated = qb(fixture_storage).append(entity_type='', filters={'attributes.value': {'!of_type': 'null'}})
+    assert negated.count() == len(manifest['nodes']) - len(expected)

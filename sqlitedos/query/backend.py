@@ -1,144 +1,197 @@
-"""The storage's query object (``storage.query()``): runs compiled query dicts, with aiida's backend method names."""
+"""The storage's query object (``storage.query()``): runs query dicts, with aiida's backend method names.
+
+A query dict is parsed and compiled once per storage (``QueryCache``, owned by the storage); ``prepare()`` returns a
+``PreparedQuery`` that runs the same compiled statement again without looking at the dict. Rows are decoded here and
+entities (``*`` projections) built here, from the cells the compiler describes.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlitedos.db import translate_errors
+from sqlitedos.entities import build_entity
 from sqlitedos.exceptions import InputValidationError
-from sqlitedos.query.compiler import Compiled, compile_query, validate
+from sqlitedos.query.compiler import Compiled, compile_query
+from sqlitedos.query.parse import parse_query
+from sqlitedos.query.projections import Projection, decode_json_value
 
 if TYPE_CHECKING:
     from sqlitedos.storage.base import StorageBackend
 
-__all__ = ('QueryBackend', 'json_equal')
+__all__ = ('PreparedQuery', 'QueryBackend', 'QueryCache', 'RowReader')
 
 DEFAULT_BATCH_SIZE = 100
-#: Compiled queries kept per storage, keyed by the query dict's JSON text (aiida re-sends the same dicts often).
+#: Compiled queries (and plan choices) kept per storage; aiida re-sends the same dicts often.
 COMPILE_CACHE_SIZE = 256
 
 CREATION_TOTAL = 'SELECT COUNT(*) FROM db_dbnode'
+CREATION_TOTAL_OF_USER = 'SELECT COUNT(*) FROM db_dbnode WHERE user_id = ?'
 CREATION_TYPES = 'SELECT node_type, COUNT(*) FROM db_dbnode GROUP BY node_type'
+CREATION_TYPES_OF_USER = 'SELECT node_type, COUNT(*) FROM db_dbnode WHERE user_id = ? GROUP BY node_type'
 CREATION_DAYS = 'SELECT substr(ctime, 1, 10) AS day, COUNT(*) FROM db_dbnode GROUP BY day ORDER BY day'
-USER_FILTER = ' WHERE user_id = ?'
+CREATION_DAYS_OF_USER = (
+    'SELECT substr(ctime, 1, 10) AS day, COUNT(*) FROM db_dbnode WHERE user_id = ? GROUP BY day ORDER BY day'
+)
 MAX_NODE_ID = 'SELECT max(id) FROM db_dbnode'
 DATA_VERSION = 'PRAGMA data_version'
 
-
-def json_equal(left: Any, right: Any) -> int | None:
-    """SQL ``sqlitedos_json_equal(a, b)``: 1 if JSON texts ``a`` and ``b`` are equal as JSON values (key order and
-    spacing ignored, ``true`` distinct from ``1``), NULL if either is NULL."""
-    from sqlitedos.db import decode_json
-    from sqlitedos.query.operators import _json_equal
-
-    if left is None or right is None:
-        return None
-    try:
-        return int(_json_equal(decode_json(left), decode_json(right)))
-    except ValueError:
-        return 0
+Row = list[Any]
+RowDict = dict[str, dict[str, Any]]
 
 
-def prepare_connection(connection: sqlite3.Connection, sql: str) -> sqlite3.Connection:
-    """Register the SQL function ``sql`` uses, once per connection (a function cannot be replaced while a
-    statement of the connection is running, so it is never registered twice)."""
-    if 'sqlitedos_json_equal' in sql:
-        try:
-            connection.execute('SELECT sqlitedos_json_equal(NULL, NULL)')
-        except sqlite3.OperationalError:
-            connection.create_function('sqlitedos_json_equal', 2, json_equal, deterministic=True)
-    return connection
+class _Bounded(OrderedDict):
+    """A dict that forgets its oldest entry beyond ``size`` entries."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
 
 
-class QueryBackend:
-    """aiida's ``BackendQueryBuilder`` for sqlitedos: each method takes a query dict."""
+class QueryCache:
+    """What a storage remembers about queries: compiled statements by query-dict text, and plan choices.
 
-    def __init__(self, backend: StorageBackend) -> None:
+    Compiling is pure, so a cached statement is exact. A plan choice is remembered with the database's change
+    stamp: both plans return the same rows, so a stale choice could only be slower, never wrong.
+    """
+
+    def __init__(self, size: int = COMPILE_CACHE_SIZE) -> None:
+        self._lock = threading.Lock()
+        self._compiled: _Bounded = _Bounded(size)
+        self._plans: _Bounded = _Bounded(size)
+
+    def compiled(self, key: str) -> RowReader | None:
+        return self._compiled.get(key)
+
+    def remember_compiled(self, key: str, reader: RowReader) -> None:
+        with self._lock:
+            self._compiled.put(key, reader)
+
+    def plan(self, key: Any, stamp: tuple[int, int]) -> bool | None:
+        known = self._plans.get(key)
+        return known[1] if known is not None and known[0] == stamp else None
+
+    def remember_plan(self, key: Any, stamp: tuple[int, int], walk: bool) -> None:
+        with self._lock:
+            self._plans.put(key, (stamp, walk))
+
+
+class RowReader:
+    """A compiled query with its row decoder: cells -> projected values, entities built by ``build``."""
+
+    def __init__(self, compiled: Compiled, build: Callable[[str, dict[str, Any]], Any]) -> None:
+        self.compiled = compiled
+        projections = compiled.projections
+        self._plan = _decode_plan(projections, build)
+        self._all_plain = all(projection.plain for projection in projections)
+        self._single_typed = len(projections) == 1 and projections[0].typed
+
+    def row(self, row: tuple) -> Row:
+        """A result row -> the projected values in order."""
+        if self._all_plain:
+            return list(row)
+        return [decode(row, index) for decode, index in self._plan]
+
+    def rows(self, rows: list[tuple]) -> list[Row]:
+        """Many rows at once (the common shapes without a call per value)."""
+        if self._all_plain:
+            return [list(row) for row in rows]
+        if self._single_typed:
+            decode = decode_json_value
+            return [[decode(text)] for (text,) in rows]
+        plan = self._plan
+        return [[decode(row, index) for decode, index in plan] for row in rows]
+
+    def row_dict(self, row: tuple) -> RowDict:
+        """A result row -> ``{tag: {key: value}}`` with ``project_map`` applied to the keys."""
+        out: RowDict = {}
+        project_map = self.compiled.project_map
+        for projection, value in zip(self.compiled.projections, self.row(row)):
+            key = project_map.get(projection.tag, {}).get(projection.key, projection.key)
+            out.setdefault(projection.tag, {})[key] = value
+        return out
+
+
+def _decode_plan(
+    projections: tuple[Projection, ...], build: Callable[[str, dict[str, Any]], Any]
+) -> list[tuple[Callable[[tuple, int], Any], int]]:
+    plan = []
+    start = 0
+    for projection in projections:
+        decode = projection.decode
+        if projection.entity is not None:
+            decode = _entity_decoder(projection.entity, decode, build)
+        plan.append((decode, start))
+        start += len(projection.cells)
+    return plan
+
+
+def _entity_decoder(
+    orm_base: str, cells: Callable[[tuple, int], Any], build: Callable[[str, dict[str, Any]], Any]
+) -> Callable[[tuple, int], Any]:
+    def decode(row: tuple, index: int) -> Any:
+        return build(orm_base, cells(row, index))
+
+    return decode
+
+
+class PreparedQuery:
+    """A query parsed and compiled once, run as often as needed (``all``, ``iterall``, ``first``, ``count`` ...)."""
+
+    def __init__(self, backend: QueryBackend, reader: RowReader) -> None:
         self._backend = backend
+        self._reader = reader
+        compiled = reader.compiled
+        self._sql = compiled.sql
+        self._params = compiled.params
+        self._count_sql = compiled.count_sql
+        self._plain = compiled.pk_walk is None
 
-    # --- compiling ------------------------------------------------------------------------------------------------
+    @property
+    def compiled(self) -> Compiled:
+        return self._reader.compiled
 
-    def _build_entity(self, orm_base: str, row: dict[str, Any]) -> Any:
-        from sqlitedos.entities import build_entity  # lazily: the entities import the query layer's siblings
+    def _statement(self) -> str:
+        return self._sql if self._plain else self._backend._choose_plan(self._reader.compiled)
 
-        return build_entity(self._backend, orm_base, row)
-
-    def compile(self, data: dict) -> Compiled:
-        """The compiled query, from the storage's cache when the same dict was compiled before.
-
-        The key is the dict's JSON text: it tells ``True`` from ``1`` and ``1.0`` from ``1``; a dict that is not
-        JSON (datetimes in filters, say) is compiled every time. Compiling is pure, so a cached result is exact.
-        """
+    def all(self) -> list[Row]:
+        """Every row at once (one ``fetchall``)."""
+        connection = self._backend._connection()
         try:
-            key = json.dumps(data, check_circular=False)
-        except (TypeError, ValueError):
-            return compile_query(data, self._build_entity)
-        cache: dict[str, Compiled] | None = getattr(self._backend, '_compiled_queries', None)
-        if cache is None:
-            cache = {}
-            self._backend._compiled_queries = cache  # type: ignore[attr-defined]
-        compiled = cache.get(key)
-        if compiled is None:
-            compiled = compile_query(data, self._build_entity)
-            if len(cache) >= COMPILE_CACHE_SIZE:
-                del cache[next(iter(cache))]
-            cache[key] = compiled
-        return compiled
+            rows = connection.execute(self._statement(), self._params).fetchall()
+        except sqlite3.Error:
+            with translate_errors():
+                raise
+            raise  # pragma: no cover - translate_errors re-raises what it does not map
+        return self._reader.rows(rows)
 
-    def _sql(self, compiled: Compiled) -> str:
-        """The SQL to run: the primary-key walk where the query allows it and the node type is common enough.
+    def count(self) -> int:
+        """The number of rows (honouring distinct, limit and offset)."""
+        return self._backend._execute(self._count_sql, self._params).fetchone()[0]
 
-        Walking ids costs about ``needed * total / matching`` rows, sorting the type's nodes ``matching`` rows: the
-        walk wins when ``matching`` exceeds ``sqrt(needed * total)``, counted (up to that bound, on the index) with a
-        factor 4 of margin for the other filters.
-        """
-        walk = compiled.pk_walk
-        if walk is None:
-            return compiled.sql
-        # The choice is remembered until the database changes (this connection's or another's commits): both
-        # plans return the same rows, so a stale choice could only be slower, never wrong.
-        connection = self._backend.get_session()
-        stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
-        choices: dict[Any, tuple[tuple[int, int], bool]] = self._backend.__dict__.setdefault('_plan_choices', {})
-        key = (walk.probe.sql, walk.probe.params, walk.rows_needed)
-        known = choices.get(key)
-        if known is not None and known[0] == stamp:
-            return walk.sql if known[1] else compiled.sql
-        total = self._execute(MAX_NODE_ID, ()).fetchone()[0] or 0
-        bound = min(math.isqrt(4 * walk.rows_needed * total) + 1, 2**63 - 1)
-        (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
-        if len(choices) >= COMPILE_CACHE_SIZE:
-            del choices[next(iter(choices))]
-        choices[key] = (stamp, common >= bound)
-        return walk.sql if common >= bound else compiled.sql
+    def first(self) -> Row | None:
+        """The first row, or None (prepare the query with ``limit=1`` to let SQLite stop early)."""
+        cursor = self._backend._execute(self._statement(), self._params)
+        try:
+            with translate_errors():
+                row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else self._reader.row(row)
 
-    def _execute(self, sql: str, params: tuple) -> sqlite3.Cursor:
-        connection = prepare_connection(self._backend.get_session(), sql)
-        with translate_errors():
-            return connection.execute(sql, params)
-
-    # --- aiida's API ----------------------------------------------------------------------------------------------
-
-    def count(self, data: dict) -> int:
-        """The number of rows the query returns (honouring distinct, limit and offset)."""
-        compiled = self.compile(data)
-        return self._execute(f'SELECT COUNT(*) FROM ({compiled.sql})', compiled.params).fetchone()[0]
-
-    def first(self, data: dict) -> list[Any] | None:
-        """The first row (a list of the projected values), or None."""
-        validate(data)
-        limited = dict(data, limit=1)
-        compiled = self.compile(limited)
-        row = self._execute(self._sql(compiled), compiled.params).fetchone()
-        return None if row is None else compiled.decode(row)
-
-    def _rows(self, data: dict, batch_size: int | None) -> Iterator[tuple[Compiled, tuple]]:
-        compiled = self.compile(data)
-        cursor = self._execute(self._sql(compiled), compiled.params)
+    def _cursor_rows(self, batch_size: int | None) -> Iterator[tuple]:
+        cursor = self._backend._execute(self._statement(), self._params)
         size = batch_size or DEFAULT_BATCH_SIZE
         try:
             while True:
@@ -146,38 +199,123 @@ class QueryBackend:
                     rows = cursor.fetchmany(size)
                 if not rows:
                     return
-                for row in rows:
-                    yield compiled, row
+                yield from rows
         finally:
             cursor.close()
 
-    def iterall(self, data: dict, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[list[Any]]:
+    def iterall(self, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[Row]:
         """Stream the rows as lists of projected values, fetching ``batch_size`` rows at a time."""
-        for compiled, row in self._rows(data, batch_size):
-            yield compiled.decode(row)
+        row = self._reader.row
+        for cells in self._cursor_rows(batch_size):
+            yield row(cells)
 
-    def iterdict(self, data: dict, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[dict[str, dict[str, Any]]]:
+    def iterdict(self, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[RowDict]:
         """Stream the rows as ``{tag: {key: value}}`` dicts."""
-        for compiled, row in self._rows(data, batch_size):
-            yield compiled.decode_dict(row)
+        row_dict = self._reader.row_dict
+        for cells in self._cursor_rows(batch_size):
+            yield row_dict(cells)
 
-    def all(self, data: dict) -> list[list[Any]]:
+
+class QueryBackend:
+    """aiida's ``BackendQueryBuilder`` for sqlitedos: each method takes a query dict."""
+
+    def __init__(self, backend: StorageBackend, cache: QueryCache) -> None:
+        self._backend = backend
+        self._cache = cache
+
+    # --- compiling ------------------------------------------------------------------------------------------------
+
+    def _build_entity(self, orm_base: str, row: dict[str, Any]) -> Any:
+        return build_entity(self._backend, orm_base, row)
+
+    def _reader(self, data: dict) -> RowReader:
+        """The compiled query with its row decoder, from the storage's cache when the same dict was seen before.
+
+        The key is the dict's JSON text: it tells ``True`` from ``1`` and ``1.0`` from ``1``; a dict that is not
+        JSON (datetimes in filters, say) is compiled every time.
+        """
+        try:
+            key: str | None = json.dumps(data, check_circular=False)
+        except (TypeError, ValueError):
+            key = None
+        reader = self._cache.compiled(key) if key is not None else None
+        if reader is None:
+            reader = RowReader(compile_query(parse_query(data)), self._build_entity)
+            if key is not None:
+                self._cache.remember_compiled(key, reader)
+        return reader
+
+    def compile(self, data: dict) -> Compiled:
+        """The compiled query (SQL, parameters, projections)."""
+        return self._reader(data).compiled
+
+    def prepare(self, data: dict) -> PreparedQuery:
+        """Parse and compile ``data`` once; run the result as often as needed. Later changes to ``data`` are not
+        seen."""
+        return PreparedQuery(self, self._reader(data))
+
+    def _choose_plan(self, compiled: Compiled) -> str:
+        """The SQL to run: the primary-key walk where the query allows it and the node type is common enough.
+
+        Walking ids costs about ``needed * total / matching`` rows, sorting the type's nodes ``matching`` rows: the
+        walk wins when ``matching`` exceeds ``sqrt(needed * total)``, counted (up to that bound, on the index) with a
+        factor 4 of margin for the other filters. The choice is remembered until the database changes (this
+        connection's commits or another's).
+        """
+        walk = compiled.pk_walk
+        if walk is None:
+            return compiled.sql
+        connection = self._connection()
+        stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
+        key = (walk.probe.sql, walk.probe.params, walk.rows_needed)
+        known = self._cache.plan(key, stamp)
+        if known is None:
+            total = self._execute(MAX_NODE_ID, ()).fetchone()[0] or 0
+            bound = min(math.isqrt(4 * walk.rows_needed * total) + 1, 2**63 - 1)
+            (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
+            known = common >= bound
+            self._cache.remember_plan(key, stamp, known)
+        return walk.sql if known else compiled.sql
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._backend.get_session()
+
+    def _execute(self, sql: str, params: tuple) -> sqlite3.Cursor:
+        with translate_errors():
+            return self._connection().execute(sql, params)
+
+    # --- aiida's API ----------------------------------------------------------------------------------------------
+
+    def count(self, data: dict) -> int:
+        """The number of rows the query returns (honouring distinct, limit and offset)."""
+        return self.prepare(data).count()
+
+    def first(self, data: dict) -> Row | None:
+        """The first row (a list of the projected values), or None."""
+        parse_query(data)  # a bad dict is refused as such, before ``limit`` is changed
+        return self.prepare(dict(data, limit=1)).first()
+
+    def iterall(self, data: dict, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[Row]:
+        """Stream the rows as lists of projected values, fetching ``batch_size`` rows at a time."""
+        return self.prepare(data).iterall(batch_size)
+
+    def iterdict(self, data: dict, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[RowDict]:
+        """Stream the rows as ``{tag: {key: value}}`` dicts."""
+        return self.prepare(data).iterdict(batch_size)
+
+    def all(self, data: dict) -> list[Row]:
         """Every row at once (one ``fetchall``)."""
-        compiled = self.compile(data)
-        rows = self._execute(self._sql(compiled), compiled.params).fetchall()
-        return [compiled.decode(row) for row in rows]
+        return self.prepare(data).all()
 
     def as_sql(self, data: dict, inline: bool = False) -> str:
         """The SQL text; with ``inline`` the parameters are rendered into it, for display only."""
         compiled = self.compile(data)
-        if not inline:
-            return compiled.sql
-        return render_inline(compiled.sql, compiled.params)
+        return render_inline(compiled.sql, compiled.params) if inline else compiled.sql
 
     def analyze_query(self, data: dict, execute: bool = True, verbose: bool = False) -> str:
         """SQLite's ``EXPLAIN QUERY PLAN`` of the query as it would run now, one step per line (indented by depth)."""
         compiled = self.compile(data)
-        rows = self._execute(f'EXPLAIN QUERY PLAN {self._sql(compiled)}', compiled.params).fetchall()
+        rows = self._execute(f'EXPLAIN QUERY PLAN {self._choose_plan(compiled)}', compiled.params).fetchall()
         depth: dict[int, int] = {0: -1}
         lines = []
         for node_id, parent, _, detail in rows:
@@ -189,10 +327,14 @@ class QueryBackend:
         """aiida's node statistics: ``total``, ``types`` (node_type -> count), ``ctime_by_day`` (date -> count)."""
         if user_pk is not None and (isinstance(user_pk, bool) or not isinstance(user_pk, int)):
             raise InputValidationError(f'user_pk must be an int, not {user_pk!r}')
-        where, params = (USER_FILTER, (user_pk,)) if user_pk is not None else ('', ())
-        total = self._execute(CREATION_TOTAL + where, params).fetchone()[0]
-        types = dict(self._execute(CREATION_TYPES.replace(' GROUP', where + ' GROUP'), params).fetchall())
-        days = self._execute(CREATION_DAYS.replace(' GROUP', where + ' GROUP'), params).fetchall()
+        params: tuple[int, ...] = ()
+        if user_pk is None:
+            statements = (CREATION_TOTAL, CREATION_TYPES, CREATION_DAYS)
+        else:
+            statements, params = (CREATION_TOTAL_OF_USER, CREATION_TYPES_OF_USER, CREATION_DAYS_OF_USER), (user_pk,)
+        total = self._execute(statements[0], params).fetchone()[0]
+        types = dict(self._execute(statements[1], params).fetchall())
+        days = self._execute(statements[2], params).fetchall()
         return {'total': total, 'types': types, 'ctime_by_day': {day: count for day, count in days}}
 
 

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlitedos.exceptions import InputValidationError, MultipleObjectsError, NotExistent
+from sqlitedos.query.backend import PreparedQuery, QueryBackend
 from sqlitedos.query.joins import JOIN_KEYWORDS, ORM_BASE_TABLES
+from sqlitedos.query.parse import check_paging, order_specs, projection_entries
 
 __all__ = ('QueryBuilder', 'escape_for_sql_like', 'group_type_filter', 'node_type_filter')
 
@@ -74,47 +76,11 @@ def _tag_basename(entity_type: Any, orm_base: str) -> str:
 
 
 def _normalise_projection(tag: str, spec: Any) -> list[dict[str, dict]]:
-    if spec is None:
-        return []
-    if isinstance(spec, (str, dict)):
-        spec = [spec]
-    if not isinstance(spec, (list, tuple)):
-        raise InputValidationError(f'invalid projection {spec!r} for tag {tag!r}: expected a str, dict or list')
-    out = []
-    for item in spec:
-        if isinstance(item, str):
-            out.append({item: {}})
-        elif isinstance(item, dict):
-            out.extend({key: dict(value or {})} for key, value in item.items())
-        else:
-            raise InputValidationError(f'invalid projection {item!r} for tag {tag!r}')
-    return out
+    return [{key: options} for key, options in projection_entries(tag, spec)]
 
 
 def _normalise_order(spec: Any, tags: set[str]) -> list[dict[str, list]]:
-    if isinstance(spec, dict):
-        spec = [spec]
-    if not isinstance(spec, (list, tuple)):
-        raise InputValidationError(f'invalid order_by {spec!r}: expected a dict or a list of dicts')
-    out = []
-    for entry in spec:
-        if not isinstance(entry, dict):
-            raise InputValidationError(f'invalid order_by entry {entry!r}')
-        for tag, fields in entry.items():
-            if tag not in tags:
-                raise InputValidationError(f'unknown tag {tag!r} in order_by; the tags are {sorted(tags)}')
-            fields = [fields] if isinstance(fields, (str, dict)) else fields
-            normal = []
-            for item in fields:
-                items = {item: {}}.items() if isinstance(item, str) else item.items()
-                for key, options in items:
-                    options = {'order': options} if isinstance(options, str) else dict(options or {})
-                    if set(options) - {'order', 'cast'}:
-                        raise InputValidationError(f'order_by options of {key!r} may only be order and cast')
-                    options.setdefault('order', 'asc')
-                    normal.append({key: options})
-            out.append({tag: normal})
-    return out
+    return [{tag: [{key: options} for key, options in entries]} for tag, entries in order_specs(spec, tags)]
 
 
 def _clone(value: Any) -> Any:
@@ -152,6 +118,8 @@ class QueryBuilder:
         if backend is None:
             raise InputValidationError('QueryBuilder needs backend=<a sqlitedos storage>')
         self._backend = backend
+        self._prepared: PreparedQuery | None = None
+        self._tag_set: set[str] = set()
         self._path: list[dict[str, Any]] = []
         self._filters: dict[str, dict] = {}
         self._projections: dict[str, list] = {}
@@ -191,8 +159,11 @@ class QueryBuilder:
 
     @property
     def _tags(self) -> set[str]:
-        tags = {item['tag'] for item in self._path}
-        return tags | {item['edge_tag'] for item in self._path if item['edge_tag']}
+        return self._tag_set
+
+    def _changed(self) -> None:
+        """Forget the prepared statement: the query changed."""
+        self._prepared = None
 
     def append(
         self,
@@ -234,19 +205,22 @@ class QueryBuilder:
                 'outerjoin': bool(outerjoin),
             }
         )
+        self._changed()
+        self._tag_set.add(tag)
         self._filters[tag] = self._type_filters(entity_type, orm_base, subclassing)
         self._projections[tag] = []
-        if keyword is not None:
-            self._filters[edge_tag] = {}
-            self._projections[edge_tag] = []
         if filters:
             self.add_filter(tag, filters)
         if project is not None:
             self.add_projection(tag, project)
-        if edge_filters:
-            self.add_filter(edge_tag, edge_filters)
-        if edge_project is not None:
-            self.add_projection(edge_tag, edge_project)
+        if keyword is not None and edge_tag is not None:
+            self._tag_set.add(edge_tag)
+            self._filters[edge_tag] = {}
+            self._projections[edge_tag] = []
+            if edge_filters:
+                self.add_filter(edge_tag, edge_filters)
+            if edge_project is not None:
+                self.add_projection(edge_tag, edge_project)
         return self
 
     def _unique_tag(self, basename: str) -> str:
@@ -306,37 +280,40 @@ class QueryBuilder:
         if not isinstance(filter_spec, dict):
             raise InputValidationError(f'filters of tag {tag!r} must be a dict, not {filter_spec!r}')
         self._filters.setdefault(self._check_tag(tag), {}).update(_clone(filter_spec))
+        self._changed()
         return self
 
     def add_projection(self, tag: str, projection: Any) -> QueryBuilder:
         """Set the projections of a vertex or edge tag."""
         self._projections[self._check_tag(tag)] = _normalise_projection(tag, projection)
+        self._changed()
         return self
 
     def set_project_map(self, tag: str, mapping: dict[str, str]) -> QueryBuilder:
         """Rename projected keys of ``tag`` in ``dict()``/``iterdict()`` output."""
         self._project_map[self._check_tag(tag)] = dict(mapping)
+        self._changed()
         return self
 
     def order_by(self, order_by: Any) -> QueryBuilder:
         """Set the ordering (replacing any earlier one)."""
         self._order_by = _normalise_order(order_by, self._tags)
+        self._changed()
         return self
 
     def limit(self, limit: int | None) -> QueryBuilder:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise InputValidationError(f'limit must be an int or None, not {limit!r}')
-        self._limit = limit
+        self._limit = check_paging('limit', limit)
+        self._changed()
         return self
 
     def offset(self, offset: int | None) -> QueryBuilder:
-        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
-            raise InputValidationError(f'offset must be an int or None, not {offset!r}')
-        self._offset = offset
+        self._offset = check_paging('offset', offset)
+        self._changed()
         return self
 
     def distinct(self, value: bool = True) -> QueryBuilder:
         self._distinct = bool(value)
+        self._changed()
         return self
 
     def as_dict(self, copy_: bool = True) -> dict[str, Any]:
@@ -357,8 +334,16 @@ class QueryBuilder:
 
     # --- running --------------------------------------------------------------------------------------------------
 
-    def _query(self) -> Any:
-        return self._backend.query()
+    def _query(self) -> QueryBackend:
+        query: QueryBackend = self._backend.query()
+        return query
+
+    def prepare(self) -> PreparedQuery:
+        """The query parsed and compiled once, kept until the builder changes: running a builder again
+        (``all()``, ``count()``, ...) costs only the statement."""
+        if self._prepared is None:
+            self._prepared = self._query().prepare(self.as_dict(False))
+        return self._prepared
 
     def as_sql(self, inline: bool = False) -> str:
         return self._query().as_sql(self.as_dict(False), inline=inline)
@@ -367,17 +352,17 @@ class QueryBuilder:
         return self._query().analyze_query(self.as_dict(False))
 
     def count(self) -> int:
-        return self._query().count(self.as_dict(False))
+        return self.prepare().count()
 
     def iterall(self, batch_size: int | None = 100) -> Iterator[list[Any]]:
-        return self._query().iterall(self.as_dict(), batch_size)
+        return self.prepare().iterall(batch_size)
 
     def iterdict(self, batch_size: int | None = 100) -> Iterator[dict[str, dict[str, Any]]]:
-        return self._query().iterdict(self.as_dict(), batch_size)
+        return self.prepare().iterdict(batch_size)
 
     def all(self, batch_size: int | None = None, flat: bool = False) -> list[Any]:
         """Every row as a list of projections; ``flat`` chains the rows into one list."""
-        rows = self._query().all(self.as_dict(False))
+        rows = self.prepare().all()
         return list(itertools.chain.from_iterable(rows)) if flat else rows
 
     def dict(self, batch_size: int | None = None) -> list[dict[str, dict[str, Any]]]:

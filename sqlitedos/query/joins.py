@@ -7,14 +7,25 @@ columns are the constants below.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlitedos.db import Fragment
 from sqlitedos.exceptions import InputValidationError
+from sqlitedos.query.operators import Part, join_fragments
 from sqlitedos.tables import quote_identifier
 
-__all__ = ('JOINS', 'ORM_BASE_TABLES', 'RECURSIVE_EDGE_COLUMNS', 'Join', 'join_sql', 'lookup', 'recursive_cte_sql')
+__all__ = (
+    'JOINS',
+    'ORM_BASE_TABLES',
+    'RECURSIVE_EDGE_COLUMNS',
+    'Join',
+    'RecursiveColumns',
+    'join_sql',
+    'lookup',
+    'recursive_cte_sql',
+)
 
 #: The table of each ``orm_base``.
 ORM_BASE_TABLES: dict[str, str] = {
@@ -140,46 +151,79 @@ def join_sql(
         edge_source = f'{quote_identifier(join.edge_table)} AS {edge_alias}'
         old_end, new_end = _q(edge_alias, join.edge_old), _q(edge_alias, join.edge_new)
     vertex = _on(f'JOIN {quote_identifier(table)} AS {alias} ON {_q(alias, "id")} = {new_end}', vertex_on)
+    old_on = f' ON {old_end} = {_q(old_alias, "id")}'
     if outer:
         # Edge and vertex join as one unit: an edge whose vertex fails the vertex's filters leaves both NULL.
-        nested = f'{kind} ({edge_source} {vertex.sql}) ON {old_end} = {_q(old_alias, "id")}'
-        on = _on(nested, edge_on)
-        return Fragment(on.sql, vertex.params + on.params)
-    edge = _on(f'JOIN {edge_source} ON {old_end} = {_q(old_alias, "id")}', edge_on)
-    return Fragment(f'{edge.sql} {vertex.sql}', edge.params + vertex.params)
+        nested = join_fragments([f'{kind} ({edge_source} ', vertex, ')', old_on])
+        return _on(nested, edge_on)
+    return join_fragments([_on(f'JOIN {edge_source}{old_on}', edge_on), vertex], ' ')
 
 
-def _on(sql: str, extra: Fragment | None) -> Fragment:
-    if extra is None or extra.sql == '1':
-        return Fragment(sql)
-    return Fragment(f'{sql} AND {extra.sql}', extra.params)
+def _on(clause: Part, extra: Fragment | None) -> Fragment:
+    """``clause``, and ``AND extra`` when there is a condition to add to its ``ON``."""
+    return join_fragments([clause] if extra is None else [clause, extra], ' AND ')
+
+
+class RecursiveColumns(enum.Enum):
+    """What a recursive edge carries, chosen from what the query uses of it.
+
+    ``NODES``: one row per (ancestor, descendant) pair, found with ``UNION``, so the cost is bounded by nodes and
+    links however many paths join them; ``depth`` is then not asked for. ``DEPTH``: the shortest depth of each pair
+    (``UNION`` over (pair, depth), then the minimum). ``PATHS``: one row per path with its depth (``UNION ALL``),
+    as aiida answers; the number of paths can grow exponentially with the graph's depth (bound it with a ``depth``
+    filter on the edge, which stops the recursion there).
+    """
+
+    NODES = 'nodes'
+    DEPTH = 'depth'
+    PATHS = 'paths'
 
 
 def recursive_cte_sql(
-    join: Join, name: str, old_table: str, anchor_alias: str, anchor_filter: Fragment, with_path: bool
+    join: Join,
+    name: str,
+    old_table: str,
+    anchor_alias: str,
+    anchor_filter: Fragment,
+    columns: RecursiveColumns = RecursiveColumns.NODES,
+    max_depth: int | None = None,
 ) -> Fragment:
-    """The recursive CTE ``name(ancestor_id, descendant_id, depth[, path])`` over create and input_calc links.
+    """The recursive CTE ``name(ancestor_id, descendant_id, depth, path)`` over create and input_calc links.
 
     The anchor starts from the links at the old vertex (restricted by that vertex's own filters, compiled on
-    ``anchor_alias``); direct neighbours have depth 0, as in aiida.
+    ``anchor_alias``); direct neighbours have depth 0, as in aiida. Columns the query does not use are NULL;
+    ``max_depth`` stops the recursion at that depth.
     """
     link = quote_identifier('db_dblink')
-    columns = 'ancestor_id, descendant_id, depth' + (', path' if with_path else '')
+    with_depth = columns is not RecursiveColumns.NODES
+    with_path = columns is RecursiveColumns.PATHS
     if join.descendants:
         anchor_on, step_on = 'l.input_id', 'l.input_id = c.descendant_id'
-        step_select = 'c.ancestor_id, l.output_id, c.depth + 1'
-        step_path = ", json_insert(c.path, '$[#]', l.output_id)"
+        step_ends = 'c.ancestor_id, l.output_id'
+        step_path = "json_insert(c.path, '$[#]', l.output_id)"
     else:
         anchor_on, step_on = 'l.output_id', 'l.output_id = c.ancestor_id'
-        step_select = 'l.input_id, c.descendant_id, c.depth + 1'
-        step_path = ", json('[' || l.input_id || ',' || substr(c.path, 2))"
-    anchor_path = ', json_array(l.input_id, l.output_id)' if with_path else ''
-    sql = (
-        f'{name}({columns}) AS ('
-        f'SELECT l.input_id, l.output_id, 0{anchor_path} FROM {link} AS l '
-        f'JOIN {quote_identifier(old_table)} AS {anchor_alias} ON {anchor_on} = {anchor_alias}.{quote_identifier("id")} '
-        f'WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL} AND {anchor_filter.sql} '
-        f'UNION ALL SELECT {step_select}{step_path if with_path else ""} FROM {name} AS c '
-        f'JOIN {link} AS l ON {step_on} WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL})'
-    )
-    return Fragment(sql, anchor_filter.params)
+        step_ends = 'l.input_id, c.descendant_id'
+        step_path = "json('[' || l.input_id || ',' || substr(c.path, 2))"
+    anchor_path = 'json_array(l.input_id, l.output_id)' if with_path else 'NULL'
+    walk = f'{name}_walk' if columns is RecursiveColumns.DEPTH else name
+    step_columns = f'{step_ends}, {"c.depth + 1" if with_depth else "0"}, {step_path if with_path else "NULL"}'
+    union = 'UNION ALL' if with_path else 'UNION'
+    parts: list[Part] = [
+        f'{walk}(ancestor_id, descendant_id, depth, path) AS (',
+        f'SELECT l.input_id, l.output_id, 0, {anchor_path} FROM {link} AS l ',
+        f'JOIN {quote_identifier(old_table)} AS {anchor_alias} ON {anchor_on} = {anchor_alias}.{quote_identifier("id")} ',
+        f'WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL} AND ',
+        anchor_filter,
+        f' {union} SELECT {step_columns} FROM {walk} AS c ',
+        f'JOIN {link} AS l ON {step_on} WHERE l.type IN {RECURSIVE_LINK_TYPES_SQL}',
+    ]
+    if max_depth is not None and with_depth:
+        parts.append(Fragment(' AND c.depth < ?', (max_depth,)))
+    parts.append(')')
+    if columns is RecursiveColumns.DEPTH:
+        parts.append(
+            f', {name}(ancestor_id, descendant_id, depth, path) AS (SELECT ancestor_id, descendant_id, min(depth), '
+            f'NULL FROM {walk} GROUP BY ancestor_id, descendant_id)'
+        )
+    return join_fragments(parts)

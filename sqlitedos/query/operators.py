@@ -7,47 +7,71 @@ the number ``1``, an array index in a path selects an element, ``of_type: 'boole
 
 On JSON paths, comparisons (``==``, ``<``, ``like``, ``in``, ``of_length`` ...) are *false* (not NULL) where the
 path is missing or holds another JSON type, so their negations include such rows; ``contains``, ``has_key`` and
-``of_type`` are NULL on a missing path, so both they and their negations exclude it (PostgreSQL's behaviour).
+``of_type`` are NULL on a missing path, so both they and their negations exclude it (PostgreSQL's behaviour), except
+``of_type: 'null'``, which a missing path matches (as in both aiida backends).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlitedos.db import Fragment, encode_datetime
 from sqlitedos.exceptions import InputValidationError
+from sqlitedos.query.twins import (
+    MISSING,
+    like_to_regex,
+    twin_compare,
+    twin_contains,
+    twin_eq,
+    twin_has_key,
+    twin_in,
+    twin_length,
+    twin_like,
+    twin_of_type,
+)
 
-__all__ = ('MISSING', 'OPERATORS', 'JsonRef', 'Operator', 'concat', 'encode_column_value', 'like_to_regex')
+__all__ = (
+    'MISSING',
+    'OPERATORS',
+    'JsonRef',
+    'Operator',
+    'check_operand',
+    'concat',
+    'encode_column_value',
+    'join_fragments',
+    'like_to_regex',
+)
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return 'MISSING'
-
-
-#: The twin's stand-in for a JSON path that does not exist in the stored document.
-MISSING = _Missing()
 
 Part = str | Fragment
 
 
-def concat(*parts: Part) -> Fragment:
-    """Join SQL text and fragments into one fragment, keeping the parameters in placeholder order."""
-    sql: list[str] = []
+def join_fragments(parts: Sequence[Part], glue: str = '', parens: bool = False) -> Fragment:
+    """The one way fragments are joined: SQL text and fragments, ``glue`` between them, in parentheses if asked,
+    with the parameters kept in placeholder order."""
+    sql: list[str] = ['('] if parens else []
     params: list[Any] = []
-    for part in parts:
+    for index, part in enumerate(parts):
+        if index and glue:
+            sql.append(glue)
         if isinstance(part, str):
             sql.append(part)
         else:
             sql.append(part.sql)
             params.extend(part.params)
+    if parens:
+        sql.append(')')
     return Fragment(''.join(sql), tuple(params))
+
+
+def concat(*parts: Part) -> Fragment:
+    """SQL text and fragments side by side (``join_fragments`` without glue)."""
+    return join_fragments(parts)
 
 
 @dataclass(frozen=True)
@@ -144,9 +168,18 @@ def encode_column_value(kind: str, value: Any, operator: str) -> Any:
 _JSON_TYPE_OF_KIND = {'str': ('text',), 'number': ('integer', 'real'), 'datetime': ('text',)}
 
 
+def _check_scalar(operator: str, value: Any) -> str:
+    """The kind of a value compared with a JSON value: a str, number (within 64 bits), bool or datetime."""
+    kind = _kind(value)
+    if kind not in ('bool', 'datetime', *_JSON_TYPE_OF_KIND):
+        raise _reject(operator, value, 'a str, int, float, bool or datetime')
+    check_int_range(operator, value)
+    return kind
+
+
 def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -> Fragment:
     """Typed comparison of a JSON value with a str, number, bool or datetime; false on other JSON types."""
-    kind = _kind(value)
+    kind = _check_scalar(operator, value)
     if kind == 'bool':
         as_int = concat('(CASE ', ref.type(), " WHEN 'true' THEN 1 ELSE 0 END)")
         return concat('(', ref.guard('true', 'false'), ' AND ', as_int, f' {sql_op} ?)', Fragment('', (int(value),)))
@@ -160,7 +193,6 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
             Fragment('', (value.astimezone(dt.timezone.utc).isoformat(),)),
         )
     if kind in _JSON_TYPE_OF_KIND:
-        check_int_range(operator, value)
         # The comparison first: SQLite evaluates AND left to right, so the type check parses only the matches.
         return concat(
             '(',
@@ -171,7 +203,7 @@ def _scalar_json_compare(ref: JsonRef, sql_op: str, value: Any, operator: str) -
             ref.guard(*_JSON_TYPE_OF_KIND[kind]),
             ')',
         )
-    raise _reject(operator, value, 'a str, int, float, bool or datetime')
+    raise AssertionError(kind)  # _check_scalar refused every other kind
 
 
 # --- the operators, SQL side -------------------------------------------------------------------------------------
@@ -334,18 +366,7 @@ def _in_json(ref: JsonRef, value: Any) -> Fragment:
 
 
 def _or(parts: list[Fragment]) -> Fragment:
-    if len(parts) == 1:
-        return parts[0]
-    return concat('(', *_interleave(parts, ' OR '), ')')
-
-
-def _interleave(parts: list[Fragment], separator: str) -> list[Part]:
-    out: list[Part] = []
-    for index, part in enumerate(parts):
-        if index:
-            out.append(separator)
-        out.append(part)
-    return out
+    return parts[0] if len(parts) == 1 else join_fragments(parts, ' OR ', parens=True)
 
 
 _TYPE_NAMES = {
@@ -359,11 +380,15 @@ _TYPE_NAMES = {
 
 
 def _check_of_type(value: Any) -> None:
-    if value not in _TYPE_NAMES:
+    if not isinstance(value, str) or value not in _TYPE_NAMES:
         raise _reject('of_type', value, f'one of {sorted(_TYPE_NAMES)}')
 
 
 def _of_type_json(ref: JsonRef, value: Any) -> Fragment:
+    if value == 'null':
+        # A missing path is null too, as in both aiida backends (PostgreSQL's ``jsonb_typeof`` of a missing key is
+        # SQL NULL, which aiida's psql code counts as ``null`` on purpose).
+        return concat('(ifnull(', ref.type(), ", 'null') = 'null')")
     names = ', '.join(f"'{name}'" for name in _TYPE_NAMES[value])
     return concat('(', ref.type(), f' IN ({names}))')
 
@@ -439,134 +464,6 @@ def _length(sql_op: str) -> tuple[Callable, Callable]:  # the value is checked b
     return on_column, on_json
 
 
-# --- the Python twins ---------------------------------------------------------------------------------------------
-
-
-def _json_equal(stored: Any, value: Any) -> bool:
-    if isinstance(stored, bool) or isinstance(value, bool):
-        return isinstance(stored, bool) and isinstance(value, bool) and stored is value
-    if isinstance(stored, dict) and isinstance(value, dict):
-        return stored.keys() == value.keys() and all(_json_equal(stored[k], value[k]) for k in stored)
-    if isinstance(stored, list) and isinstance(value, (list, tuple)):
-        return len(stored) == len(value) and all(_json_equal(a, b) for a, b in zip(stored, value))
-    if isinstance(stored, (dict, list)) or isinstance(value, (dict, list, tuple)):
-        return False
-    if isinstance(stored, (int, float)) != isinstance(value, (int, float)):
-        return False
-    return stored == value
-
-
-def _twin_compare(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any, bool], bool | None]:
-    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-        if stored is MISSING or stored is None:
-            return False if on_json else None
-        if isinstance(value, bool):
-            return isinstance(stored, bool) and test(int(stored), int(value))
-        if isinstance(value, (int, float)):
-            ok = isinstance(stored, (int, float)) and not isinstance(stored, bool)
-            return ok and test(stored, value)
-        if isinstance(value, str):
-            return isinstance(stored, str) and test(stored, value)
-        if isinstance(value, dt.datetime):
-            return isinstance(stored, (str, dt.datetime)) and test(_as_datetime(stored), value)
-        return False
-
-    return matches
-
-
-def _as_datetime(stored: Any) -> dt.datetime:
-    return stored if isinstance(stored, dt.datetime) else dt.datetime.fromisoformat(stored)
-
-
-def _twin_eq(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    if value is None:
-        return False if on_json else stored is None
-    if stored is MISSING:
-        return False
-    if stored is None:
-        return False if on_json else None
-    if isinstance(value, (list, tuple, dict)):
-        return _json_equal(stored, value)
-    return _twin_compare(lambda a, b: a == b)(stored, value, on_json)
-
-
-def like_to_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """The regular expression equivalent to a SQL ``LIKE`` pattern with escape character ``\\``."""
-    out, index = [], 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == '\\' and index + 1 < len(pattern):
-            out.append(re.escape(pattern[index + 1]))
-            index += 2
-            continue
-        out.append('.*' if char == '%' else '.' if char == '_' else re.escape(char))
-        index += 1
-    # SQLite's lower() folds ASCII letters only.
-    return re.compile(''.join(out), re.DOTALL | (re.IGNORECASE | re.ASCII if ignore_case else 0))
-
-
-def _twin_like(ignore_case: bool) -> Callable[[Any, Any, bool], bool | None]:
-    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-        if stored is MISSING or stored is None:
-            return False if on_json else None
-        if not isinstance(stored, str):
-            return False if on_json else like_to_regex(value, ignore_case).fullmatch(str(stored)) is not None
-        return like_to_regex(value, ignore_case).fullmatch(stored) is not None
-
-    return matches
-
-
-def _twin_in(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    results = [_twin_eq(stored, item, on_json) for item in value]
-    if any(result is True for result in results):
-        return True
-    return None if any(result is None for result in results) else False
-
-
-def _json_type_name(stored: Any) -> str | None:
-    if stored is MISSING:
-        return None
-    if stored is None:
-        return 'null'
-    if isinstance(stored, bool):
-        return 'boolean'
-    if isinstance(stored, (int, float)):
-        return 'number'
-    if isinstance(stored, str):
-        return 'string'
-    return 'array' if isinstance(stored, list) else 'object'
-
-
-def _twin_of_type(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    name = _json_type_name(stored)
-    return None if name is None else name == value
-
-
-def _twin_contains(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    from sqlitedos.db import _contains
-
-    return None if stored is MISSING else _contains(stored, value)
-
-
-def _twin_has_key(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-    if stored is MISSING:
-        return None
-    if isinstance(stored, dict):
-        return value in stored
-    if isinstance(stored, list):
-        return any(isinstance(item, str) and item == value for item in stored)
-    return isinstance(stored, str) and stored == value
-
-
-def _twin_length(test: Callable[[int, int], bool]) -> Callable[[Any, Any, bool], bool | None]:
-    def matches(stored: Any, value: Any, on_json: bool = True) -> bool | None:
-        if not on_json:
-            return None if stored is None else test(len(stored), value)
-        return isinstance(stored, list) and test(len(stored), value)
-
-    return matches
-
-
 # --- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -588,13 +485,13 @@ class Operator:
 
 def _table() -> dict[str, Operator]:
     rows = [
-        Operator('==', _eq_column, _eq_json, _no_check, _twin_eq),
-        Operator('like', _like_column, _like_json, _check_like_pattern('like'), _twin_like(False)),
-        Operator('ilike', _ilike_column, _ilike_json, _check_like_pattern('ilike'), _twin_like(True)),
-        Operator('in', _in_column, _in_json, _check_in, _twin_in),
-        Operator('of_type', None, _of_type_json, _check_of_type, _twin_of_type),
-        Operator('contains', None, _contains_json, _check_json_value('contains'), _twin_contains),
-        Operator('has_key', None, _has_key_json, _check_str('has_key'), _twin_has_key),
+        Operator('==', _eq_column, _eq_json, _no_check, twin_eq),
+        Operator('like', _like_column, _like_json, _check_like_pattern('like'), twin_like(False)),
+        Operator('ilike', _ilike_column, _ilike_json, _check_like_pattern('ilike'), twin_like(True)),
+        Operator('in', _in_column, _in_json, _check_in, twin_in),
+        Operator('of_type', None, _of_type_json, _check_of_type, twin_of_type),
+        Operator('contains', None, _contains_json, _check_json_value('contains'), twin_contains),
+        Operator('has_key', None, _has_key_json, _check_str('has_key'), twin_has_key),
     ]
     for name, sql_op, test in (
         ('<', '<', lambda a, b: a < b),
@@ -604,16 +501,59 @@ def _table() -> dict[str, Operator]:
         ('=<', '<=', lambda a, b: a <= b),
         ('=>', '>=', lambda a, b: a >= b),
     ):
-        rows.append(Operator(name, *_compare(sql_op, name), _no_check, _twin_compare(test)))
+        rows.append(Operator(name, *_compare(sql_op, name), _no_check, twin_compare(test)))
     for name, sql_op, test in (
         ('of_length', '=', lambda a, b: a == b),
         ('longer', '>', lambda a, b: a > b),
         ('shorter', '<', lambda a, b: a < b),
     ):
-        rows.append(Operator(name, *_length(sql_op), _check_length(name), _twin_length(test)))
+        rows.append(Operator(name, *_length(sql_op), _check_length(name), twin_length(test)))
     return {row.name: row for row in rows}
 
 
 #: Every filter operator by name. ``and``/``or`` inside an operator dict and the ``~``/``!`` negation prefix are
 #: handled by the compiler, which combines these rows.
 OPERATORS: dict[str, Operator] = _table()
+
+
+def check_operand(operator: Operator, field_kind: str, value: Any) -> None:
+    """Every error ``operator`` would raise on a field of ``field_kind`` (``'json'``: a path inside a JSON column)
+    and ``value``, raised before any SQL is built."""
+    operator.check(value)
+    on_json = field_kind == 'json'
+    if on_json and operator.on_json is None:
+        raise InputValidationError(f'operator {operator.name!r} does not apply to JSON values')
+    if not on_json and operator.on_column is None:
+        allowed = sorted(key for key, row in OPERATORS.items() if row.on_column is not None)
+        raise InputValidationError(
+            f'operator {operator.name!r} does not apply to a plain column; expected one of: {", ".join(allowed)}'
+        )
+    base = operator.name
+    if base == '==':
+        if on_json and _kind(value) not in ('null', 'list', 'dict'):
+            _check_scalar(base, value)
+        elif not on_json and value is not None:
+            encode_column_value(field_kind, value, base)
+    elif base in _COMPARISONS:
+        if on_json:
+            _check_scalar(base, value)
+        elif value is None or isinstance(value, (list, tuple, dict)):
+            raise _reject(base, value, 'a str, number or datetime')
+        else:
+            encode_column_value(field_kind, value, base)
+    elif base == 'in':
+        for item in value:
+            if on_json and _kind(item) in ('number', 'str'):
+                check_int_range('in', item)
+            elif on_json and _kind(item) not in ('bool', 'list', 'dict', 'datetime', 'null'):
+                raise _reject('in', item, 'JSON values (str, number, bool, list, dict) or datetimes')
+            elif not on_json and item is not None:
+                encode_column_value(field_kind, item, 'in')
+    elif base in _LENGTHS and not on_json and field_kind not in ('text', 'uuid'):
+        raise InputValidationError(
+            f'length operators apply to text columns and JSON arrays, not to a {field_kind} column'
+        )
+
+
+_COMPARISONS = frozenset({'<', '<=', '>', '>=', '=<', '=>'})
+_LENGTHS = frozenset({'of_length', 'longer', 'shorter'})

@@ -1,4 +1,6 @@
-"""Projections (``*``, columns, JSON sub-paths, ``cast``, ``func``) and ``order_by`` terms of a query dict."""
+"""Parsed projections (``*``, columns, JSON sub-paths, ``cast``, ``func``) and ``order_by`` terms compiled to SQL
+expressions, each with the decoder of its cells. Entities are not built here: a ``*`` projection yields its row's
+cells by column name, and the query backend builds the entity."""
 
 from __future__ import annotations
 
@@ -9,14 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlitedos.db import Fragment, decode_datetime, decode_json
-from sqlitedos.exceptions import InputValidationError
-from sqlitedos.query.fields import Target, resolve
-from sqlitedos.query.operators import JsonRef, concat
+from sqlitedos.query.fields import Field
+from sqlitedos.query.operators import JsonRef, concat, join_fragments
+from sqlitedos.query.parse import OrderTerm, ProjectionSpec
+from sqlitedos.tables import quote_identifier
 
-__all__ = ('CASTS', 'FUNCS', 'Projection', 'cast_sql', 'compile_projection', 'order_terms', 'projection_entries')
-
-FUNCS = frozenset({'count', 'max', 'min'})
-CASTS = frozenset({'f', 'i', 'b', 't', 'j', 'd'})
+__all__ = ('Projection', 'cast_sql', 'compile_projection', 'decode_json_value', 'order_terms')
 
 
 Decoder = Callable[[Any], Any]
@@ -34,19 +34,32 @@ def _cell(row: tuple, index: int) -> Any:
     return row[index]
 
 
-#: json_type values whose json_extract value is already the Python value.
-_NATIVE_JSON_TYPES = frozenset({'text', 'integer', 'real', 'null', None})
-_JSON_BOOLEANS = {'true': True, 'false': False}
+_JSON_LITERALS = {'true': True, 'false': False, 'null': None}
+_json_loads = json.loads
 
 
-def _decode_typed(row: tuple, index: int) -> Any:
-    """(json_type, json_extract) -> the Python value, keeping JSON booleans (json_extract gives 1/0 for them)."""
-    json_type = row[index]
-    if json_type in _NATIVE_JSON_TYPES:
-        return row[index + 1]
-    if json_type in _JSON_BOOLEANS:
-        return _JSON_BOOLEANS[json_type]
-    return json.loads(row[index + 1])
+def decode_json_value(text: Any) -> Any:
+    """A JSON value's text (SQLite's ``->``: minified, NULL where the path is missing) -> the Python value.
+
+    Plain strings, numbers and literals skip ``json.loads``, which costs more per row than the query itself; the
+    number text is SQLite's copy of the stored one, so integers beyond 64 bits stay exact.
+    """
+    if text is None:
+        return None
+    first = text[0]
+    if first == '"':
+        return text[1:-1] if '\\' not in text else _json_loads(text)
+    if first == '[' or first == '{':
+        return _json_loads(text)
+    if first in 'tfn':
+        return _JSON_LITERALS[text]
+    if '.' in text or 'e' in text or 'E' in text:
+        return float(text)
+    return int(text)
+
+
+def _decode_json_cell(row: tuple, index: int) -> Any:
+    return decode_json_value(row[index])
 
 
 def _decode_json_datetime(cell: Any) -> Any:
@@ -94,123 +107,92 @@ def cast_sql(ref: JsonRef, cast: str | None) -> tuple[Fragment, Decoder]:
             ref.extract(),
             ' != 0 END)',
         ), _decode_bool
-    if cast == 'd':
-        return ref.extract(), _decode_json_datetime
-    raise InputValidationError(f'unknown cast {cast!r}; expected one of: {", ".join(sorted(CASTS))}')
+    assert cast == 'd', cast  # the parser accepts only CASTS
+    return ref.extract(), _decode_json_datetime
 
 
-@dataclass
+@dataclass(frozen=True)
 class Projection:
-    """One projected value: its output key, its SQL expressions, and ``decode(row, start)``, which turns the cells
-    from ``row[start]`` on into the value; ``plain`` when that is the cell itself."""
+    """One projected value: its output key, its SQL expressions (``cells``, one result column each), and how those cells become the value.
+
+    ``decode(row, start)`` turns the cells from ``row[start]`` on into the value; ``plain`` when that is the cell
+    itself; ``typed`` for a JSON value given as its text (``decode_json_value``); ``entity`` (an orm_base) when the cells
+    are a whole row, which ``decode`` gives as a dict by column name for the backend to build the entity from."""
 
     tag: str
     key: str
-    sql: list[Fragment]
+    cells: tuple[Fragment, ...]
     decode: Callable[[tuple, int], Any]
     plain: bool = False
+    typed: bool = False
+    entity: str | None = None
 
 
-def projection_entries(tag: str, spec: Any) -> list[tuple[str, dict]]:
-    if spec in (None, []):
-        return []
-    if isinstance(spec, (str, dict)):
-        spec = [spec]
-    if not isinstance(spec, (list, tuple)):
-        raise InputValidationError(f'the projections of tag {tag!r} must be a list, not {spec!r}')
-    entries = []
-    for entry in spec:
-        if isinstance(entry, str):
-            entries.append((entry, {}))
-        elif isinstance(entry, dict):
-            for key, options in entry.items():
-                options = options or {}
-                if not isinstance(options, dict) or set(options) - {'func', 'cast'}:
-                    raise InputValidationError(
-                        f'projection {key!r} of tag {tag!r}: options must be a dict with keys func and cast only'
-                    )
-                entries.append((key, options))
-        else:
-            raise InputValidationError(f'invalid projection {entry!r} of tag {tag!r}')
-    return entries
+def _row_dict(columns: tuple[str, ...]) -> Callable[[tuple, int], Any]:
+    width = len(columns)
+
+    def decode(row: tuple, index: int) -> dict[str, Any]:
+        return dict(zip(columns, row[index : index + width]))
+
+    return decode
 
 
-def compile_projection(target: Target, key: str, options: dict, builder: Callable | None) -> Projection:
-    """One projection (``*``, ``**``, a column, a JSON sub-path), with its ``func`` and ``cast``."""
-    func, cast = options.get('func'), options.get('cast')
-    if func is not None and func not in FUNCS:
-        raise InputValidationError(
-            f'unknown func {func!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(FUNCS)}'
-        )
-    if cast is not None and cast not in CASTS:
-        raise InputValidationError(
-            f'unknown cast {cast!r} on {key!r} of tag {target.tag!r}; expected one of: {sorted(CASTS)}'
-        )
-    if key == '*':
-        if func is not None:
-            raise InputValidationError(f'func {func!r} cannot be applied to "*" (tag {target.tag!r})')
-        if builder is None or target.table is None or not target.orm_base or target.orm_base == 'link':
-            raise InputValidationError(f'"*" cannot be projected on tag {target.tag!r}; project "**" or columns')
-        names = list(target.table.column_names)
-        sqls = [Fragment(target.column(name)[0]) for name in names]
-        width = len(names)
-        return Projection(
-            target.tag,
-            key,
-            sqls,
-            lambda row, i, n=names, b=builder, o=target.orm_base, w=width: b(o, dict(zip(n, row[i : i + w]))),
-        )
-    column_sql, kind, ref = resolve(target, key)
-    if ref is not None and ref.path.params != ('$',) and cast is None and func is None:
-        # Two cheap columns instead of the JSON text: json.loads per row costs more than the query itself.
-        return Projection(target.tag, key, [ref.type(), ref.extract()], _decode_typed)
-    if ref is not None and (ref.path.params != ('$',) or cast is not None):
+def compile_projection(spec: ProjectionSpec, alias: str) -> Projection:
+    """One parsed projection under ``alias``, with its ``func`` and ``cast``."""
+    if spec.entity is not None:
+        sqls = tuple(Fragment(f'{alias}.{quote_identifier(name)}') for name in spec.columns)
+        return Projection(spec.tag, spec.key, sqls, _row_dict(spec.columns), entity=spec.entity)
+    field = spec.field
+    assert field is not None
+    func, cast = spec.func, spec.cast
+    if field.is_json and not field.is_whole_column and cast is None and func is None:
+        # One JSON call per row (its text keeps true apart from 1), decoded without json.loads where it can be.
+        return Projection(spec.tag, spec.key, (field.ref(alias).json(),), _decode_json_cell, typed=True)
+    if field.is_json and (not field.is_whole_column or cast is not None):
+        ref = field.ref(alias)
         expression, decoder = cast_sql(ref, cast)
         if func is not None:
             expression = concat(func.upper(), '(', ref.extract() if cast in (None, 'j') else expression, ')')
             decoder = int if func == 'count' else (_identity if cast in (None, 'j') else decoder)
     else:
-        expression, decoder = Fragment(column_sql), COLUMN_DECODERS.get(kind, _identity)
+        column_sql = field.column_sql(alias)
+        expression, decoder = Fragment(column_sql), COLUMN_DECODERS.get(field.kind, _identity)
         if func is not None:
             expression = Fragment(f'{func.upper()}({column_sql})')
             decoder = int if func == 'count' else decoder
     if decoder is _identity:
-        return Projection(target.tag, key, [expression], _cell, plain=True)
-    return Projection(target.tag, key, [expression], lambda row, i, d=decoder: d(row[i]))
+        return Projection(spec.tag, spec.key, (expression,), _cell, plain=True)
+    return Projection(spec.tag, spec.key, (expression,), _apply(decoder))
+
+
+def _apply(decoder: Decoder) -> Callable[[tuple, int], Any]:
+    def decode(row: tuple, index: int) -> Any:
+        return decoder(row[index])
+
+    return decode
 
 
 # --- ordering -----------------------------------------------------------------------------------------------------
 
 
 _JSON_TYPE_RANK = (
-    "(CASE {t} WHEN 'null' THEN 0 WHEN 'text' THEN 1 WHEN 'integer' THEN 2 WHEN 'real' THEN 2 "
-    "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)"
+    '(CASE ',
+    " WHEN 'null' THEN 0 WHEN 'text' THEN 1 WHEN 'integer' THEN 2 WHEN 'real' THEN 2 "
+    "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)",
 )
 
 
-def order_terms(target: Target, key: str, options: Any) -> list[Fragment]:
-    """ORDER BY terms for one field; NULLs last ascending and first descending, as PostgreSQL sorts."""
-    if isinstance(options, str):
-        options = {'order': options}
-    if not isinstance(options, dict) or set(options) - {'order', 'cast'}:
-        raise InputValidationError(f'order_by on {key!r} of tag {target.tag!r}: expected a dict with order and cast')
-    order = options.get('order', 'asc')
-    if order not in ('asc', 'desc'):
-        raise InputValidationError(f'order {order!r} on {key!r} of tag {target.tag!r}; expected "asc" or "desc"')
-    cast = options.get('cast')
-    column_sql, kind, ref = resolve(target, key)
-    suffix = ' ASC NULLS LAST' if order == 'asc' else ' DESC NULLS FIRST'
-    if ref is None:
-        return [Fragment(column_sql + suffix)]
-    if cast is None or cast == 'j':
-        rank = concat(*_split_rank(ref))
+def order_terms(term: OrderTerm, alias: str) -> list[Fragment]:
+    """ORDER BY terms for one parsed field; NULLs last ascending and first descending, as PostgreSQL sorts."""
+    suffix = ' DESC NULLS FIRST' if term.descending else ' ASC NULLS LAST'
+    field: Field = term.field
+    if not field.is_json:
+        return [Fragment(field.column_sql(alias) + suffix)]
+    ref = field.ref(alias)
+    if term.cast is None or term.cast == 'j':
+        rank = join_fragments([_JSON_TYPE_RANK[0], ref.type(), _JSON_TYPE_RANK[1]])
         return [concat(rank, suffix), concat(ref.extract(), suffix)]
-    if cast == 'd':
+    if term.cast == 'd':
         return [concat('julianday(', ref.extract(), ')', suffix)]
-    expression, _ = cast_sql(ref, cast)
+    expression, _ = cast_sql(ref, term.cast)
     return [concat(expression, suffix)]
-
-
-def _split_rank(ref: JsonRef) -> list[Any]:
-    before, after = _JSON_TYPE_RANK.split('{t}')
-    return [before, ref.type(), after]

@@ -24,6 +24,7 @@ from sqlitedos.db import (
 )
 from sqlitedos.exceptions import ClosedStorage, IntegrityError, NotExistentKeyError, ValidationError
 from sqlitedos.profile import Profile
+from sqlitedos.query.backend import QueryBackend, QueryCache
 from sqlitedos.tables import EntityTypes, Table, quote_identifier, table_for
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def _bulk_plan(entity_type: EntityTypes) -> _BulkPlan:
 def _bulk_params(plan: _BulkPlan, rows: Sequence[Mapping[str, Any]], allow_defaults: bool) -> list[Sequence[Any]]:
     """The parameter tuples of ``rows``, checking key sets and filling defaults; nothing is written here."""
     keyset, getter, encoded = plan.keyset, plan.getter, _bulk_encoders(plan)
-    params = []
+    params: list[Sequence[Any]] = []
     try:
         for row in rows:
             if row.keys() != keyset:
@@ -170,7 +171,7 @@ def _bulk_params(plan: _BulkPlan, rows: Sequence[Mapping[str, Any]], allow_defau
                         f'{"a subset of " if allow_defaults else ""}{sorted(keyset)}'
                     )
                 row = {name: row[name] if name in row else plan.defaults[name]() for name in plan.fields}
-            values = getter(row)
+            values: Any = getter(row)
             if encoded:
                 values = list(values)
                 for index, encode in encoded:
@@ -203,6 +204,7 @@ class StorageBackend:
         self._sessions: list[Session] = []
         self._sessions_lock = threading.Lock()
         self._default_user: BackendUser | None = None
+        self._query_cache = QueryCache()
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -273,11 +275,9 @@ class StorageBackend:
         """The calling thread's ``sqlite3`` connection (aiida returns its SQLAlchemy session here)."""
         return self._session().connection
 
-    def query(self) -> Any:
+    def query(self) -> QueryBackend:
         """The backend query builder: runs query dicts (``count``, ``first``, ``iterall``, ``iterdict``, ...)."""
-        from sqlitedos.query.backend import QueryBackend
-
-        return QueryBackend(self)
+        return QueryBackend(self, self._query_cache)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

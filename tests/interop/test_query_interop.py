@@ -46,6 +46,9 @@ def _queries(orm: Any) -> dict[str, Callable[[], Any]]:
         'dict_of_type_array': lambda: QB().append(
             orm.Dict, filters={'attributes.tags': {'of_type': 'array'}}, project='id'
         ),
+        'of_type_null_or_missing': lambda: QB().append(
+            orm.Node, filters={'attributes.none': {'of_type': 'null'}}, project='id'
+        ),
         'dict_nested_project': lambda: QB().append(orm.Dict, project=['attributes.nested', 'attributes.name']),
         'dict_order_cast': lambda: (
             QB()
@@ -246,6 +249,16 @@ def _documented(orm: Any) -> dict[str, tuple[Callable[[], Any], Any, Any]]:
             4,
         ),
         'length_on_text': (lambda: QB().append(orm.Node, filters={'label': {'of_length': 7}}), 'ValueError', 10),
+        'has_key_repository_metadata': (
+            lambda: QB().append(orm.Node, filters={'repository_metadata': {'has_key': 'o'}}),
+            'ValueError',
+            12,
+        ),
+        'outerjoin_group_membership': (
+            lambda: QB().append(orm.Node, tag='n', project='id').append(orm.Group, with_node='n', outerjoin=True),
+            20,
+            65,
+        ),
     }
 
 
