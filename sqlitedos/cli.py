@@ -133,10 +133,14 @@ def first_user_email(path: Path) -> str | None:
     return row[0] if row else None
 
 
-def open_storage(path: str | Path) -> SqliteDosStorage:
-    """The storage folder at ``path``, opened, with its first user as the default user (as ``verdi`` profiles do)."""
+def open_storage(path: str | Path, read_only: bool = False) -> SqliteDosStorage:
+    """The storage folder at ``path``, opened, with its first user as the default user (as ``verdi`` profiles do).
+
+    Commands that only read open it ``read_only``: they work on read-only media and leave the folder as it was.
+    """
     email = first_user_email(Path(path))
-    return SqliteDosStorage(SqliteDosStorage.create_profile('cli', filepath=Path(path), default_user_email=email))
+    profile = SqliteDosStorage.create_profile('cli', filepath=Path(path), default_user_email=email)
+    return SqliteDosStorage(profile, read_only=read_only)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -281,7 +285,7 @@ def init(path: Path, email: str) -> None:
 @JSON_OPTION
 def info(path: Path, detailed: bool, as_json: bool) -> None:
     """Summarise the storage at PATH: entity counts and repository."""
-    with open_storage(path) as storage:
+    with open_storage(path, read_only=True) as storage:
         data = {'path': str(storage.filepath_root), 'schema version': storage.version(), **storage.get_info(detailed)}
     echo_data(data, as_json)
 
@@ -338,7 +342,7 @@ def query(
     """
     from sqlitedos.query.builder import QueryBuilder
 
-    with open_storage(path) as storage:
+    with open_storage(path, read_only=True) as storage:
         if query_file is not None:
             builder = QueryBuilder.from_dict(storage, read_query_dict(query_file))
             if limit is not None:
@@ -437,7 +441,7 @@ SELECT_OUTGOING_LINKS = """
 @JSON_OPTION
 def node_show(path: Path, identifier: str, as_json: bool) -> None:
     """Show a node of the storage at PATH: columns, attributes, extras, links and files."""
-    with open_storage(path) as storage:
+    with open_storage(path, read_only=True) as storage:
         summary = node_summary(storage, resolve_node_pk(storage, identifier))
     if as_json:
         echo_json(summary)
@@ -463,7 +467,7 @@ def node_show(path: Path, identifier: str, as_json: bool) -> None:
 @click.argument('filename', metavar='FILE')
 def node_cat(path: Path, identifier: str, filename: str) -> None:
     """Write the content of FILE of a node of the storage at PATH to stdout."""
-    with open_storage(path) as storage:
+    with open_storage(path, read_only=True) as storage:
         summary = node_summary(storage, resolve_node_pk(storage, identifier))
         key = summary['files'].get(filename.strip('/'))
         if key is None:
@@ -521,7 +525,7 @@ def archive_create(
     group_ids = [item for text in groups for item in text.split(',') if item]
     if everything == bool(node_ids or group_ids):
         raise click.UsageError('give either --all, or --nodes and/or --groups')
-    with open_storage(path) as storage, progress_bars(ctx) as bars, timed() as elapsed:
+    with open_storage(path, read_only=True) as storage, progress_bars(ctx) as bars, timed() as elapsed:
         entities = None
         if not everything:
             entities = [('node', resolve_node_pk(storage, item)) for item in node_ids]
@@ -588,7 +592,7 @@ def backup_command(ctx: click.Context, path: Path, dest: Path, keep: int | None)
     """Back the storage at PATH up into DEST (incremental, aiida's layout; no rsync needed)."""
     from sqlitedos.backup import backup
 
-    with open_storage(path) as storage, progress_bars(ctx) as bars, timed() as elapsed:
+    with open_storage(path, read_only=True) as storage, progress_bars(ctx) as bars, timed() as elapsed:
         folder = backup(storage, dest, keep=keep, progress=bars)
     click.echo(f'Backed up {path} to {folder} in {elapsed():.2f} s')
 

@@ -12,10 +12,11 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from sqlitedos.exceptions import (
     CorruptStorage,
@@ -122,17 +123,15 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
 
     ``path`` is a database file, which must exist (opening never creates one), or ``':memory:'``. The connection
     is in autocommit mode (``isolation_level=None``): transactions are opened only by ``Session.transaction()``.
+    With ``read_only`` the connection cannot write, and opening it leaves the folder as it was (``_open_read_only``).
     """
     check_sqlite_version()
     if str(path) == ':memory:':
         connection = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
+    elif read_only:
+        connection = _open_read_only(Path(path))
     else:
-        mode = 'ro' if read_only else 'rw'
-        uri = f'{Path(path).absolute().as_uri()}?mode={mode}'
-        try:
-            connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        except sqlite3.OperationalError as exc:
-            raise UnreachableStorage(f'cannot open the database {str(path)!r}: {exc}') from exc
+        connection = _open_uri(Path(path), f'{Path(path).absolute().as_uri()}?mode=rw')
     try:
         _set_pragmas(connection)
     except sqlite3.DatabaseError as exc:
@@ -142,6 +141,163 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         ) from exc
     connection.create_function('json_contains', 2, json_contains, deterministic=True)
     return connection
+
+
+def _open_uri(path: Path, uri: str) -> _Connection:
+    try:
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, factory=_Connection)
+    except sqlite3.OperationalError as exc:
+        raise UnreachableStorage(f'cannot open the database {str(path)!r}: {exc}') from exc
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that, once closed, also closes its keeper and releases its folder guard (``_open_read_only``)."""
+
+    _keeper: sqlite3.Connection | None = None
+    _folder_guard: _FolderGuard | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            keeper, self._keeper = self._keeper, None
+            guard, self._folder_guard = self._folder_guard, None
+            if keeper is not None:
+                keeper.close()  # the last connection: SQLite deletes the -wal and -shm it made
+            if guard is not None:
+                guard.release()
+
+
+#: The header bytes 18 and 19 of a WAL database are 2 (1 in rollback-journal mode). https://www.sqlite.org/fileformat.html
+WAL_HEADER_OFFSET = 18
+WAL_HEADER_VERSION = 2
+#: ``FS_IOC_GETFLAGS`` and ``FS_IMMUTABLE_FL`` (``chattr +i``) from ``linux/fs.h``.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IMMUTABLE_FL = 0x00000010
+
+
+def _open_read_only(path: Path) -> _Connection:
+    """A ``mode=ro`` connection to ``path`` that leaves no trace in its folder.
+
+    SQLite reads a WAL database through its ``-wal`` and ``-shm`` files; a read-only connection creates them when
+    they are missing and cannot delete them afterwards (https://www.sqlite.org/wal.html#readonly). So:
+
+    - a rollback-journal database (aiida leaves ``database.sqlite`` so), or a WAL one whose ``-wal`` exists (another
+      connection is using it), opens with ``mode=ro``, which creates nothing;
+    - a WAL database without ``-wal`` that nobody can change (a read-only mount, ``chattr +i``) opens with
+      ``immutable=1``: SQLite then needs no ``-shm`` and takes no locks, which is safe only because no process can
+      write the file (https://www.sqlite.org/uri.html#uriimmutable);
+    - a WAL database without ``-wal`` on writable media may be written by another process while we read, so
+      ``immutable`` would be unsafe there. A read-write *keeper* connection (``query_only``) opens first and makes
+      the ``-wal``/``-shm``; the ``mode=ro`` connection shares them; on close the keeper, the last connection,
+      has SQLite delete them, and the ``_FolderGuard`` sets the folder's mtime back: the folder is left byte- and
+      mtime-identical, and the reader still takes SQLite's locks;
+    - otherwise (a folder this process cannot write, on media others can) ``UnreachableStorage``.
+    """
+    absolute = path.absolute()
+    uri = f'{absolute.as_uri()}?mode=ro'
+    if not _is_wal(absolute) or Path(f'{absolute}-wal').exists():
+        return _open_uri(path, uri)
+    if _cannot_change(absolute):
+        return _open_uri(path, uri + '&immutable=1')
+    if not (os.access(absolute.parent, os.W_OK) and os.access(absolute, os.W_OK)):
+        raise UnreachableStorage(
+            f'cannot read {str(path)!r} read-only: it is a WAL database without its {path.name}-wal/-shm files, in '
+            'a folder this process cannot write on media others can, and SQLite must create those files to read it '
+            'safely; run as a user who can write the folder, or read it from a read-only mount or a copy'
+        )
+    guard = _FolderGuard.acquire(absolute.parent)
+    try:
+        keeper = _open_uri(path, f'{absolute.as_uri()}?mode=rw')
+        try:
+            keeper.execute('PRAGMA query_only = ON')
+            keeper.execute('SELECT count(*) FROM sqlite_master').fetchone()  # opens the WAL: makes -wal and -shm
+            connection = _open_uri(path, uri)
+        except sqlite3.DatabaseError as exc:
+            keeper.close()
+            raise CorruptStorage(
+                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
+            ) from exc
+        except BaseException:
+            keeper.close()
+            raise
+    except BaseException:
+        guard.release()
+        raise
+    connection._keeper, connection._folder_guard = keeper, guard
+    return connection
+
+
+def _is_wal(path: Path) -> bool:
+    try:
+        with open(path, 'rb') as handle:
+            header = handle.read(WAL_HEADER_OFFSET + 2)
+    except OSError:
+        return False  # SQLite reports it when it opens the file
+    return header[WAL_HEADER_OFFSET : WAL_HEADER_OFFSET + 2] == bytes([WAL_HEADER_VERSION] * 2)
+
+
+def _cannot_change(path: Path) -> bool:
+    """Whether no process can write ``path``: it is on a read-only mount, or it is immutable (``chattr +i``)."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        descriptor = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        flags = int.from_bytes(fcntl.ioctl(descriptor, FS_IOC_GETFLAGS, bytes(8))[:4], sys.byteorder)
+    except OSError:  # a file system without inode flags
+        return False
+    finally:
+        os.close(descriptor)
+    return bool(flags & FS_IMMUTABLE_FL)
+
+
+class _FolderGuard:
+    """Puts a folder's mtime back after the read-only connections of this process that opened in it are closed.
+
+    The first such connection records the folder's entries and times; when the last one closes, and the folder
+    holds the same entries again (SQLite deleted the ``-wal``/``-shm`` it created), the recorded times are set back.
+    If anything else appeared or went meanwhile the folder did change, and its mtime is left alone.
+    """
+
+    _registry: ClassVar[dict[str, _FolderGuard]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.entries = sorted(os.listdir(folder))
+        status = os.stat(folder)
+        self.times = (status.st_atime_ns, status.st_mtime_ns)
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, folder: Path) -> _FolderGuard:
+        with cls._lock:
+            guard = cls._registry.get(str(folder))
+            if guard is None:
+                guard = cls._registry[str(folder)] = cls(str(folder))
+            guard.users += 1
+            return guard
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self._registry[self.folder]
+            with contextlib.suppress(OSError):
+                if (
+                    sorted(os.listdir(self.folder)) == self.entries
+                    and os.stat(self.folder).st_mtime_ns != self.times[1]
+                ):
+                    os.utime(self.folder, ns=self.times)
 
 
 def _set_pragmas(connection: sqlite3.Connection) -> None:
@@ -261,7 +417,8 @@ class Session:
             yield from self._savepoint()
 
     def _outer(self, mode: str) -> Iterator[sqlite3.Connection]:
-        self._switch_to_wal()
+        if mode != 'DEFERRED':  # a read never changes the file, not even its journal mode
+            self._switch_to_wal()
         with translate_errors():
             self.connection.execute(f'BEGIN {mode}')
         self.depth = 1

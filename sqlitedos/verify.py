@@ -174,13 +174,13 @@ def _check_pack_index(container: Path, report: VerifyReport) -> bool:
     if not index.exists():
         return True  # disk-objectstore creates it on first use
     try:
-        connection = sqlite3.connect(f'{index.absolute().as_uri()}?mode=ro', uri=True)
+        connection = connect(index, read_only=True)
         try:
             rows = [row[0] for row in connection.execute('PRAGMA integrity_check')]
             connection.execute('SELECT hashkey, pack_id, "offset", length FROM db_object LIMIT 1').fetchall()
         finally:
             connection.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, CorruptStorage, UnreachableStorage) as exc:
         report.add('container', f'the pack index {str(index)!r} cannot be read ({exc}): restore it from a backup')
         return False
     if rows != ['ok']:
@@ -295,7 +295,7 @@ def _check_objects(
     """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
-    container = open_container(container_path)
+    container = open_container(container_path, read_only=not repair)
     try:
         keys = sorted(referenced)
         present = set()

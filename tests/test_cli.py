@@ -397,5 +397,6 @@ def test_commands_on_the_aiida_made_fixture(fixture_profile_path: Path, manifest
 def test_damaged_container_is_one_error_line(storage_path: Path) -> None:
     run('maintain', storage_path)
     (storage_path / 'container' / 'packs.idx').write_bytes(b'not a database')
-    assert 'repository container cannot be read' in run('info', storage_path, exit_code=1).stderr
+    stderr = run('info', storage_path, exit_code=1).stderr
+    assert stderr.count('\n') == 1 and 'packs.idx' in stderr and 'not a readable SQLite database' in stderr
     assert '[container]' in CliRunner().invoke(cli, ['verify', str(storage_path)]).output

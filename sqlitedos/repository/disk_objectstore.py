@@ -59,11 +59,42 @@ CONTAINER_DEFAULTS: dict[str, Any] = {
 _CONTAINER_FOLDERS = ('loose', 'packs', 'sandbox', 'duplicates')
 
 
-def open_container(folder: str | Path) -> Container:
-    """A ``Container`` object for ``folder`` (not checked; use ``read_container_id`` for that)."""
+def open_container(folder: str | Path, read_only: bool = False) -> Container:
+    """A ``Container`` object for ``folder`` (not checked; use ``read_container_id`` for that).
+
+    With ``read_only`` the container reads its pack index through ``db.connect(read_only=True)``, which works on
+    read-only media and leaves the folder as it was; any write through it fails with "attempt to write a readonly
+    database".
+    """
     from disk_objectstore import Container
 
-    return Container(str(folder))
+    container = Container(str(folder))
+    if read_only:
+        container._operation_session = _read_only_index_session(Path(folder) / PACKS_INDEX)
+    return container
+
+
+#: disk-objectstore's pack index (a SQLite database in WAL mode) inside the container folder.
+PACKS_INDEX = 'packs.idx'
+
+
+def _read_only_index_session(index: Path) -> Any:
+    """A SQLAlchemy session for disk-objectstore on one read-only ``connect()`` connection to ``index``.
+
+    disk-objectstore's own session opens the index read-write and sets ``journal_mode=wal`` on every connection:
+    on read-only media that fails, and elsewhere it leaves ``packs.idx-wal``/``-shm`` behind a reader.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import StaticPool
+
+    engine = create_engine('sqlite://', creator=lambda: connect(index, read_only=True), poolclass=StaticPool)
+
+    @event.listens_for(engine, 'begin')
+    def begin(conn: Any) -> None:  # one consistent snapshot per session transaction, as disk-objectstore has
+        conn.exec_driver_sql('BEGIN')
+
+    return Session(bind=engine, autoflush=False, future=True)
 
 
 def init_container(folder: str | Path) -> str:
@@ -260,8 +291,9 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
     Call ``close()`` to release the container's pack index (the storage does so on close).
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, read_only: bool = False) -> None:
         self._folder = Path(folder)
+        self._read_only = read_only
         self._config: dict[str, Any] | None = None
         # A Container holds a SQLAlchemy session on its pack index, which must not be shared between threads:
         # each thread gets its own, as each thread gets its own database connection from the storage.
@@ -295,7 +327,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                 self._local.index = None
         if container is None:
             self._follow_lock(identity)
-            container = open_container(self._folder)
+            container = open_container(self._folder, read_only=self._read_only)
             with self._open_lock:
                 self._open.append(container)
             self._local.container, self._local.identity = container, identity
@@ -433,8 +465,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         connection = getattr(self._local, 'index', None)
         if connection is None:
             try:
-                connection = connect(self._folder / 'packs.idx')
-                connection.execute('PRAGMA query_only = ON')
+                connection = connect(self._folder / PACKS_INDEX, read_only=True)
             except (AiidaException, sqlite3.Error):
                 return None
             with self._open_lock:

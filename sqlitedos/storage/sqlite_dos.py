@@ -74,19 +74,20 @@ class SqliteDosMigrator:
     def is_initialised(self) -> bool:
         return self.filepath_database.is_file() and (self.filepath_container / 'config.json').is_file()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, read_only: bool = False) -> sqlite3.Connection:
+        """A connection to the database; read-only if asked or if the folder cannot be written."""
         if not self.filepath_database.is_file():
             raise UnreachableStorage(
                 f'the storage folder {str(self.filepath_root)!r} has no {FILENAME_DATABASE}: it is not an '
                 'initialised storage; create it with `SqliteDosStorage.initialise(profile)` or `sqlitedos init`'
             )
-        return connect(self.filepath_database, read_only=not _is_writable(self.filepath_root))
+        return connect(self.filepath_database, read_only=read_only or not _is_writable(self.filepath_root))
 
     def get_schema_version_profile(self) -> str | None:
         """The revision of the database, or None if the folder holds no database (nothing is created)."""
         if not self.filepath_database.is_file():
             return None
-        connection = self._connect()
+        connection = self._connect(read_only=True)
         try:
             return _read_version(connection, self.filepath_database)
         finally:
@@ -247,7 +248,9 @@ class SqliteDosStorage(StorageBackend):
         """Migrate the profile's storage to the head schema version."""
         cls.migrator(profile).migrate()
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, *, read_only: bool = False) -> None:
+        """Open the storage folder of ``profile``; with ``read_only`` (or a folder that cannot be written) it is
+        opened without write access, and using it leaves the folder byte- and mtime-identical."""
         super().__init__(profile)
         self._migrator = self.migrator(profile)
         if not self._migrator.filepath_root.is_dir():
@@ -255,7 +258,7 @@ class SqliteDosStorage(StorageBackend):
                 f'the storage folder {str(self._migrator.filepath_root)!r} does not exist: create it with '
                 '`SqliteDosStorage.initialise(profile)` or `sqlitedos init PATH`'
             )
-        self._read_only_folder = not _is_writable(self._migrator.filepath_root)
+        self._read_only_folder = read_only or not _is_writable(self._migrator.filepath_root)
         self._local = threading.local()
         self._finalizer = weakref.finalize(self, _close_sessions, self._sessions)
         try:
@@ -271,7 +274,7 @@ class SqliteDosStorage(StorageBackend):
     def _thread_session(self) -> Session:
         session = getattr(self._local, 'session', None)
         if session is None:
-            connection = self._migrator._connect()
+            connection = self._migrator._connect(read_only=self._read_only_folder)
             session = self._register(Session(connection, file_backed=True, read_only=self._read_only_folder))
             self._local.session = session
         return session
@@ -289,8 +292,8 @@ class SqliteDosStorage(StorageBackend):
         return self._migrator.filepath_container
 
     def get_container(self) -> Container:
-        """A disk-objectstore ``Container`` on the storage's ``container/`` folder."""
-        return self._migrator.get_container()
+        """A disk-objectstore ``Container`` on the storage's ``container/`` folder (read-only if the storage is)."""
+        return open_container(self.filepath_container, read_only=self._read_only_folder)
 
     def _clear(self) -> None:
         """Delete every entity row (settings and version stay) and recreate the container with a new id. For tests."""
@@ -318,7 +321,9 @@ class SqliteDosStorage(StorageBackend):
 
     def get_repository(self) -> DiskObjectStoreRepositoryBackend:
         """The repository backend over the storage's container (one per storage object, opened on first use)."""
-        return self._cached_repository(lambda: DiskObjectStoreRepositoryBackend(self.filepath_container))
+        return self._cached_repository(
+            lambda: DiskObjectStoreRepositoryBackend(self.filepath_container, read_only=self._read_only_folder)
+        )
 
     def _close_repository(self) -> None:
         repository = self.__dict__.pop('_repository', None)
