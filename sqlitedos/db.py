@@ -134,6 +134,17 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         connection = _open_uri(Path(path), f'{Path(path).absolute().as_uri()}?mode=rw')
     try:
         _set_pragmas(connection)
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        if 'unable to open' not in str(exc) or os.access(Path(path).parent, os.W_OK):
+            raise CorruptStorage(
+                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
+            ) from exc
+        raise UnreachableStorage(
+            f'cannot read {str(path)!r} ({exc}): it is on read-only media with changes in {Path(path).name}-wal but no '
+            f'{Path(path).name}-shm, which SQLite needs to read them; copy the folder to writable media and open the '
+            'copy'
+        ) from exc
     except sqlite3.DatabaseError as exc:
         connection.close()
         raise CorruptStorage(
@@ -151,21 +162,17 @@ def _open_uri(path: Path, uri: str) -> _Connection:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that, once closed, also closes its keeper and releases its folder guard (``_open_read_only``)."""
+    """A connection that, once closed, lets go of the ``_Keeper`` of its database (``_open_read_only``)."""
 
-    _keeper: sqlite3.Connection | None = None
-    _folder_guard: _FolderGuard | None = None
+    _keeper: _Keeper | None = None
 
     def close(self) -> None:
         try:
             super().close()
         finally:
             keeper, self._keeper = self._keeper, None
-            guard, self._folder_guard = self._folder_guard, None
             if keeper is not None:
-                keeper.close()  # the last connection: SQLite deletes the -wal and -shm it made
-            if guard is not None:
-                guard.release()
+                keeper.release()
 
 
 #: The header bytes 18 and 19 of a WAL database are 2 (1 in rollback-journal mode). https://www.sqlite.org/fileformat.html
@@ -184,48 +191,104 @@ def _open_read_only(path: Path) -> _Connection:
 
     - a rollback-journal database (aiida leaves ``database.sqlite`` so), or a WAL one whose ``-wal`` exists (another
       connection is using it), opens with ``mode=ro``, which creates nothing;
-    - a WAL database without ``-wal`` that nobody can change (a read-only mount, ``chattr +i``) opens with
-      ``immutable=1``: SQLite then needs no ``-shm`` and takes no locks, which is safe only because no process can
-      write the file (https://www.sqlite.org/uri.html#uriimmutable);
+    - a WAL database that nobody can change (a read-only mount, ``chattr +i``) and whose ``-wal`` is missing or
+      holds no frame opens with ``immutable=1``: SQLite then needs no ``-shm`` and takes no locks, which is safe
+      only because no process can write the file (https://www.sqlite.org/uri.html#uriimmutable). With frames in
+      the ``-wal`` it opens ``mode=ro``, which needs the ``-shm`` too (``connect`` explains when it is missing);
     - a WAL database without ``-wal`` on writable media may be written by another process while we read, so
-      ``immutable`` would be unsafe there. A read-write *keeper* connection (``query_only``) opens first and makes
-      the ``-wal``/``-shm``; the ``mode=ro`` connection shares them; on close the keeper, the last connection,
-      has SQLite delete them, and the ``_FolderGuard`` sets the folder's mtime back: the folder is left byte- and
-      mtime-identical, and the reader still takes SQLite's locks;
+      ``immutable`` would be unsafe there: a ``_Keeper`` (a read-write ``query_only`` connection) makes the
+      ``-wal``/``-shm`` first, the ``mode=ro`` connections of this process share them and still take SQLite's
+      locks, and when the last of them closes the keeper, the last connection, has SQLite delete the files and
+      the folder's mtime is set back: the folder is left byte- and mtime-identical;
     - otherwise (a folder this process cannot write, on media others can) ``UnreachableStorage``.
     """
     absolute = path.absolute()
     uri = f'{absolute.as_uri()}?mode=ro'
-    if not _is_wal(absolute) or Path(f'{absolute}-wal').exists():
-        return _open_uri(path, uri)
-    if _cannot_change(absolute):
-        return _open_uri(path, uri + '&immutable=1')
-    if not (os.access(absolute.parent, os.W_OK) and os.access(absolute, os.W_OK)):
-        raise UnreachableStorage(
-            f'cannot read {str(path)!r} read-only: it is a WAL database without its {path.name}-wal/-shm files, in '
-            'a folder this process cannot write on media others can, and SQLite must create those files to read it '
-            'safely; run as a user who can write the folder, or read it from a read-only mount or a copy'
-        )
-    guard = _FolderGuard.acquire(absolute.parent)
+    with _Keeper.lock:
+        keeper = _Keeper.registry.get(str(absolute))
+        if keeper is None:
+            wal = Path(f'{absolute}-wal')
+            if not _is_wal(absolute) or (wal.exists() and not _cannot_change(absolute)):
+                return _open_uri(path, uri)
+            if _cannot_change(absolute):
+                return _open_uri(path, uri + '&immutable=1' if _no_frames(wal) else uri)
+            if not (os.access(absolute.parent, os.W_OK) and os.access(absolute, os.W_OK)):
+                raise UnreachableStorage(
+                    f'cannot read {str(path)!r} read-only: it is a WAL database without its {path.name}-wal/-shm '
+                    'files, in a folder this process cannot write on media others can, and SQLite must create those '
+                    'files to read it safely; run as a user who can write the folder, or read it from a read-only '
+                    'mount or a copy'
+                )
+            keeper = _Keeper.start(absolute)
+        keeper.users += 1
     try:
-        keeper = _open_uri(path, f'{absolute.as_uri()}?mode=rw')
+        connection = _open_uri(path, uri)
+    except BaseException:
+        keeper.release()
+        raise
+    connection._keeper = keeper
+    return connection
+
+
+class _Keeper:
+    """The read-write ``query_only`` connection that holds a WAL database's ``-wal``/``-shm`` for this process's
+    read-only connections to it, and the folder's state before it made them.
+
+    When the last read-only connection closes, the keeper closes too; as the last connection SQLite then deletes the
+    two files. If the folder then holds the same entries as before, its recorded times are set back; if anything
+    else appeared or went meanwhile the folder did change, and its mtime is left alone.
+    """
+
+    registry: ClassVar[dict[str, _Keeper]] = {}
+    lock = threading.Lock()
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, entries: list[str], times: tuple[int, int]) -> None:
+        self.path = path
+        self.connection = connection
+        self.entries = entries
+        self.times = times
+        self.users = 0
+
+    @classmethod
+    def start(cls, path: Path) -> _Keeper:
+        """Record the folder, open the keeper connection and register it (the caller holds ``lock``)."""
+        entries = sorted(os.listdir(path.parent))
+        status = os.stat(path.parent)
+        connection = _open_uri(path, f'{path.as_uri()}?mode=rw')
         try:
-            keeper.execute('PRAGMA query_only = ON')
-            keeper.execute('SELECT count(*) FROM sqlite_master').fetchone()  # opens the WAL: makes -wal and -shm
-            connection = _open_uri(path, uri)
+            connection.execute('PRAGMA query_only = ON')
+            connection.execute('SELECT count(*) FROM sqlite_master').fetchone()  # opens the WAL: makes -wal, -shm
         except sqlite3.DatabaseError as exc:
-            keeper.close()
+            connection.close()
             raise CorruptStorage(
                 f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
             ) from exc
-        except BaseException:
-            keeper.close()
-            raise
-    except BaseException:
-        guard.release()
-        raise
-    connection._keeper, connection._folder_guard = keeper, guard
-    return connection
+        keeper = cls.registry[str(path)] = cls(path, connection, entries, (status.st_atime_ns, status.st_mtime_ns))
+        return keeper
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self.registry[str(self.path)]
+            self.connection.close()
+            folder = self.path.parent
+            with contextlib.suppress(OSError):
+                if sorted(os.listdir(folder)) == self.entries and os.stat(folder).st_mtime_ns != self.times[1]:
+                    os.utime(folder, ns=self.times)
+
+
+#: A WAL file starts with a 32-byte header; each frame adds a 24-byte frame header and a page. https://www.sqlite.org/walformat.html
+WAL_HEADER_SIZE = 32
+
+
+def _no_frames(wal: Path) -> bool:
+    """Whether the ``-wal`` file is missing or holds no frame (so the database file alone is the whole database)."""
+    try:
+        return wal.stat().st_size <= WAL_HEADER_SIZE
+    except FileNotFoundError:
+        return True
 
 
 def _is_wal(path: Path) -> bool:
@@ -257,47 +320,6 @@ def _cannot_change(path: Path) -> bool:
     finally:
         os.close(descriptor)
     return bool(flags & FS_IMMUTABLE_FL)
-
-
-class _FolderGuard:
-    """Puts a folder's mtime back after the read-only connections of this process that opened in it are closed.
-
-    The first such connection records the folder's entries and times; when the last one closes, and the folder
-    holds the same entries again (SQLite deleted the ``-wal``/``-shm`` it created), the recorded times are set back.
-    If anything else appeared or went meanwhile the folder did change, and its mtime is left alone.
-    """
-
-    _registry: ClassVar[dict[str, _FolderGuard]] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.entries = sorted(os.listdir(folder))
-        status = os.stat(folder)
-        self.times = (status.st_atime_ns, status.st_mtime_ns)
-        self.users = 0
-
-    @classmethod
-    def acquire(cls, folder: Path) -> _FolderGuard:
-        with cls._lock:
-            guard = cls._registry.get(str(folder))
-            if guard is None:
-                guard = cls._registry[str(folder)] = cls(str(folder))
-            guard.users += 1
-            return guard
-
-    def release(self) -> None:
-        with self._lock:
-            self.users -= 1
-            if self.users:
-                return
-            del self._registry[self.folder]
-            with contextlib.suppress(OSError):
-                if (
-                    sorted(os.listdir(self.folder)) == self.entries
-                    and os.stat(self.folder).st_mtime_ns != self.times[1]
-                ):
-                    os.utime(self.folder, ns=self.times)
 
 
 def _set_pragmas(connection: sqlite3.Connection) -> None:
