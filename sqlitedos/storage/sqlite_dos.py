@@ -143,10 +143,31 @@ class SqliteDosMigrator:
                 self.migrate()
                 return False
             self._erase_contents()
+        # What a failed attempt must remove: the outermost folder it creates, or else what it puts into the folder.
+        created = [path for path in (root, *root.parents) if not path.exists()]
         root.mkdir(parents=True, exist_ok=True)
-        container_id = init_container(self.filepath_container)
-        self._create_database(container_id)
+        try:
+            container_id = init_container(self.filepath_container)
+            self._create_database(container_id)
+        except BaseException as exc:
+            self._remove_partial_storage(created[-1] if created else None)
+            if isinstance(exc, sqlite3.Error):
+                raise StorageMigrationError(
+                    f'could not create the storage in {str(root)!r} ({exc}); nothing was left behind: free some '
+                    'space (or fix the cause) and initialise again'
+                ) from exc
+            raise
         return True
+
+    def _remove_partial_storage(self, created: Path | None) -> None:
+        """Undo a failed ``initialise``: delete the folder it created, or the container and partial database."""
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+            return
+        shutil.rmtree(self.filepath_container, ignore_errors=True)
+        for name in (FILENAME_DATABASE + '.partial' + suffix for suffix in ('', '-journal', '-wal', '-shm')):
+            with contextlib.suppress(FileNotFoundError):
+                (self.filepath_root / name).unlink()
 
     def _erase_contents(self) -> None:
         for name in (FILENAME_DATABASE, FILENAME_DATABASE + '-wal', FILENAME_DATABASE + '-shm'):
