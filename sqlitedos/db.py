@@ -22,6 +22,7 @@ from sqlitedos.exceptions import (
     CorruptStorage,
     IncompatibleExternalDependencies,
     IntegrityError,
+    InvalidOperation,
     ReadOnlyError,
     UnreachableStorage,
     ValidationError,
@@ -409,12 +410,18 @@ class Session:
     raises is rolled back to where it started and the exception propagates; the enclosing blocks carry on.
     """
 
+    #: The write transactions open in this process, by database file (device, inode): (thread id, session).
+    _writers: ClassVar[dict[tuple[int, int], tuple[int, Session]]] = {}
+    _writers_lock = threading.Lock()
+
     def __init__(self, connection: sqlite3.Connection, *, file_backed: bool, read_only: bool = False) -> None:
         self.connection = connection
         self.read_only = read_only
+        self.file_backed = file_backed
         self.depth = 0
         self.wrote = False
         self._wal_checked = not file_backed or read_only
+        self._identity: tuple[int, int] | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -439,10 +446,52 @@ class Session:
             yield from self._savepoint()
 
     def _outer(self, mode: str) -> Iterator[sqlite3.Connection]:
+        identity = None
         if mode != 'DEFERRED':  # a read never changes the file, not even its journal mode
+            identity = self._file_identity()
+            self._check_no_writer_in_this_thread(identity)
             self._switch_to_wal()
         with translate_errors():
             self.connection.execute(f'BEGIN {mode}')
+        if identity is not None:  # BEGIN IMMEDIATE holds the file's write lock: no other writer is registered
+            with self._writers_lock:
+                self._writers[identity] = (threading.get_ident(), self)
+        try:
+            yield from self._inside(mode)
+        finally:
+            if identity is not None:
+                with self._writers_lock:
+                    if self._writers.get(identity, (0, None))[1] is self:
+                        del self._writers[identity]
+
+    def _check_no_writer_in_this_thread(self, identity: tuple[int, int] | None) -> None:
+        """Refuse at once a write that would wait for ever for a write transaction of this same thread.
+
+        A second connection to the same file (another storage object on the same folder) that starts a write while
+        this thread holds a write transaction on the first would wait for the first to commit, which cannot happen
+        while this thread waits: SQLite would block for ``BUSY_TIMEOUT_MS`` and then fail. Writes from other threads
+        wait for their turn as usual.
+        """
+        with self._writers_lock:
+            holder = self._writers.get(identity) if identity is not None else None
+        if holder is not None and holder[0] == threading.get_ident() and holder[1] is not self:
+            raise InvalidOperation(
+                'another storage object on the same database file has a write transaction open in this thread, so '
+                'this write would wait for it for ever: write through that storage object, or finish its '
+                '`transaction()` block first'
+            )
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the main database file, or None for an in-memory database."""
+        if self._identity is None and self.file_backed:
+            row = self.connection.execute('PRAGMA database_list').fetchone()
+            if row is not None and row[2]:
+                with contextlib.suppress(OSError):
+                    status = os.stat(row[2])
+                    self._identity = (status.st_dev, status.st_ino)
+        return self._identity
+
+    def _inside(self, mode: str) -> Iterator[sqlite3.Connection]:
         self.depth = 1
         try:
             yield self.connection
@@ -452,7 +501,7 @@ class Session:
                 self.connection.execute('ROLLBACK')
             if self.read_only and isinstance(exc, sqlite3.OperationalError) and 'readonly' in str(exc):
                 raise ReadOnlyError(
-                    f'the storage is opened read-only (its folder is not writable), so it cannot be changed: {exc}'
+                    f'the storage is opened read-only (asked for, or its folder is not writable), so it cannot be changed: {exc}'
                 ) from exc
             raise
         self.depth = 0
