@@ -525,6 +525,8 @@ def archive_create(
     group_ids = [item for text in groups for item in text.split(',') if item]
     if everything == bool(node_ids or group_ids):
         raise click.UsageError('give either --all, or --nodes and/or --groups')
+    if output.is_file() and not output.is_symlink() and not overwrite:
+        raise click.ClickException(f'the archive {str(output)!r} already exists: pass --overwrite to replace it')
     with open_storage(path, read_only=True) as storage, progress_bars(ctx) as bars, timed() as elapsed:
         entities = None
         if not everything:
