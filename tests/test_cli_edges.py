@@ -4,33 +4,14 @@ and messages that read well."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sqlitedos.cli import cli
+from tests.test_cli import demo_folder, run, storage_path
 
-
-def run(*args: Any, exit_code: int = 0) -> Result:
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    assert result.exit_code == exit_code, (args, result.output, result.stderr, result.exception)
-    return result
-
-
-@pytest.fixture(scope='module')
-def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp('demo') / 'storage'
-    run('demo', path)
-    return path
-
-
-@pytest.fixture
-def storage_path(demo_folder: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(demo_folder, tmp_path / 'storage'))
+__all__ = ('demo_folder', 'storage_path')  # fixtures shared with test_cli
 
 
 # --- archive create --overwrite ----------------------------------------------------------------------------------
