@@ -7,6 +7,7 @@ shows progress bars on a terminal and stays quiet in pipes.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import re
 import sqlite3
@@ -48,21 +49,68 @@ FILTER_OPERATORS = (
 )
 FILTER_PATTERN = re.compile(r'^(?P<field>[A-Za-z_][\w.]*)\s*(?P<op>!=|>=|<=|==|=|>|<|~)\s*(?P<value>.*)$', re.DOTALL)
 CELL_WIDTH = 60
+#: The shortest time between two redraws of a progress bar (seconds).
+REDRAW_INTERVAL = 0.1
 HANDLED_ERRORS = (AiidaException, OSError, ValueError, NotImplementedError, sqlite3.Error)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line, ``Error: ... (see 'sqlitedos CMD --help')``, with click's exit status 2."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ''
+        click.echo(f'Error: {self.format_message()}{hint}', file=file or sys.stderr)
+
+
+def one_line(exc: click.UsageError) -> click.UsageError:
+    """``exc`` as a one-line usage error (click's own shows usage, a hint, a blank line and the error)."""
+    if isinstance(exc, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+#: What an ``OSError`` means to the user, by errno.
+OS_ERROR_HINTS = {
+    errno.EPERM: 'the file or folder is immutable (chattr +i) or the operation is not permitted on it',
+    errno.EACCES: 'permission denied: check the owner and mode of the file or folder',
+    errno.EROFS: 'the file system is mounted read-only',
+    errno.ENOSPC: 'the disk is full',
+}
+
+
+def describe_os_error(exc: OSError, command: str) -> str:
+    """``[Errno 1] Operation not permitted: 'x'`` as ``sqlitedos CMD: cannot use 'x': <what it means>``."""
+    hint = OS_ERROR_HINTS.get(exc.errno or 0)
+    if hint is None or exc.filename is None:
+        return str(exc) or type(exc).__name__
+    return f'{command}: cannot use {str(exc.filename)!r}: {hint} ({exc.strerror})'
+
+
 class SqlitedosGroup(click.Group):
-    """A command group that turns the storage's errors into one ``Error: ...`` line and exit status 1."""
+    """A command group that turns the storage's errors into one ``Error: ...`` line and exit status 1, and usage
+    errors into one line and exit status 2."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise one_line(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
             raise  # the reader went away (`sqlitedos ... | head`): click's main exits quietly
+        except click.UsageError as exc:
+            raise one_line(exc) from exc
         except HANDLED_ERRORS as exc:
             message = str(exc) or type(exc).__name__
             if isinstance(exc, KeyError) and exc.args:  # KeyError's str() adds quotes
                 message = str(exc.args[0])
+            if isinstance(exc, OSError):
+                message = describe_os_error(exc, f'sqlitedos {ctx.invoked_subcommand or ""}'.rstrip())
             raise click.ClickException(message) from exc
         except Exception as exc:
             # disk-objectstore reports a damaged container through SQLAlchemy's errors: still one line, no traceback
@@ -85,18 +133,22 @@ class ProgressBars:
         self._bar: Any = None
         self._stage: str | None = None
         self._done = 0
+        self._drawn = 0.0
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        now = time.monotonic()
         if stage != self._stage:
             self.close()
             self._bar = click.progressbar(length=max(total, 1), label=stage.ljust(20), file=sys.stderr, show_pos=True)
             self._bar.__enter__()
-            self._stage, self._done = stage, 0
+            self._stage, self._done, self._drawn = stage, 0, now
+        elif done < total and now - self._drawn < REDRAW_INTERVAL:
+            return  # redraw at most every REDRAW_INTERVAL seconds, and at the end of a stage
         self._bar.length = max(total, 1)
         self._bar.update(max(0, done - self._done))
-        self._done = done
+        self._done, self._drawn = done, now
 
     def close(self) -> None:
         if self._bar is not None:
@@ -250,18 +302,26 @@ def timed() -> Iterator[Callable[[], float]]:
 # --- the commands -------------------------------------------------------------------------------------------------
 
 PATH_ARG = click.argument('path', type=click.Path(file_okay=False, path_type=Path))
+PROGRESS_CHOICE = click.Choice(['auto', 'always', 'never'])
+PROGRESS_HELP = 'Progress bars on stderr: only on a terminal (auto), always, or never.'
+
+
+def set_progress(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--progress`` given after the sub-command: it overrides the one before it."""
+    if value is not None:
+        root = ctx.find_root()
+        root.obj = {**(root.obj or {}), 'progress': value}
+
+
+PROGRESS_OPTION = click.option(
+    '--progress', type=PROGRESS_CHOICE, default=None, expose_value=False, callback=set_progress, help=PROGRESS_HELP
+)
 JSON_OPTION = click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of text.')
 
 
 @click.group(cls=SqlitedosGroup, context_settings={'help_option_names': ['-h', '--help']})
 @click.version_option(__version__, prog_name='sqlitedos')
-@click.option(
-    '--progress',
-    type=click.Choice(['auto', 'always', 'never']),
-    default='auto',
-    show_default=True,
-    help='Progress bars on stderr: only on a terminal (auto), always, or never.',
-)
+@click.option('--progress', type=PROGRESS_CHOICE, default='auto', show_default=True, help=PROGRESS_HELP)
 @click.pass_context
 def cli(ctx: click.Context, progress: str) -> None:
     """Work with sqlitedos / aiida-core storage folders (database.sqlite + container/) and .aiida archives."""
@@ -496,6 +556,7 @@ def _archive_module() -> Any:
 
 
 @archive.command('create')
+@PROGRESS_OPTION
 @PATH_ARG
 @click.argument('output', type=click.Path(dir_okay=False, path_type=Path))
 @click.option('--all', 'everything', is_flag=True, help='Export the whole storage.')
@@ -537,6 +598,7 @@ def archive_create(
 
 
 @archive.command('import')
+@PROGRESS_OPTION
 @PATH_ARG
 @click.argument('archive_path', metavar='ARCHIVE', type=click.Path(exists=True, path_type=Path))
 @click.pass_context
@@ -564,6 +626,7 @@ def archive_inspect(archive_path: Path, as_json: bool) -> None:
 
 
 @cli.command()
+@PROGRESS_OPTION
 @PATH_ARG
 @click.option('--full', is_flag=True, help='Also delete unreferenced objects, repack and vacuum (needs exclusive use).')
 @click.option('--dry-run', is_flag=True, help='Report what would be done, change nothing.')
@@ -571,16 +634,14 @@ def archive_inspect(archive_path: Path, as_json: bool) -> None:
 @click.pass_context
 def maintain(ctx: click.Context, path: Path, full: bool, dry_run: bool, compress: bool) -> None:
     """Pack the repository of the storage at PATH (and with --full reclaim space)."""
-    stage = 'Full maintenance' if full else 'Packing objects'
     with open_storage(path) as storage, progress_bars(ctx) as bars, timed() as elapsed:
-        bars(stage, 0, 1)  # the repository reports no steps: one bar for the whole run
-        report = storage.maintain(full=full, dry_run=dry_run, compress=compress)
-        bars(stage, 1, 1)
+        report = storage.maintain(full=full, dry_run=dry_run, compress=compress, progress=bars)
     click.echo('\n'.join(render_tree(report or {})))
     click.echo(f'{"Dry run" if dry_run else "Maintenance"} done in {elapsed():.2f} s')
 
 
 @cli.command('backup')
+@PROGRESS_OPTION
 @PATH_ARG
 @click.argument('dest', type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -600,6 +661,7 @@ def backup_command(ctx: click.Context, path: Path, dest: Path, keep: int | None)
 
 
 @cli.command('verify')
+@PROGRESS_OPTION
 @PATH_ARG
 @click.option('--repair', is_flag=True, help='Delete the container objects no node references.')
 @JSON_OPTION
@@ -790,6 +852,7 @@ def demo_archive(storage: SqliteDosStorage, target: Path, echo: Callable[[str], 
 
 
 @cli.command()
+@PROGRESS_OPTION
 @click.argument('path', required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_context
 def demo(ctx: click.Context, path: Path | None) -> None:

@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -516,6 +516,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         do_vacuum: bool | None = None,
         compress: bool = False,
         incremental_cleanup: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> dict[str, Any]:
         """Pack loose objects and (unless ``live``) repack and vacuum; return what was (or would be) done.
 
@@ -556,9 +557,10 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                     container.pack_all_loose(
                         compress=CompressMode.AUTO if compress else CompressMode.NO,
                         clean_loose_per_pack=incremental_cleanup,
+                        callback=_size_callback(progress),
                     )
                 if do_repack:
-                    container.repack()
+                    container.repack(callback=_size_callback(progress))
                 if clean_storage:
                     container.clean_storage(vacuum=do_vacuum)
         except InconsistentContent as exc:
@@ -567,3 +569,21 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                 '`sqlitedos verify` and restore it from a backup, or delete it and store the file again'
             ) from exc
         return report
+
+
+def _size_callback(progress: Callable[[str, int, int], None] | None) -> Callable[[str, Any], None] | None:
+    """disk-objectstore's ``callback(action, value)`` (bytes done per step) as ``progress(stage, done, total)``."""
+    if progress is None:
+        return None
+    state: dict[str, Any] = {'stage': '', 'done': 0, 'total': 0}
+
+    def callback(action: str, value: Any) -> None:
+        if action == 'init':
+            state.update(stage=value['description'], done=0, total=value['total'])
+        elif action == 'update':
+            state['done'] += value
+        else:
+            return
+        progress(state['stage'], state['done'], state['total'])
+
+    return callback

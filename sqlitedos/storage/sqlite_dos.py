@@ -292,6 +292,9 @@ class SqliteDosStorage(StorageBackend):
         state = 'closed' if self.is_closed else 'open'
         return f'SqliteDosStorage[{self._migrator.filepath_root}]: {state},'
 
+    def _describe(self) -> str:
+        return f'the storage folder {str(self.filepath_root)!r}'
+
     def _thread_session(self) -> Session:
         session = getattr(self._local, 'session', None)
         if session is None:
@@ -378,10 +381,10 @@ class SqliteDosStorage(StorageBackend):
         and is still open): it holds the database's write lock while it deletes the objects no node references,
         repacks and vacuums the container, then vacuums the database. ``dry_run`` changes nothing. ``kwargs`` go
         to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``, ``compress``,
-        ``incremental_cleanup``).
+        ``incremental_cleanup``, ``progress(stage, done, total)``).
         """
         if self._read_only_folder:
-            raise ReadOnlyError(f'{self} is read-only: maintenance needs a writable storage folder')
+            raise ReadOnlyError(f'{self._describe()} is opened read-only: maintenance needs a writable storage folder')
         repository = self.get_repository()
         if not full:
             # Unreferenced objects are kept in live mode: another process may have put a file whose node row is not
