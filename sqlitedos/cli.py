@@ -116,6 +116,11 @@ class SqlitedosGroup(click.Group):
             # disk-objectstore reports a damaged container through SQLAlchemy's errors: still one line, no traceback
             if type(exc).__module__.split('.')[0] not in ('sqlalchemy', 'disk_objectstore'):
                 raise
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if 'readonly' in first_line or 'read-only' in first_line:  # not damage: nothing to restore
+                raise click.ClickException(
+                    f'the repository container is read-only ({first_line}): this command needs to write to it'
+                ) from exc
             raise click.ClickException(
                 f'the repository container cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); '
                 'run `sqlitedos verify PATH`, and restore the container from a backup'

@@ -258,3 +258,19 @@ def test_a_read_only_connection_on_writable_media_sees_new_commits(folders: dict
     finally:
         reader.close()
     assert not [p.name for p in folder.iterdir() if p.name.endswith(('-wal', '-shm'))]
+
+
+def test_verify_repair_on_read_only_media_says_read_only(folders: dict[str, Path], tmp_path: Path) -> None:
+    from sqlitedos.repository.disk_objectstore import open_container
+
+    folder = Path(shutil.copytree(folders['sqlitedos'], tmp_path / 'storage'))
+    container = open_container(folder / 'container')
+    try:
+        stray = container.add_object(b'referenced by no node')
+    finally:
+        container.close()
+    with read_only_mount(folder, tmp_path / 'ro') as path:
+        stderr = run('verify', path, '--repair', exit_code=1).stderr
+        assert 'read-only' in stderr and 'restore' not in stderr, stderr
+        assert stray in run('verify', path, '--json').output  # listed as unreferenced, not deleted
+    assert stray in json.loads(run('verify', folder, '--repair', '--json').output)['repaired']
