@@ -175,19 +175,13 @@ def progress_bars(ctx: click.Context) -> ProgressBars:
 
 def first_user_email(path: Path) -> str | None:
     """The email of the storage's first user (the one ``init`` creates), or None; never raises."""
-    from sqlitedos.db import connect
-
     try:
-        connection = connect(Path(path) / 'database.sqlite', read_only=True)
-    except (AiidaException, OSError):
-        return None
-    try:
-        row = connection.execute('SELECT email FROM db_dbuser ORDER BY id LIMIT 1').fetchone()
-    except sqlite3.Error:
-        return None
-    finally:
-        connection.close()
-    return row[0] if row else None
+        profile = SqliteDosStorage.create_profile('cli', filepath=Path(path))
+        with SqliteDosStorage(profile, read_only=True) as storage:
+            users = storage.users.all()
+    except (AiidaException, OSError, sqlite3.Error):
+        return None  # opening it for real reports the problem
+    return min(users, key=lambda user: user.pk).email if users else None
 
 
 def open_storage(path: str | Path, read_only: bool = False) -> SqliteDosStorage:
@@ -282,20 +276,22 @@ def parse_filter(text: str) -> tuple[str, dict[str, Any]]:
 
 def resolve_node_pk(storage: SqliteDosStorage, identifier: str) -> int:
     """A node pk from a pk or a uuid (or an unambiguous uuid prefix)."""
+    from sqlitedos.query.builder import QueryBuilder
+
     if identifier.isdigit():
-        row = storage.get_session().execute('SELECT id FROM db_dbnode WHERE id = ?', (int(identifier),)).fetchone()
-        if row is None:
+        if not storage.nodes.find(id=int(identifier)):
             raise NotExistent(f'no node with pk {identifier} in {storage.filepath_root}')
-        return row[0]
+        return int(identifier)
     prefix = identifier.lower().replace('\\', '').replace('%', '').replace('_', '')
-    rows = (
-        storage.get_session().execute('SELECT id FROM db_dbnode WHERE uuid LIKE ? LIMIT 2', (prefix + '%',)).fetchall()
+    builder = QueryBuilder(backend=storage).append(
+        orm_base='node', entity_type='', filters={'uuid': {'like': prefix + '%'}}, project=['id']
     )
-    if not rows or not prefix:
+    pks = builder.limit(2).all(flat=True) if prefix else []
+    if not pks:
         raise NotExistent(f'no node with uuid {identifier!r} in {storage.filepath_root}')
-    if len(rows) > 1:
+    if len(pks) > 1:
         raise MultipleObjectsError(f'more than one node has a uuid starting with {identifier!r}: give more characters')
-    return rows[0][0]
+    return pks[0]
 
 
 @contextmanager
@@ -467,37 +463,35 @@ def node_summary(storage: SqliteDosStorage, pk: int) -> dict[str, Any]:
     """Everything ``node show`` prints about one node."""
     from sqlitedos.repository.tree import flatten
 
-    connection = storage.get_session()
-    row = connection.execute(SELECT_NODE, (pk,)).fetchone()
-    columns = dict(zip(NODE_COLUMNS, row[: len(NODE_COLUMNS)]))
-    attributes, extras, tree = (json.loads(cell_text) if cell_text else {} for cell_text in row[len(NODE_COLUMNS) :])
+    node = storage.nodes.get(pk)
+    columns = {name: getattr(node, name) for name in NODE_COLUMNS[1:-2]}
+    computer = node.computer
     links = {
         direction: [
-            dict(zip(('pk', 'node_type', 'link_type', 'link_label'), link)) for link in connection.execute(sql, (pk,))
+            {
+                'pk': link.node.pk,
+                'node_type': link.node.node_type,
+                'link_type': link.link_type.value,
+                'link_label': link.link_label,
+            }
+            for link in links
         ]
-        for direction, sql in (('incoming', SELECT_INCOMING_LINKS), ('outgoing', SELECT_OUTGOING_LINKS))
+        for direction, links in (('incoming', node.get_incoming()), ('outgoing', node.get_outgoing()))
     }
-    files = {name: key for name, key in flatten(tree).items() if key is not None}
-    return {**columns, 'attributes': attributes, 'extras': extras, **links, 'files': files}
+    files = {name: key for name, key in flatten(node.repository_metadata or {}).items() if key is not None}
+    return {
+        'pk': node.pk,
+        **columns,
+        'user': node.user.email,
+        'computer': computer.label if computer is not None else None,
+        'attributes': node.attributes,
+        'extras': node.extras,
+        **links,
+        'files': files,
+    }
 
 
 NODE_COLUMNS = ('pk', 'uuid', 'node_type', 'process_type', 'label', 'description', 'ctime', 'mtime', 'user', 'computer')
-SELECT_NODE = """
-    SELECT n.id, n.uuid, n.node_type, n.process_type, n.label, n.description, n.ctime, n.mtime, u.email, c.label,
-           n.attributes, n.extras, n.repository_metadata
-    FROM db_dbnode AS n
-    JOIN db_dbuser AS u ON u.id = n.user_id
-    LEFT JOIN db_dbcomputer AS c ON c.id = n.dbcomputer_id
-    WHERE n.id = ?
-"""
-SELECT_INCOMING_LINKS = """
-    SELECT n.id, n.node_type, l.type, l.label FROM db_dblink AS l JOIN db_dbnode AS n ON n.id = l.input_id
-    WHERE l.output_id = ? ORDER BY l.id
-"""
-SELECT_OUTGOING_LINKS = """
-    SELECT n.id, n.node_type, l.type, l.label FROM db_dblink AS l JOIN db_dbnode AS n ON n.id = l.output_id
-    WHERE l.input_id = ? ORDER BY l.id
-"""
 
 
 @node.command('show')
@@ -611,9 +605,9 @@ def archive_import(ctx: click.Context, path: Path, archive_path: Path) -> None:
     """Import ARCHIVE (an .aiida file) into the storage at PATH."""
     module = _archive_module()
     with open_storage(path) as storage, progress_bars(ctx) as bars, timed() as elapsed:
-        before = storage.get_session().execute('SELECT COUNT(*) FROM db_dbnode').fetchone()[0]
+        before = storage.nodes.count()
         group = module.import_archive(storage, archive_path, progress=bars)
-        after = storage.get_session().execute('SELECT COUNT(*) FROM db_dbnode').fetchone()[0]
+        after = storage.nodes.count()
     where = f' (import group pk {group})' if group is not None else ''
     click.echo(f'Imported {archive_path}: {after - before} new node(s){where} in {elapsed():.2f} s')
 
