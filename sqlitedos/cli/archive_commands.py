@@ -66,7 +66,11 @@ def archive_create(
         raise click.UsageError('give either --all, or --nodes and/or --groups')
     if output.is_file() and not output.is_symlink() and not overwrite:
         raise click.ClickException(f'the archive {str(output)!r} already exists: pass --overwrite to replace it')
-    with open_storage(path, read_only=True) as storage, progress_bars(ctx) as bars, timed() as elapsed:
+    with (
+        open_storage(path, read_only=True, default_user=False) as storage,
+        progress_bars(ctx) as bars,
+        timed() as elapsed,
+    ):
         entities = None
         if not everything:
             entities = [('node', resolve_node_pk(storage, item)) for item in node_ids]

@@ -179,12 +179,13 @@ def first_user_email(path: Path) -> str | None:
     return min(users, key=lambda user: user.pk).email if users else None
 
 
-def open_storage(path: str | Path, read_only: bool = False) -> SqliteDosStorage:
+def open_storage(path: str | Path, read_only: bool = False, default_user: bool = True) -> SqliteDosStorage:
     """The storage folder at ``path``, opened, with its first user as the default user (as ``verdi`` profiles do).
 
     Commands that only read open it ``read_only``: they work on read-only media and leave the folder as it was.
+    Those that need no default user (nothing they write or report names it) skip looking it up.
     """
-    email = first_user_email(Path(path))
+    email = first_user_email(Path(path)) if default_user else None
     profile = SqliteDosStorage.create_profile('cli', filepath=Path(path), default_user_email=email)
     return SqliteDosStorage(profile, read_only=read_only)
 

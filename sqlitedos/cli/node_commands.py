@@ -59,7 +59,7 @@ NODE_COLUMNS = ('pk', 'uuid', 'node_type', 'process_type', 'label', 'description
 @JSON_OPTION
 def node_show(path: Path, identifier: str, as_json: bool) -> None:
     """Show a node of the storage at PATH: columns, attributes, extras, links and files."""
-    with open_storage(path, read_only=True) as storage:
+    with open_storage(path, read_only=True, default_user=False) as storage:
         summary = node_summary(storage, resolve_node_pk(storage, identifier))
     if as_json:
         echo_json(summary)
@@ -85,7 +85,7 @@ def node_show(path: Path, identifier: str, as_json: bool) -> None:
 @click.argument('filename', metavar='FILE')
 def node_cat(path: Path, identifier: str, filename: str) -> None:
     """Write the content of FILE of a node of the storage at PATH to stdout."""
-    with open_storage(path, read_only=True) as storage:
+    with open_storage(path, read_only=True, default_user=False) as storage:
         summary = node_summary(storage, resolve_node_pk(storage, identifier))
         key = summary['files'].get(filename.strip('/'))
         if key is None:

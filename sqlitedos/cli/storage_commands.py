@@ -44,7 +44,7 @@ def init(path: Path, email: str) -> None:
 @JSON_OPTION
 def info(path: Path, detailed: bool, as_json: bool) -> None:
     """Summarise the storage at PATH: entity counts and repository."""
-    with open_storage(path, read_only=True) as storage:
+    with open_storage(path, read_only=True, default_user=False) as storage:
         data = {'path': str(storage.filepath_root), 'schema version': storage.version(), **storage.get_info(detailed)}
     echo_data(data, as_json)
 
@@ -101,7 +101,7 @@ def query(
     """
     from sqlitedos.query.builder import QueryBuilder
 
-    with open_storage(path, read_only=True) as storage:
+    with open_storage(path, read_only=True, default_user=False) as storage:
         if query_file is not None:
             builder = QueryBuilder.from_dict(storage, read_query_dict(query_file))
             if limit is not None:
@@ -161,7 +161,7 @@ def echo_rows(results: list[dict[str, dict[str, Any]]], as_json: bool) -> None:
 @click.pass_context
 def maintain(ctx: click.Context, path: Path, full: bool, dry_run: bool, compress: bool) -> None:
     """Pack the repository of the storage at PATH (and with --full reclaim space)."""
-    with open_storage(path) as storage, progress_bars(ctx) as bars, timed() as elapsed:
+    with open_storage(path, default_user=False) as storage, progress_bars(ctx) as bars, timed() as elapsed:
         report = storage.maintain(full=full, dry_run=dry_run, compress=compress, progress=bars)
     click.echo('\n'.join(render_tree(report or {})))
     click.echo(f'{"Dry run" if dry_run else "Maintenance"} done in {elapsed():.2f} s')
