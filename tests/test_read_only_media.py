@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from sqlitedos.cli import cli
+from sqlitedos.cli import build_demo_graph, cli
 from sqlitedos.db import connect
 from sqlitedos.exceptions import ReadOnlyError
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
@@ -47,9 +47,11 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str | None]]:
 
 def make_sqlitedos_folder(path: Path) -> Path:
     """A sqlitedos-made folder (WAL database) with packed and loose objects, closed cleanly: no -wal/-shm files."""
-    run('demo', path)
-    run('maintain', path)
     profile = SqliteDosStorage.create_profile('t', filepath=path, default_user_email=EMAIL)
+    SqliteDosStorage.initialise(profile)
+    with SqliteDosStorage(profile) as storage:
+        build_demo_graph(storage)
+    run('maintain', path)
     with SqliteDosStorage(profile) as storage:
         node = storage.nodes.create(node_type='data.core.folder.FolderData.', user=storage.default_user, label='loose')
         node.repository.put_object_from_bytes(b'a loose object\n', 'loose.txt')
