@@ -276,3 +276,14 @@ def test_verify_repair_on_read_only_media_says_read_only(folders: dict[str, Path
         assert 'read-only' in stderr and 'restore' not in stderr, stderr
         assert stray in run('verify', path, '--json').output  # listed as unreferenced, not deleted
     assert stray in json.loads(run('verify', folder, '--repair', '--json').output)['repaired']
+
+
+def test_a_container_without_pack_index_reads_as_nothing_packed(tmp_path: Path) -> None:
+    """disk-objectstore makes ``packs.idx`` on the first write; read-only commands neither need nor create it."""
+    folder = tmp_path / 'storage'
+    run('init', folder)
+    (folder / 'container' / 'packs.idx').unlink()
+    before = snapshot(folder)
+    assert run('verify', folder).output.split('\n')[0].endswith(': OK')
+    assert json.loads(run('info', folder, '--json').output)['repository']['Objects']['packed'] == 0
+    assert snapshot(folder) == before

@@ -88,7 +88,13 @@ def _read_only_index_session(index: Path) -> Any:
     from sqlalchemy.orm import Session
     from sqlalchemy.pool import StaticPool
 
-    engine = create_engine('sqlite://', creator=lambda: connect(index, read_only=True), poolclass=StaticPool)
+    if index.exists():
+        engine = create_engine('sqlite://', creator=lambda: connect(index, read_only=True), poolclass=StaticPool)
+    else:  # disk-objectstore makes the index on the first write: until then nothing is packed
+        from disk_objectstore.database import Base
+
+        engine = create_engine('sqlite://', creator=lambda: connect(':memory:'), poolclass=StaticPool)
+        Base.metadata.create_all(engine)
 
     @event.listens_for(engine, 'begin')
     def begin(conn: Any) -> None:  # one consistent snapshot per session transaction, as disk-objectstore has
