@@ -176,7 +176,8 @@ class _Connection(sqlite3.Connection):
                 keeper.release()
 
 
-#: The header bytes 18 and 19 of a WAL database are 2 (1 in rollback-journal mode). https://www.sqlite.org/fileformat.html
+#: The header bytes 18 and 19 of a WAL database are 2 (1 in rollback-journal mode).
+#: https://www.sqlite.org/fileformat.html
 WAL_HEADER_OFFSET = 18
 WAL_HEADER_VERSION = 2
 #: ``FS_IOC_GETFLAGS`` and ``FS_IMMUTABLE_FL`` (``chattr +i``) from ``linux/fs.h``.
@@ -280,7 +281,8 @@ class _Keeper:
                     os.utime(folder, ns=self.times)
 
 
-#: A WAL file starts with a 32-byte header; each frame adds a 24-byte frame header and a page. https://www.sqlite.org/walformat.html
+#: A WAL file starts with a 32-byte header; each frame adds a 24-byte frame header and a page.
+#: https://www.sqlite.org/walformat.html
 WAL_HEADER_SIZE = 32
 
 
@@ -501,7 +503,8 @@ class Session:
                 self.connection.execute('ROLLBACK')
             if self.read_only and isinstance(exc, sqlite3.OperationalError) and 'readonly' in str(exc):
                 raise ReadOnlyError(
-                    f'the storage is opened read-only (asked for, or its folder is not writable), so it cannot be changed: {exc}'
+                    'the storage is opened read-only (asked for, or its folder is not writable), so it cannot be '
+                    f'changed: {exc}'
                 ) from exc
             raise
         self.depth = 0

@@ -1,4 +1,6 @@
-"""The commands on a whole storage folder: ``init``, ``info``, ``query``, ``maintain``, ``backup``, ``verify``, ``migrate``."""
+"""The commands on a whole storage folder: ``init``, ``info``, ``query``, ``maintain``, ``backup``, ``verify``,
+``migrate``.
+"""
 
 from __future__ import annotations
 
