@@ -143,6 +143,8 @@ def test_progress_option_before_or_after_the_command(storage_path: Path, where: 
     args = ['--progress', 'always', *args] if where == 'before' else [*args, '--progress', 'always']
     assert 'Packing loose objects' in run(*args).stderr
     assert run('verify', storage_path, '--progress', 'never').stderr == ''
+    for command in (['info', storage_path], ['node', 'show', storage_path, '1'], ['migrate', storage_path]):
+        run(*command, '--progress', 'never')  # every command takes it, even those with nothing to show
 
 
 # --- usage errors and messages ------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def archive_import(ctx: click.Context, path: Path, archive_path: Path) -> None:
 
 
 @archive.command('inspect')
+@PROGRESS_OPTION
 @click.argument('archive_path', metavar='ARCHIVE', type=click.Path(exists=True, path_type=Path))
 @JSON_OPTION
 def archive_inspect(archive_path: Path, as_json: bool) -> None:

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from sqlitedos.cli.common import JSON_OPTION, PATH_ARG, cell, cli, echo_json, open_storage, resolve_node_pk
+from sqlitedos.cli.common import (
+    JSON_OPTION,
+    PATH_ARG,
+    PROGRESS_OPTION,
+    cell,
+    cli,
+    echo_json,
+    open_storage,
+    resolve_node_pk,
+)
 from sqlitedos.exceptions import NotExistent
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
@@ -54,6 +63,7 @@ NODE_COLUMNS = ('pk', 'uuid', 'node_type', 'process_type', 'label', 'description
 
 
 @node.command('show')
+@PROGRESS_OPTION
 @PATH_ARG
 @click.argument('identifier', metavar='PK|UUID')
 @JSON_OPTION
@@ -80,6 +90,7 @@ def node_show(path: Path, identifier: str, as_json: bool) -> None:
 
 
 @node.command('cat')
+@PROGRESS_OPTION
 @PATH_ARG
 @click.argument('identifier', metavar='PK|UUID')
 @click.argument('filename', metavar='FILE')

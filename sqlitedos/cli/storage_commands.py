@@ -30,6 +30,7 @@ from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
 
 @cli.command()
+@PROGRESS_OPTION
 @PATH_ARG
 @click.option('--email', default=DEFAULT_EMAIL, show_default=True, help='Email of the default user to create.')
 def init(path: Path, email: str) -> None:
@@ -41,6 +42,7 @@ def init(path: Path, email: str) -> None:
 
 
 @cli.command()
+@PROGRESS_OPTION
 @PATH_ARG
 @click.option('--detailed', is_flag=True, help='Add per-type counts and repository sizes.')
 @JSON_OPTION
@@ -52,6 +54,7 @@ def info(path: Path, detailed: bool, as_json: bool) -> None:
 
 
 @cli.command()
+@PROGRESS_OPTION
 @PATH_ARG
 @click.argument('query_file', required=False, type=click.File('r'))
 @click.option(
@@ -210,6 +213,7 @@ def verify_command(ctx: click.Context, path: Path, repair: bool, as_json: bool) 
 
 
 @cli.command()
+@PROGRESS_OPTION
 @PATH_ARG
 def migrate(path: Path) -> None:
     """Migrate the storage at PATH to the current schema version."""
