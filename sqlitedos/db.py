@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -42,6 +43,8 @@ __all__ = (
     'now',
     'translate_errors',
 )
+
+LOGGER = logging.getLogger(__name__)
 
 SQLValue = str | int | float | bytes | None
 Params = tuple[SQLValue, ...]
@@ -185,6 +188,10 @@ FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x00000010
 
 
+#: The files read immutable on a read-only bind mount that this process has warned about.
+_WARNED: set[str] = set()
+
+
 def _open_read_only(path: Path) -> _Connection:
     """A ``mode=ro`` connection to ``path`` that leaves no trace in its folder.
 
@@ -193,10 +200,12 @@ def _open_read_only(path: Path) -> _Connection:
 
     - a rollback-journal database (aiida leaves ``database.sqlite`` so), or a WAL one whose ``-wal`` exists (another
       connection is using it), opens with ``mode=ro``, which creates nothing;
-    - a WAL database that nobody can change (a read-only mount, ``chattr +i``) and whose ``-wal`` is missing or
-      holds no frame opens with ``immutable=1``: SQLite then needs no ``-shm`` and takes no locks, which is safe
-      only because no process can write the file (https://www.sqlite.org/uri.html#uriimmutable). With frames in
-      the ``-wal`` it opens ``mode=ro``, which needs the ``-shm`` too (``connect`` explains when it is missing);
+    - a WAL database that nobody can change (a read-only file system, ``chattr +i``) and whose ``-wal`` is missing
+      or holds no frame opens with ``immutable=1``: SQLite then needs no ``-shm`` and takes no locks, which is safe
+      only because no process can write the file (https://www.sqlite.org/uri.html#uriimmutable). A read-only
+      *bind* mount of a writable file system is treated the same, since SQLite has no other way to read there,
+      with a warning: another mount may still write the file. With frames in the ``-wal`` it opens ``mode=ro``,
+      which needs the ``-shm`` too (``connect`` explains when it is missing);
     - a WAL database without ``-wal`` on writable media may be written by another process while we read, so
       ``immutable`` would be unsafe there: a ``_Keeper`` (a read-write ``query_only`` connection) makes the
       ``-wal``/``-shm`` first, the ``mode=ro`` connections of this process share them and still take SQLite's
@@ -212,7 +221,16 @@ def _open_read_only(path: Path) -> _Connection:
             wal = Path(f'{absolute}-wal')
             if not _is_wal(absolute) or (wal.exists() and not _cannot_change(absolute)):
                 return _open_uri(path, uri)
-            if _cannot_change(absolute):
+            reason = _cannot_change(absolute)
+            if reason is not None:
+                if reason == 'read-only mount' and _no_frames(wal) and str(absolute) not in _WARNED:
+                    _WARNED.add(str(absolute))
+                    LOGGER.warning(
+                        '%s is on a read-only mount of a writable file system: it is read as immutable, so writes '
+                        'made meanwhile through another mount are not seen (and may give wrong results); close '
+                        'the writers, or read a copy',
+                        path,
+                    )
                 return _open_uri(path, uri + '&immutable=1' if _no_frames(wal) else uri)
             if not (os.access(absolute.parent, os.W_OK) and os.access(absolute, os.W_OK)):
                 raise UnreachableStorage(
@@ -303,26 +321,46 @@ def _is_wal(path: Path) -> bool:
     return header[WAL_HEADER_OFFSET : WAL_HEADER_OFFSET + 2] == bytes([WAL_HEADER_VERSION] * 2)
 
 
-def _cannot_change(path: Path) -> bool:
-    """Whether no process can write ``path``: it is on a read-only mount, or it is immutable (``chattr +i``)."""
+def _cannot_change(path: Path) -> str | None:
+    """Why no process can write ``path`` (an immutable file, a read-only file system or mount), or None."""
     try:
         if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return True
+            return 'read-only mount' if _superblock_writable(path) else 'read-only file system'
     except OSError:
-        return False
+        return None
     try:
         import fcntl
 
         descriptor = os.open(path, os.O_RDONLY)
     except (ImportError, OSError):
-        return False
+        return None
     try:
         flags = int.from_bytes(fcntl.ioctl(descriptor, FS_IOC_GETFLAGS, bytes(8))[:4], sys.byteorder)
     except OSError:  # a file system without inode flags
-        return False
+        return None
     finally:
         os.close(descriptor)
-    return bool(flags & FS_IMMUTABLE_FL)
+    return 'immutable file' if flags & FS_IMMUTABLE_FL else None
+
+
+def _superblock_writable(path: Path) -> bool:
+    """Whether the file system of ``path`` is itself writable (``rw`` in its super options), so that a read-only
+    bind mount of it can still be written through another mount.
+
+    https://man7.org/linux/man-pages/man5/proc_pid_mountinfo.5.html
+    """
+    device = os.stat(path).st_dev
+    wanted = f'{os.major(device)}:{os.minor(device)}'
+    try:
+        lines = Path('/proc/self/mountinfo').read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == wanted and ' - ' in line:
+            super_options = line.split(' - ', 1)[1].split()[-1].split(',')
+            return 'rw' in super_options
+    return False
 
 
 def _set_pragmas(connection: sqlite3.Connection) -> None:
