@@ -32,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlitedos.exceptions import StorageBackupError
+from sqlitedos.db import connect
+from sqlitedos.exceptions import CorruptStorage, StorageBackupError, UnreachableStorage
 from sqlitedos.storage.sqlite_dos import FILENAME_CONTAINER, FILENAME_DATABASE, SqliteDosStorage
 
 __all__ = ('BackupManager', 'Progress', 'backup', 'backup_storage')
@@ -183,9 +184,8 @@ def copy_sqlite(source: Path, target: Path) -> None:
     writers, and nothing can change under the copy, so it never restarts (https://www.sqlite.org/backup.html).
     """
     try:
-        source_connection = sqlite3.connect(f'{source.absolute().as_uri()}?mode=ro', uri=True)
+        source_connection = connect(source, read_only=True)  # leaves the source folder as it was
         try:
-            source_connection.execute('PRAGMA busy_timeout = 60000')
             target_connection = sqlite3.connect(target)
             try:
                 source_connection.backup(target_connection, pages=-1)
@@ -195,7 +195,7 @@ def copy_sqlite(source: Path, target: Path) -> None:
                 target_connection.close()
         finally:
             source_connection.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, CorruptStorage, UnreachableStorage) as exc:
         raise StorageBackupError(
             f'cannot copy the SQLite database {str(source)!r} ({exc}): check it with `sqlitedos verify`'
         ) from exc

@@ -9,18 +9,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import sys
+import threading
 import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from sqlitedos.exceptions import (
     CorruptStorage,
     IncompatibleExternalDependencies,
     IntegrityError,
+    InvalidOperation,
     ReadOnlyError,
     UnreachableStorage,
     ValidationError,
@@ -42,6 +45,8 @@ __all__ = (
     'now',
     'translate_errors',
 )
+
+LOGGER = logging.getLogger(__name__)
 
 SQLValue = str | int | float | bytes | None
 Params = tuple[SQLValue, ...]
@@ -124,19 +129,28 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
 
     ``path`` is a database file, which must exist (opening never creates one), or ``':memory:'``. The connection
     is in autocommit mode (``isolation_level=None``): transactions are opened only by ``Session.transaction()``.
+    With ``read_only`` the connection cannot write, and opening it leaves the folder as it was (``_open_read_only``).
     """
     check_sqlite_version()
     if str(path) == ':memory:':
         connection = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
+    elif read_only:
+        connection = _open_read_only(Path(path))
     else:
-        mode = 'ro' if read_only else 'rw'
-        uri = f'{Path(path).absolute().as_uri()}?mode={mode}'
-        try:
-            connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        except sqlite3.OperationalError as exc:
-            raise UnreachableStorage(f'cannot open the database {str(path)!r}: {exc}') from exc
+        connection = _open_uri(Path(path), f'{Path(path).absolute().as_uri()}?mode=rw')
     try:
         _set_pragmas(connection)
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        if 'unable to open' not in str(exc) or os.access(Path(path).parent, os.W_OK):
+            raise CorruptStorage(
+                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
+            ) from exc
+        raise UnreachableStorage(
+            f'cannot read {str(path)!r} ({exc}): it is on read-only media with changes in {Path(path).name}-wal but no '
+            f'{Path(path).name}-shm, which SQLite needs to read them; copy the folder to writable media and open the '
+            'copy'
+        ) from exc
     except sqlite3.DatabaseError as exc:
         connection.close()
         raise CorruptStorage(
@@ -150,6 +164,211 @@ def _register_functions(connection: sqlite3.Connection) -> None:
     """Every SQL function the query compiler emits, on every connection (so no caller probes for one)."""
     connection.create_function('json_contains', 2, json_contains, deterministic=True)
     connection.create_function('sqlitedos_json_equal', 2, json_equal, deterministic=True)
+
+
+def _open_uri(path: Path, uri: str) -> _Connection:
+    try:
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, factory=_Connection)
+    except sqlite3.OperationalError as exc:
+        raise UnreachableStorage(f'cannot open the database {str(path)!r}: {exc}') from exc
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that, once closed, lets go of the ``_Keeper`` of its database (``_open_read_only``)."""
+
+    _keeper: _Keeper | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            keeper, self._keeper = self._keeper, None
+            if keeper is not None:
+                keeper.release()
+
+
+#: The header bytes 18 and 19 of a WAL database are 2 (1 in rollback-journal mode).
+#: https://www.sqlite.org/fileformat.html
+WAL_HEADER_OFFSET = 18
+WAL_HEADER_VERSION = 2
+#: ``FS_IOC_GETFLAGS`` and ``FS_IMMUTABLE_FL`` (``chattr +i``) from ``linux/fs.h``.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IMMUTABLE_FL = 0x00000010
+
+
+#: The files read immutable on a read-only bind mount that this process has warned about.
+_WARNED: set[str] = set()
+
+
+def _open_read_only(path: Path) -> _Connection:
+    """A ``mode=ro`` connection to ``path`` that leaves no trace in its folder.
+
+    SQLite reads a WAL database through its ``-wal`` and ``-shm`` files; a read-only connection creates them when
+    they are missing and cannot delete them afterwards (https://www.sqlite.org/wal.html#readonly). So:
+
+    - a rollback-journal database (aiida leaves ``database.sqlite`` so), or a WAL one whose ``-wal`` exists (another
+      connection is using it), opens with ``mode=ro``, which creates nothing;
+    - a WAL database that nobody can change (a read-only file system, ``chattr +i``) and whose ``-wal`` is missing
+      or holds no frame opens with ``immutable=1``: SQLite then needs no ``-shm`` and takes no locks, which is safe
+      only because no process can write the file (https://www.sqlite.org/uri.html#uriimmutable). A read-only
+      *bind* mount of a writable file system is treated the same, since SQLite has no other way to read there,
+      with a warning: another mount may still write the file. With frames in the ``-wal`` it opens ``mode=ro``,
+      which needs the ``-shm`` too (``connect`` explains when it is missing);
+    - a WAL database without ``-wal`` on writable media may be written by another process while we read, so
+      ``immutable`` would be unsafe there: a ``_Keeper`` (a read-write ``query_only`` connection) makes the
+      ``-wal``/``-shm`` first, the ``mode=ro`` connections of this process share them and still take SQLite's
+      locks, and when the last of them closes the keeper, the last connection, has SQLite delete the files and
+      the folder's mtime is set back: the folder is left byte- and mtime-identical;
+    - otherwise (a folder this process cannot write, on media others can) ``UnreachableStorage``.
+    """
+    absolute = path.absolute()
+    uri = f'{absolute.as_uri()}?mode=ro'
+    with _Keeper.lock:
+        keeper = _Keeper.registry.get(str(absolute))
+        if keeper is None:
+            wal = Path(f'{absolute}-wal')
+            if not _is_wal(absolute) or (wal.exists() and not _cannot_change(absolute)):
+                return _open_uri(path, uri)
+            reason = _cannot_change(absolute)
+            if reason is not None:
+                if reason == 'read-only mount' and _no_frames(wal) and str(absolute) not in _WARNED:
+                    _WARNED.add(str(absolute))
+                    LOGGER.warning(
+                        '%s is on a read-only mount of a writable file system: it is read as immutable, so writes '
+                        'made meanwhile through another mount are not seen (and may give wrong results); close '
+                        'the writers, or read a copy',
+                        path,
+                    )
+                return _open_uri(path, uri + '&immutable=1' if _no_frames(wal) else uri)
+            if not (os.access(absolute.parent, os.W_OK) and os.access(absolute, os.W_OK)):
+                raise UnreachableStorage(
+                    f'cannot read {str(path)!r} read-only: it is a WAL database without its {path.name}-wal/-shm '
+                    'files, in a folder this process cannot write on media others can, and SQLite must create those '
+                    'files to read it safely; run as a user who can write the folder, or read it from a read-only '
+                    'mount or a copy'
+                )
+            keeper = _Keeper.start(absolute)
+        keeper.users += 1
+    try:
+        connection = _open_uri(path, uri)
+    except BaseException:
+        keeper.release()
+        raise
+    connection._keeper = keeper
+    return connection
+
+
+class _Keeper:
+    """The read-write ``query_only`` connection that holds a WAL database's ``-wal``/``-shm`` for this process's
+    read-only connections to it, and the folder's state before it made them.
+
+    When the last read-only connection closes, the keeper closes too; as the last connection SQLite then deletes the
+    two files. If the folder then holds the same entries as before, its recorded times are set back; if anything
+    else appeared or went meanwhile the folder did change, and its mtime is left alone.
+    """
+
+    registry: ClassVar[dict[str, _Keeper]] = {}
+    lock = threading.Lock()
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, entries: list[str], times: tuple[int, int]) -> None:
+        self.path = path
+        self.connection = connection
+        self.entries = entries
+        self.times = times
+        self.users = 0
+
+    @classmethod
+    def start(cls, path: Path) -> _Keeper:
+        """Record the folder, open the keeper connection and register it (the caller holds ``lock``)."""
+        entries = sorted(os.listdir(path.parent))
+        status = os.stat(path.parent)
+        connection = _open_uri(path, f'{path.as_uri()}?mode=rw')
+        try:
+            connection.execute('PRAGMA query_only = ON')
+            connection.execute('SELECT count(*) FROM sqlite_master').fetchone()  # opens the WAL: makes -wal, -shm
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise CorruptStorage(
+                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
+            ) from exc
+        keeper = cls.registry[str(path)] = cls(path, connection, entries, (status.st_atime_ns, status.st_mtime_ns))
+        return keeper
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self.registry[str(self.path)]
+            self.connection.close()
+            folder = self.path.parent
+            with contextlib.suppress(OSError):
+                if sorted(os.listdir(folder)) == self.entries and os.stat(folder).st_mtime_ns != self.times[1]:
+                    os.utime(folder, ns=self.times)
+
+
+#: A WAL file starts with a 32-byte header; each frame adds a 24-byte frame header and a page.
+#: https://www.sqlite.org/walformat.html
+WAL_HEADER_SIZE = 32
+
+
+def _no_frames(wal: Path) -> bool:
+    """Whether the ``-wal`` file is missing or holds no frame (so the database file alone is the whole database)."""
+    try:
+        return wal.stat().st_size <= WAL_HEADER_SIZE
+    except FileNotFoundError:
+        return True
+
+
+def _is_wal(path: Path) -> bool:
+    try:
+        with open(path, 'rb') as handle:
+            header = handle.read(WAL_HEADER_OFFSET + 2)
+    except OSError:
+        return False  # SQLite reports it when it opens the file
+    return header[WAL_HEADER_OFFSET : WAL_HEADER_OFFSET + 2] == bytes([WAL_HEADER_VERSION] * 2)
+
+
+def _cannot_change(path: Path) -> str | None:
+    """Why no process can write ``path`` (an immutable file, a read-only file system or mount), or None."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return 'read-only mount' if _superblock_writable(path) else 'read-only file system'
+    except OSError:
+        return None
+    try:
+        import fcntl
+
+        descriptor = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        flags = int.from_bytes(fcntl.ioctl(descriptor, FS_IOC_GETFLAGS, bytes(8))[:4], sys.byteorder)
+    except OSError:  # a file system without inode flags
+        return None
+    finally:
+        os.close(descriptor)
+    return 'immutable file' if flags & FS_IMMUTABLE_FL else None
+
+
+def _superblock_writable(path: Path) -> bool:
+    """Whether the file system of ``path`` is itself writable (``rw`` in its super options), so that a read-only
+    bind mount of it can still be written through another mount.
+
+    https://man7.org/linux/man-pages/man5/proc_pid_mountinfo.5.html
+    """
+    device = os.stat(path).st_dev
+    wanted = f'{os.major(device)}:{os.minor(device)}'
+    try:
+        lines = Path('/proc/self/mountinfo').read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == wanted and ' - ' in line:
+            super_options = line.split(' - ', 1)[1].split()[-1].split(',')
+            return 'rw' in super_options
+    return False
 
 
 def _set_pragmas(connection: sqlite3.Connection) -> None:
@@ -266,12 +485,18 @@ class Session:
     raises is rolled back to where it started and the exception propagates; the enclosing blocks carry on.
     """
 
+    #: The write transactions open in this process, by database file (device, inode): (thread id, session).
+    _writers: ClassVar[dict[tuple[int, int], tuple[int, Session]]] = {}
+    _writers_lock = threading.Lock()
+
     def __init__(self, connection: sqlite3.Connection, *, file_backed: bool, read_only: bool = False) -> None:
         self.connection = connection
         self.read_only = read_only
+        self.file_backed = file_backed
         self.depth = 0
         self.wrote = False
         self._wal_checked = not file_backed or read_only
+        self._identity: tuple[int, int] | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -296,9 +521,52 @@ class Session:
             yield from self._savepoint()
 
     def _outer(self, mode: str) -> Iterator[sqlite3.Connection]:
-        self._switch_to_wal()
+        identity = None
+        if mode != 'DEFERRED':  # a read never changes the file, not even its journal mode
+            identity = self._file_identity()
+            self._check_no_writer_in_this_thread(identity)
+            self._switch_to_wal()
         with translate_errors():
             self.connection.execute(f'BEGIN {mode}')
+        if identity is not None:  # BEGIN IMMEDIATE holds the file's write lock: no other writer is registered
+            with self._writers_lock:
+                self._writers[identity] = (threading.get_ident(), self)
+        try:
+            yield from self._inside(mode)
+        finally:
+            if identity is not None:
+                with self._writers_lock:
+                    if self._writers.get(identity, (0, None))[1] is self:
+                        del self._writers[identity]
+
+    def _check_no_writer_in_this_thread(self, identity: tuple[int, int] | None) -> None:
+        """Refuse at once a write that would wait for ever for a write transaction of this same thread.
+
+        A second connection to the same file (another storage object on the same folder) that starts a write while
+        this thread holds a write transaction on the first would wait for the first to commit, which cannot happen
+        while this thread waits: SQLite would block for ``BUSY_TIMEOUT_MS`` and then fail. Writes from other threads
+        wait for their turn as usual.
+        """
+        with self._writers_lock:
+            holder = self._writers.get(identity) if identity is not None else None
+        if holder is not None and holder[0] == threading.get_ident() and holder[1] is not self:
+            raise InvalidOperation(
+                'another storage object on the same database file has a write transaction open in this thread, so '
+                'this write would wait for it for ever: write through that storage object, or finish its '
+                '`transaction()` block first'
+            )
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the main database file, or None for an in-memory database."""
+        if self._identity is None and self.file_backed:
+            row = self.connection.execute('PRAGMA database_list').fetchone()
+            if row is not None and row[2]:
+                with contextlib.suppress(OSError):
+                    status = os.stat(row[2])
+                    self._identity = (status.st_dev, status.st_ino)
+        return self._identity
+
+    def _inside(self, mode: str) -> Iterator[sqlite3.Connection]:
         self.depth = 1
         try:
             yield self.connection
@@ -308,7 +576,8 @@ class Session:
                 self.connection.execute('ROLLBACK')
             if self.read_only and isinstance(exc, sqlite3.OperationalError) and 'readonly' in str(exc):
                 raise ReadOnlyError(
-                    f'the storage is opened read-only (its folder is not writable), so it cannot be changed: {exc}'
+                    'the storage is opened read-only (asked for, or its folder is not writable), so it cannot be '
+                    f'changed: {exc}'
                 ) from exc
             raise
         self.depth = 0

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlitedos import migrate
 from sqlitedos.db import connect, decode_json
-from sqlitedos.exceptions import CorruptStorage, UnreachableStorage
+from sqlitedos.exceptions import CorruptStorage, ReadOnlyError, UnreachableStorage
 from sqlitedos.links import LINK_RULES, LinkType, node_kind, validate_link_label
 from sqlitedos.storage.sqlite_dos import (
     FILENAME_CONTAINER,
@@ -174,13 +174,13 @@ def _check_pack_index(container: Path, report: VerifyReport) -> bool:
     if not index.exists():
         return True  # disk-objectstore creates it on first use
     try:
-        connection = sqlite3.connect(f'{index.absolute().as_uri()}?mode=ro', uri=True)
+        connection = connect(index, read_only=True)
         try:
             rows = [row[0] for row in connection.execute('PRAGMA integrity_check')]
             connection.execute('SELECT hashkey, pack_id, "offset", length FROM db_object LIMIT 1').fetchall()
         finally:
             connection.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, CorruptStorage, UnreachableStorage) as exc:
         report.add('container', f'the pack index {str(index)!r} cannot be read ({exc}): restore it from a backup')
         return False
     if rows != ['ok']:
@@ -295,7 +295,7 @@ def _check_objects(
     """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
-    container = open_container(container_path)
+    container = open_container(container_path, read_only=True)
     try:
         keys = sorted(referenced)
         present = set()
@@ -326,7 +326,23 @@ def _check_objects(
         report.unreferenced = sorted(set(container.list_all_objects()) - set(referenced))
         report.counts['container objects'] = len(present) + len(report.unreferenced)
         if repair and report.unreferenced:
-            container.delete_objects(report.unreferenced)
-            report.repaired = list(report.unreferenced)
+            _delete_unreferenced(container_path, report)
     finally:
         container.close()
+
+
+def _delete_unreferenced(container_path: Path, report: VerifyReport) -> None:
+    """``--repair``: delete the unreferenced objects (the checks read the container read-only)."""
+    from sqlitedos.repository.disk_objectstore import open_container
+
+    if not os.access(container_path, os.W_OK):
+        raise ReadOnlyError(
+            f'cannot repair {str(container_path)!r}: the container is read-only, so its {len(report.unreferenced)} '
+            'unreferenced objects stay; run `verify --repair` where the storage is writable'
+        )
+    container = open_container(container_path)
+    try:
+        container.delete_objects(report.unreferenced)
+    finally:
+        container.close()
+    report.repaired = list(report.unreferenced)

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -137,10 +138,7 @@ def create_archive(
     :param progress: ``progress(stage, done, total)``.
     """
     target = Path(filename).absolute()
-    if target.exists() and not overwrite:
-        raise FileExistsError(f'the archive {str(target)!r} already exists: pass overwrite=True to replace it')
-    if target.is_dir():
-        raise IsADirectoryError(f'{str(target)!r} is a folder: give the path of an archive file')
+    check_archive_target(target, overwrite)
     if isinstance(compression, bool) or not isinstance(compression, int) or not 0 <= compression <= 9:
         raise ValueError(f'compression must be an integer from 0 to 9, got {compression!r}')
     resolve_rules(EXPORT_RULES, **traversal_rules)  # check the toggles before doing anything
@@ -179,10 +177,40 @@ def create_archive(
         except BaseException:
             writer.abort()
             raise
-        if target.exists() and not overwrite:
-            raise FileExistsError(f'the archive {str(target)!r} appeared while it was written: not replacing it')
+        check_archive_target(target, overwrite)  # again: something may have appeared there meanwhile
         os.replace(partial, target)
     return target
+
+
+def check_archive_target(target: Path, overwrite: bool) -> None:
+    """Refuse an output path that holds anything but a regular file, and a regular file unless ``overwrite``.
+
+    The archive is written beside the target and renamed over it, which would replace a symlink, a FIFO or a
+    device node with a regular file instead of writing through it.
+    """
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f'{str(target)!r} is a folder: give the path of an archive file')
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in SPECIAL_FILES if test(mode)), 'special file')
+        raise FileExistsError(
+            f'{str(target)!r} is a {kind}, not a regular file: an archive replaces only a regular file; '
+            'choose another path'
+        )
+    if not overwrite:
+        raise FileExistsError(f'the archive {str(target)!r} already exists: pass overwrite=True to replace it')
+
+
+SPECIAL_FILES = (
+    (stat.S_ISLNK, 'symbolic link'),
+    (stat.S_ISFIFO, 'FIFO'),
+    (stat.S_ISCHR, 'character device'),
+    (stat.S_ISBLK, 'block device'),
+    (stat.S_ISSOCK, 'socket'),
+)
 
 
 def _resolve_entities(storage: StorageBackend, entities: Iterable[Any] | None) -> dict[str, list[int]] | None:

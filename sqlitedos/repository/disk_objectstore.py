@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -59,11 +59,48 @@ CONTAINER_DEFAULTS: dict[str, Any] = {
 _CONTAINER_FOLDERS = ('loose', 'packs', 'sandbox', 'duplicates')
 
 
-def open_container(folder: str | Path) -> Container:
-    """A ``Container`` object for ``folder`` (not checked; use ``read_container_id`` for that)."""
+def open_container(folder: str | Path, read_only: bool = False) -> Container:
+    """A ``Container`` object for ``folder`` (not checked; use ``read_container_id`` for that).
+
+    With ``read_only`` the container reads its pack index through ``db.connect(read_only=True)``, which works on
+    read-only media and leaves the folder as it was; any write through it fails with "attempt to write a readonly
+    database".
+    """
     from disk_objectstore import Container
 
-    return Container(str(folder))
+    container = Container(str(folder))
+    if read_only:
+        container._operation_session = _read_only_index_session(Path(folder) / PACKS_INDEX)
+    return container
+
+
+#: disk-objectstore's pack index (a SQLite database in WAL mode) inside the container folder.
+PACKS_INDEX = 'packs.idx'
+
+
+def _read_only_index_session(index: Path) -> Any:
+    """A SQLAlchemy session for disk-objectstore on one read-only ``connect()`` connection to ``index``.
+
+    disk-objectstore's own session opens the index read-write and sets ``journal_mode=wal`` on every connection:
+    on read-only media that fails, and elsewhere it leaves ``packs.idx-wal``/``-shm`` behind a reader.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import StaticPool
+
+    if index.exists():
+        engine = create_engine('sqlite://', creator=lambda: connect(index, read_only=True), poolclass=StaticPool)
+    else:  # disk-objectstore makes the index on the first write: until then nothing is packed
+        from disk_objectstore.database import Base
+
+        engine = create_engine('sqlite://', creator=lambda: connect(':memory:'), poolclass=StaticPool)
+        Base.metadata.create_all(engine)
+
+    @event.listens_for(engine, 'begin')
+    def begin(conn: Any) -> None:  # one consistent snapshot per session transaction, as disk-objectstore has
+        conn.exec_driver_sql('BEGIN')
+
+    return Session(bind=engine, autoflush=False, future=True)
 
 
 def init_container(folder: str | Path) -> str:
@@ -260,8 +297,9 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
     Call ``close()`` to release the container's pack index (the storage does so on close).
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, read_only: bool = False) -> None:
         self._folder = Path(folder)
+        self._read_only = read_only
         self._config: dict[str, Any] | None = None
         # A Container holds a SQLAlchemy session on its pack index, which must not be shared between threads:
         # each thread gets its own, as each thread gets its own database connection from the storage.
@@ -295,7 +333,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                 self._local.index = None
         if container is None:
             self._follow_lock(identity)
-            container = open_container(self._folder)
+            container = open_container(self._folder, read_only=self._read_only)
             with self._open_lock:
                 self._open.append(container)
             self._local.container, self._local.identity = container, identity
@@ -433,8 +471,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         connection = getattr(self._local, 'index', None)
         if connection is None:
             try:
-                connection = connect(self._folder / 'packs.idx')
-                connection.execute('PRAGMA query_only = ON')
+                connection = connect(self._folder / PACKS_INDEX, read_only=True)
             except (AiidaException, sqlite3.Error):
                 return None
             with self._open_lock:
@@ -485,6 +522,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         do_vacuum: bool | None = None,
         compress: bool = False,
         incremental_cleanup: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> dict[str, Any]:
         """Pack loose objects and (unless ``live``) repack and vacuum; return what was (or would be) done.
 
@@ -525,9 +563,10 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                     container.pack_all_loose(
                         compress=CompressMode.AUTO if compress else CompressMode.NO,
                         clean_loose_per_pack=incremental_cleanup,
+                        callback=_size_callback(progress),
                     )
                 if do_repack:
-                    container.repack()
+                    container.repack(callback=_size_callback(progress))
                 if clean_storage:
                     container.clean_storage(vacuum=do_vacuum)
         except InconsistentContent as exc:
@@ -536,3 +575,21 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                 '`sqlitedos verify` and restore it from a backup, or delete it and store the file again'
             ) from exc
         return report
+
+
+def _size_callback(progress: Callable[[str, int, int], None] | None) -> Callable[[str, Any], None] | None:
+    """disk-objectstore's ``callback(action, value)`` (bytes done per step) as ``progress(stage, done, total)``."""
+    if progress is None:
+        return None
+    state: dict[str, Any] = {'stage': '', 'done': 0, 'total': 0}
+
+    def callback(action: str, value: Any) -> None:
+        if action == 'init':
+            state.update(stage=value['description'], done=0, total=value['total'])
+        elif action == 'update':
+            state['done'] += value
+        else:
+            return
+        progress(state['stage'], state['done'], state['total'])
+
+    return callback

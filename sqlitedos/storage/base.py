@@ -245,10 +245,14 @@ class StorageBackend:
     def _new_session(self) -> Session:  # pragma: no cover - every backend overrides it
         raise NotImplementedError
 
+    def _describe(self) -> str:
+        """The storage as a message names it (``str(self)`` is aiida's, with its state and a trailing comma)."""
+        return f'the {type(self).__name__} storage of profile {self.profile.name!r}'
+
     def _session(self) -> Session:
         """The session of the calling thread; ``ClosedStorage`` once the storage is closed."""
         if self._closed:
-            raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+            raise ClosedStorage(f'{self._describe()} is closed: open a new storage object to go on')
         return self._thread_session()
 
     def _cached_repository(self, create: Callable[[], Any]) -> Any:
@@ -257,7 +261,7 @@ class StorageBackend:
         if repository is None:
             with self._sessions_lock:
                 if self._closed:
-                    raise ClosedStorage(f'{self} is closed: open a new storage object to go on')
+                    raise ClosedStorage(f'{self._describe()} is closed: open a new storage object to go on')
                 repository = self.__dict__.get('_repository')
                 if repository is None:
                     repository = self._repository = create()

@@ -74,19 +74,20 @@ class SqliteDosMigrator:
     def is_initialised(self) -> bool:
         return self.filepath_database.is_file() and (self.filepath_container / 'config.json').is_file()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, read_only: bool = False) -> sqlite3.Connection:
+        """A connection to the database; read-only if asked or if the folder cannot be written."""
         if not self.filepath_database.is_file():
             raise UnreachableStorage(
                 f'the storage folder {str(self.filepath_root)!r} has no {FILENAME_DATABASE}: it is not an '
                 'initialised storage; create it with `SqliteDosStorage.initialise(profile)` or `sqlitedos init`'
             )
-        return connect(self.filepath_database, read_only=not _is_writable(self.filepath_root))
+        return connect(self.filepath_database, read_only=read_only or not _is_writable(self.filepath_root))
 
     def get_schema_version_profile(self) -> str | None:
         """The revision of the database, or None if the folder holds no database (nothing is created)."""
         if not self.filepath_database.is_file():
             return None
-        connection = self._connect()
+        connection = self._connect(read_only=True)
         try:
             return _read_version(connection, self.filepath_database)
         finally:
@@ -142,10 +143,31 @@ class SqliteDosMigrator:
                 self.migrate()
                 return False
             self._erase_contents()
+        # What a failed attempt must remove: the outermost folder it creates, or else what it puts into the folder.
+        created = [path for path in (root, *root.parents) if not path.exists()]
         root.mkdir(parents=True, exist_ok=True)
-        container_id = init_container(self.filepath_container)
-        self._create_database(container_id)
+        try:
+            container_id = init_container(self.filepath_container)
+            self._create_database(container_id)
+        except BaseException as exc:
+            self._remove_partial_storage(created[-1] if created else None)
+            if isinstance(exc, sqlite3.Error):
+                raise StorageMigrationError(
+                    f'could not create the storage in {str(root)!r} ({exc}); nothing was left behind: free some '
+                    'space (or fix the cause) and initialise again'
+                ) from exc
+            raise
         return True
+
+    def _remove_partial_storage(self, created: Path | None) -> None:
+        """Undo a failed ``initialise``: delete the folder it created, or the container and partial database."""
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+            return
+        shutil.rmtree(self.filepath_container, ignore_errors=True)
+        for name in (FILENAME_DATABASE + '.partial' + suffix for suffix in ('', '-journal', '-wal', '-shm')):
+            with contextlib.suppress(FileNotFoundError):
+                (self.filepath_root / name).unlink()
 
     def _erase_contents(self) -> None:
         for name in (FILENAME_DATABASE, FILENAME_DATABASE + '-wal', FILENAME_DATABASE + '-shm'):
@@ -247,7 +269,9 @@ class SqliteDosStorage(StorageBackend):
         """Migrate the profile's storage to the head schema version."""
         cls.migrator(profile).migrate()
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, *, read_only: bool = False) -> None:
+        """Open the storage folder of ``profile``; with ``read_only`` (or a folder that cannot be written) it is
+        opened without write access, and using it leaves the folder byte- and mtime-identical."""
         super().__init__(profile)
         self._migrator = self.migrator(profile)
         if not self._migrator.filepath_root.is_dir():
@@ -255,7 +279,7 @@ class SqliteDosStorage(StorageBackend):
                 f'the storage folder {str(self._migrator.filepath_root)!r} does not exist: create it with '
                 '`SqliteDosStorage.initialise(profile)` or `sqlitedos init PATH`'
             )
-        self._read_only_folder = not _is_writable(self._migrator.filepath_root)
+        self._read_only_folder = read_only or not _is_writable(self._migrator.filepath_root)
         self._local = threading.local()
         self._finalizer = weakref.finalize(self, _close_sessions, self._sessions)
         try:
@@ -268,10 +292,13 @@ class SqliteDosStorage(StorageBackend):
         state = 'closed' if self.is_closed else 'open'
         return f'SqliteDosStorage[{self._migrator.filepath_root}]: {state},'
 
+    def _describe(self) -> str:
+        return f'the storage folder {str(self.filepath_root)!r}'
+
     def _thread_session(self) -> Session:
         session = getattr(self._local, 'session', None)
         if session is None:
-            connection = self._migrator._connect()
+            connection = self._migrator._connect(read_only=self._read_only_folder)
             session = self._register(Session(connection, file_backed=True, read_only=self._read_only_folder))
             self._local.session = session
         return session
@@ -289,8 +316,8 @@ class SqliteDosStorage(StorageBackend):
         return self._migrator.filepath_container
 
     def get_container(self) -> Container:
-        """A disk-objectstore ``Container`` on the storage's ``container/`` folder."""
-        return self._migrator.get_container()
+        """A disk-objectstore ``Container`` on the storage's ``container/`` folder (read-only if the storage is)."""
+        return open_container(self.filepath_container, read_only=self._read_only_folder)
 
     def _clear(self) -> None:
         """Delete every entity row (settings and version stay) and recreate the container with a new id. For tests."""
@@ -318,7 +345,9 @@ class SqliteDosStorage(StorageBackend):
 
     def get_repository(self) -> DiskObjectStoreRepositoryBackend:
         """The repository backend over the storage's container (one per storage object, opened on first use)."""
-        return self._cached_repository(lambda: DiskObjectStoreRepositoryBackend(self.filepath_container))
+        return self._cached_repository(
+            lambda: DiskObjectStoreRepositoryBackend(self.filepath_container, read_only=self._read_only_folder)
+        )
 
     def _close_repository(self) -> None:
         repository = self.__dict__.pop('_repository', None)
@@ -352,10 +381,10 @@ class SqliteDosStorage(StorageBackend):
         and is still open): it holds the database's write lock while it deletes the objects no node references,
         repacks and vacuums the container, then vacuums the database. ``dry_run`` changes nothing. ``kwargs`` go
         to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``, ``compress``,
-        ``incremental_cleanup``).
+        ``incremental_cleanup``, ``progress(stage, done, total)``).
         """
         if self._read_only_folder:
-            raise ReadOnlyError(f'{self} is read-only: maintenance needs a writable storage folder')
+            raise ReadOnlyError(f'{self._describe()} is opened read-only: maintenance needs a writable storage folder')
         repository = self.get_repository()
         if not full:
             # Unreferenced objects are kept in live mode: another process may have put a file whose node row is not
