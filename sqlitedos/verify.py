@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlitedos import migrate
-from sqlitedos.db import connect, decode_json
+from sqlitedos.db import connect, decode_json, encode_json
 from sqlitedos.exceptions import CorruptStorage, UnreachableStorage
-from sqlitedos.links import LINK_RULES, LinkType, node_kind, validate_link_label
+from sqlitedos.links import (
+    DEGREE_COLUMNS,
+    KIND_PREFIXES,
+    LINK_RULES,
+    LinkType,
+    invalid_label_sql,
+    node_kind,
+    validate_link_label,
+)
 from sqlitedos.storage.sqlite_dos import (
     FILENAME_CONTAINER,
     FILENAME_DATABASE,
@@ -29,6 +37,7 @@ from sqlitedos.storage.sqlite_dos import (
     SELECT_REPOSITORY_UUID,
     SqliteDosStorage,
 )
+from sqlitedos.tables import TABLES, quote_identifier
 
 __all__ = ('Problem', 'VerifyReport', 'iter_repository_keys', 'verify')
 
@@ -37,29 +46,57 @@ Progress = Callable[[str, int, int], None] | None
 HASH_CHUNK = 1024 * 1024
 PACKS_INDEX = 'packs.idx'
 
-SELECT_REPOSITORY_METADATA = 'SELECT id, repository_metadata FROM db_dbnode'
-SELECT_LINKS_WITH_NODES = """
+#: Objects hashed per ``get_objects_stream_and_meta`` call: below disk-objectstore's ``_MAX_CHUNK_ITERATE_LENGTH``
+#: (9500), over which it merges the keys against its whole index instead of looking them up.
+HASH_BATCH = 5000
+
+# Only nodes with files: most nodes have none ('{}'), and decoding a million of those costs seconds.
+SELECT_REPOSITORY_METADATA = """
+    SELECT id, repository_metadata FROM db_dbnode
+    WHERE repository_metadata IS NOT '{}' AND repository_metadata IS NOT NULL AND json_valid(repository_metadata)
+"""
+# Links that break a rule, found in SQL so that only the broken ones reach Python (which words the problem): the
+# rules come in as JSON rows [type, source prefix, target prefix]; a dangling end joins no node.
+SELECT_SUSPECT_LINKS = """
+    WITH rules(type, source_prefix, target_prefix) AS (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)
+    )
     SELECT l.id, l.type, l.label, l.input_id, l.output_id, s.node_type, t.node_type
     FROM db_dblink AS l
     LEFT JOIN db_dbnode AS s ON s.id = l.input_id
     LEFT JOIN db_dbnode AS t ON t.id = l.output_id
+    LEFT JOIN rules AS r ON r.type = l.type
+    WHERE s.id IS NULL OR t.id IS NULL OR r.type IS NULL OR l.input_id = l.output_id
+        OR substr(s.node_type, 1, length(r.source_prefix)) IS NOT r.source_prefix
+        OR substr(t.node_type, 1, length(r.target_prefix)) IS NOT r.target_prefix
+        OR {invalid_label}
 """
-#: Degree rules (SPEC 3.2) as the columns that must be unique together among links of one type, at one end.
-DEGREE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    'out': {
-        'unique': ('input_id',),
-        'unique_pair': ('input_id', 'label'),
-        'unique_triple': ('input_id', 'output_id', 'label'),
-    },
-    'in': {
-        'unique': ('output_id',),
-        'unique_pair': ('output_id', 'label'),
-        'unique_triple': ('output_id', 'input_id', 'label'),
-    },
-}
+SELECT_LINK_COUNT = 'SELECT count(*) FROM db_dblink'
 SELECT_DEGREE_VIOLATIONS = """
     SELECT {columns}, COUNT(*) FROM db_dblink WHERE type = ? GROUP BY {columns} HAVING COUNT(*) > 1
 """
+SELECT_INVALID_JSON = 'SELECT id, {columns} FROM {table} WHERE {invalid}'
+# The referenced keys live in a temporary table (one row per distinct key, with the first node naming it), so memory
+# stays flat however many files there are; the container's own index is attached to join against it.
+CREATE_REFERENCED = 'CREATE TEMP TABLE verify_referenced (key TEXT PRIMARY KEY, node_id INTEGER) WITHOUT ROWID'
+INSERT_REFERENCED = 'INSERT OR IGNORE INTO verify_referenced (key, node_id) VALUES (?, ?)'
+CREATE_PRESENT = 'CREATE TEMP TABLE verify_present (key TEXT PRIMARY KEY) WITHOUT ROWID'
+INSERT_PRESENT = 'INSERT OR IGNORE INTO verify_present (key) VALUES (?)'
+ATTACH_PACK_INDEX = 'ATTACH DATABASE ? AS verify_packs'
+SELECT_REFERENCED_COUNT = 'SELECT count(*) FROM verify_referenced'
+# Pack by pack in offset order (loose objects first), so that a packed container is read sequentially.
+SELECT_REFERENCED_IN_PACK_ORDER = """
+    SELECT r.key, r.node_id FROM verify_referenced AS r
+    LEFT JOIN verify_packs.db_object AS o ON o.hashkey = r.key
+    ORDER BY o.pack_id, o."offset", r.key
+"""
+SELECT_REFERENCED_IN_KEY_ORDER = 'SELECT key, node_id FROM verify_referenced ORDER BY key'
+SELECT_UNREFERENCED = """
+    SELECT p.key FROM verify_present AS p
+    WHERE NOT EXISTS (SELECT 1 FROM verify_referenced AS r WHERE r.key = p.key) ORDER BY p.key
+"""
+SELECT_PRESENT_COUNT = 'SELECT count(*) FROM verify_present'
+_HEX_DIGITS = frozenset('0123456789abcdef')
 
 
 @dataclass(frozen=True)
@@ -129,7 +166,7 @@ def iter_file_keys(tree: Any) -> Iterator[str]:
 def iter_repository_keys(connection: sqlite3.Connection) -> Iterator[tuple[int, str]]:
     """``(node id, key)`` for every file of every node."""
     for node_id, cell in connection.execute(SELECT_REPOSITORY_METADATA):
-        for key in iter_file_keys(decode_json(cell) if cell else {}):
+        for key in iter_file_keys(decode_json(cell)):
             yield node_id, key
 
 
@@ -158,13 +195,14 @@ def verify(
             return report
         container_id = _check_repository_uuid(connection, folder / FILENAME_CONTAINER, report)
         _check_links(connection, report)
-        referenced = _referenced_keys(connection, report)
+        _check_json(connection, report)
+        _collect_referenced_keys(connection, report)
+        if container_id is not None:
+            container = folder / FILENAME_CONTAINER
+            if _check_pack_index(container, report):
+                _check_objects(connection, container, report, repair, progress)
     finally:
         connection.close()
-    if container_id is not None:
-        container = folder / FILENAME_CONTAINER
-        if _check_pack_index(container, report):
-            _check_objects(container, referenced, report, repair, progress)
     return report
 
 
@@ -236,97 +274,149 @@ def _check_repository_uuid(connection: sqlite3.Connection, container: Path, repo
     return container_id
 
 
+def _rules_json() -> str:
+    """``LINK_RULES`` as JSON rows ``[type, source prefix, target prefix]`` for ``SELECT_SUSPECT_LINKS``."""
+    rows = [[link.value, KIND_PREFIXES[rule.source], KIND_PREFIXES[rule.target]] for link, rule in LINK_RULES.items()]
+    return encode_json(rows)
+
+
 def _check_links(connection: sqlite3.Connection, report: VerifyReport) -> None:
     """Every link joins existing nodes of the kinds its type allows, within the degree rules (SPEC 3.2)."""
-    count = 0
+    sql = SELECT_SUSPECT_LINKS.format(invalid_label=invalid_label_sql('l.label'))
     for link_id, link_type, label, source, target, source_type, target_type in connection.execute(
-        SELECT_LINKS_WITH_NODES
+        sql, (_rules_json(),)
     ):
-        count += 1
-        where = f'link {link_id} ({link_type} {label!r} from node {source} to node {target})'
-        if source_type is None or target_type is None:
-            missing = source if source_type is None else target
-            report.add('dangling_link', f'{where}: node {missing} does not exist')
-            continue
-        try:
-            rule = LINK_RULES[LinkType(link_type)]
-        except ValueError:
-            report.add('link_rule', f'{where}: unknown link type')
-            continue
-        if source == target:
-            report.add('link_rule', f'{where}: links a node to itself')
-        try:
-            validate_link_label(label)
-        except (TypeError, ValueError) as exc:
-            report.add('link_rule', f'{where}: {exc}')
-        if node_kind(source_type) != rule.source or node_kind(target_type) != rule.target:
-            report.add(
-                'link_rule',
-                f'{where}: joins {source_type!r} to {target_type!r}, must join a {rule.source} to a {rule.target}',
-            )
-    report.counts['links'] = count
+        _report_link(report, link_id, link_type, label, source, target, source_type, target_type)
+    (report.counts['links'],) = connection.execute(SELECT_LINK_COUNT).fetchone()
     for link_type, rule in LINK_RULES.items():
         for end, degree in (('out', rule.outdegree), ('in', rule.indegree)):
             columns = DEGREE_COLUMNS[end][degree]
-            sql = SELECT_DEGREE_VIOLATIONS.format(columns=', '.join(columns))  # names from the table above
+            sql = SELECT_DEGREE_VIOLATIONS.format(columns=', '.join(columns))  # names from links.DEGREE_COLUMNS
             for *values, number in connection.execute(sql, (link_type.value,)):
                 what = ', '.join(f'{name}={value!r}' for name, value in zip(columns, values))
                 report.add('link_rule', f'{number} {link_type.value} links share {what} ({degree} at the {end} end)')
 
 
-def _referenced_keys(connection: sqlite3.Connection, report: VerifyReport) -> dict[str, int]:
-    """Every referenced key with one node that references it; malformed keys are reported."""
-    referenced: dict[str, int] = {}
-    nodes = set()
-    for node_id, key in iter_repository_keys(connection):
-        nodes.add(node_id)
-        if not isinstance(key, str) or len(key) != 64 or any(c not in '0123456789abcdef' for c in key):
-            report.add('repository_metadata', f'node {node_id} references a malformed key {key!r}')
+def _report_link(
+    report: VerifyReport,
+    link_id: int,
+    link_type: str,
+    label: Any,
+    source: int,
+    target: int,
+    source_type: str | None,
+    target_type: str | None,
+) -> None:
+    """Word the problems of one link that ``SELECT_SUSPECT_LINKS`` picked out."""
+    where = f'link {link_id} ({link_type} {label!r} from node {source} to node {target})'
+    if source_type is None or target_type is None:
+        missing = source if source_type is None else target
+        report.add('dangling_link', f'{where}: node {missing} does not exist')
+        return
+    try:
+        rule = LINK_RULES[LinkType(link_type)]
+    except ValueError:
+        report.add('link_rule', f'{where}: unknown link type')
+        return
+    if source == target:
+        report.add('link_rule', f'{where}: links a node to itself')
+    try:
+        validate_link_label(label)
+    except (TypeError, ValueError) as exc:
+        report.add('link_rule', f'{where}: {exc}')
+    if node_kind(source_type) != rule.source or node_kind(target_type) != rule.target:
+        report.add(
+            'link_rule',
+            f'{where}: joins {source_type!r} to {target_type!r}, must join a {rule.source} to a {rule.target}',
+        )
+
+
+def _check_json(connection: sqlite3.Connection, report: VerifyReport) -> None:
+    """Every JSON column holds valid JSON: a ``NaN`` written by an old tool breaks every filter on its table."""
+    for table in TABLES.values():
+        names = [column.name for column in table.columns if column.kind == 'json']
+        if not names:
             continue
-        referenced.setdefault(key, node_id)
-    report.counts['nodes with files'] = len(nodes)
-    report.counts['referenced objects'] = len(referenced)
-    return referenced
+        columns = [quote_identifier(name) for name in names]
+        checks = [f'({column} IS NOT NULL AND NOT json_valid({column}))' for column in columns]
+        sql = SELECT_INVALID_JSON.format(
+            columns=', '.join(checks), table=quote_identifier(table.name), invalid=' OR '.join(checks)
+        )
+        for row_id, *invalid in connection.execute(sql):
+            bad = ', '.join(name for name, flag in zip(names, invalid) if flag)
+            report.add('invalid_json', f'{table.name} row {row_id}: {bad} is not valid JSON')
+
+
+def _collect_referenced_keys(connection: sqlite3.Connection, report: VerifyReport) -> None:
+    """Fill ``verify_referenced`` with every referenced key and one node naming it; malformed keys are reported."""
+    nodes = 0
+    last = None
+
+    def well_formed() -> Iterator[tuple[str, int]]:
+        nonlocal nodes, last
+        for node_id, key in iter_repository_keys(connection):
+            if node_id != last:
+                nodes, last = nodes + 1, node_id
+            if not isinstance(key, str) or len(key) != 64 or not _HEX_DIGITS.issuperset(key):
+                report.add('repository_metadata', f'node {node_id} references a malformed key {key!r}')
+                continue
+            yield key, node_id
+
+    connection.execute(CREATE_REFERENCED)
+    connection.executemany(INSERT_REFERENCED, well_formed())
+    report.counts['nodes with files'] = nodes
+    (report.counts['referenced objects'],) = connection.execute(SELECT_REFERENCED_COUNT).fetchone()
 
 
 def _check_objects(
-    container_path: Path, referenced: dict[str, int], report: VerifyReport, repair: bool, progress: Progress
+    connection: sqlite3.Connection, container_path: Path, report: VerifyReport, repair: bool, progress: Progress
 ) -> None:
     """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
     container = open_container(container_path)
     try:
-        keys = sorted(referenced)
-        present = set()
-        total = len(keys)
-        # Streams come pack by pack in offset order, so a packed container is read sequentially.
-        with container.get_objects_stream_and_meta(keys, skip_if_missing=True) as triplets:
-            for done, (key, stream, _) in enumerate(triplets, 1):
-                present.add(key)
-                digest = hashlib.sha256()
-                try:
-                    while chunk := stream.read(HASH_CHUNK):
-                        digest.update(chunk)
-                except Exception as exc:  # noqa: BLE001 - a damaged pack or zlib stream: report, go on
-                    report.add('corrupt_object', f'object {key} (node {referenced[key]}) cannot be read: {exc}')
-                else:
-                    if digest.hexdigest() != key:
-                        report.add(
-                            'corrupt_object',
-                            f'object {key} (node {referenced[key]}) has content hashing to {digest.hexdigest()}',
-                        )
-                if progress is not None:
-                    progress('Checking objects', done, total)
-        for key in keys:
-            if key not in present:
-                report.add(
-                    'missing_object', f'object {key} referenced by node {referenced[key]} is not in the container'
-                )
-        report.unreferenced = sorted(set(container.list_all_objects()) - set(referenced))
-        report.counts['container objects'] = len(present) + len(report.unreferenced)
+        _hash_referenced(connection, container, container_path / PACKS_INDEX, report, progress)
+        connection.execute(CREATE_PRESENT)
+        connection.executemany(INSERT_PRESENT, ((key,) for key in container.list_all_objects()))
+        report.unreferenced = [key for (key,) in connection.execute(SELECT_UNREFERENCED)]
+        (report.counts['container objects'],) = connection.execute(SELECT_PRESENT_COUNT).fetchone()
         if repair and report.unreferenced:
             container.delete_objects(report.unreferenced)
             report.repaired = list(report.unreferenced)
     finally:
         container.close()
+
+
+def _hash_referenced(
+    connection: sqlite3.Connection, container: Any, index: Path, report: VerifyReport, progress: Progress
+) -> None:
+    """Hash every referenced object, ``HASH_BATCH`` at a time in the order they lie on disk; report the missing."""
+    if index.exists():
+        connection.execute(ATTACH_PACK_INDEX, (f'{index.absolute().as_uri()}?mode=ro',))
+        cursor = connection.execute(SELECT_REFERENCED_IN_PACK_ORDER)
+    else:
+        cursor = connection.execute(SELECT_REFERENCED_IN_KEY_ORDER)
+    total = report.counts['referenced objects']
+    done = 0
+    while batch := dict(cursor.fetchmany(HASH_BATCH)):
+        with container.get_objects_stream_and_meta(list(batch), skip_if_missing=True) as triplets:
+            for key, stream, _ in triplets:
+                _hash_one(key, stream, batch.pop(key), report)
+                done += 1
+                if progress is not None:
+                    progress('Checking objects', done, total)
+        for key, node_id in sorted(batch.items()):
+            report.add('missing_object', f'object {key} referenced by node {node_id} is not in the container')
+
+
+def _hash_one(key: str, stream: Any, node_id: int, report: VerifyReport) -> None:
+    digest = hashlib.sha256()
+    try:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+    except Exception as exc:  # noqa: BLE001 - a damaged pack or zlib stream: report, go on
+        report.add('corrupt_object', f'object {key} (node {node_id}) cannot be read: {exc}')
+    else:
+        if digest.hexdigest() != key:
+            report.add('corrupt_object', f'object {key} (node {node_id}) has content hashing to {digest.hexdigest()}')

@@ -260,3 +260,127 @@ def test_unreadable_pack_index(dos_storage: Any) -> None:
     (Path(dos_storage.filepath_container) / 'packs.idx').write_bytes(b'not a database')
     report = verify(dos_storage.filepath_root)
     assert kinds(report) == {'container'} and 'packs.idx' in report.problems[0].detail
+
+
+@pytest.mark.parametrize(
+    ('table', 'column', 'text'),
+    [
+        ('db_dbnode', 'attributes', '{"x": NaN}'),  # what json.dumps writes for float('nan')
+        ('db_dbnode', 'extras', '{"x": Infinity}'),
+        ('db_dbnode', 'repository_metadata', '{"o": {"a": {"k": '),
+        ('db_dbcomputer', 'metadata', "{'single': 'quotes'}"),
+    ],
+)
+def test_invalid_json_is_a_named_finding(dos_storage: Any, table: str, column: str, text: str) -> None:
+    ids = small_graph(dos_storage)
+    if table == 'db_dbcomputer':
+        raw_write(
+            dos_storage,
+            'INSERT INTO db_dbcomputer (uuid, label, hostname, description, scheduler_type, transport_type, metadata)'
+            " VALUES (?, 'c', 'h', '', 's', 't', ?)",
+            (str(uuid.uuid4()), text),
+        )
+        (row,) = storage_rows(dos_storage, 'SELECT id FROM db_dbcomputer')
+    else:
+        raw_write(dos_storage, f'UPDATE db_dbnode SET {column} = ? WHERE id = ?', (text, ids['x']))
+        row = ids['x']
+    report = verify(dos_storage)
+    invalid = [problem.detail for problem in report.problems if problem.kind == 'invalid_json']
+    assert invalid == [f'{table} row {row}: {column} is not valid JSON'], report.render()
+
+
+def storage_rows(storage: Any, sql: str) -> list[Any]:
+    return [row[0] for row in storage.get_session().execute(sql)]
+
+
+@pytest.mark.parametrize(
+    ('label', 'finds'),
+    [
+        ('ok_label_1', False),
+        ('x', False),
+        ('', True),
+        ('_x', True),
+        ('x_', True),
+        ('a-b', True),
+        ('a b', True),
+        ('é', True),
+        ('a\nb', True),
+        ('A%', True),
+    ],
+)
+def test_link_labels_checked_in_sql_as_in_python(dos_storage: Any, label: str, finds: bool) -> None:
+    ids = small_graph(dos_storage)
+    raw_write(dos_storage, 'UPDATE db_dblink SET label = ? WHERE output_id = ?', (label, ids['y']))
+    report = verify(dos_storage)
+    assert (kinds(report) == {'link_rule'}) is finds, report.render()
+    assert report.ok is not finds
+
+
+def test_self_link_and_unknown_link_type(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    raw_write(dos_storage, INSERT_LINK, (ids['x'], ids['x'], 'me', 'input_calc'))
+    raw_write(dos_storage, INSERT_LINK, (ids['x'], ids['calc'], 'other', 'no_such_type'))
+    details = sorted(problem.detail for problem in verify(dos_storage).problems)
+    assert any(detail.endswith('links a node to itself') for detail in details), details
+    assert any(detail.endswith('unknown link type') for detail in details), details
+
+
+def test_invalid_label_sql_is_the_twin_of_validate_link_label() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sqlitedos.links import invalid_label_sql, validate_link_label
+
+    connection = sqlite3.connect(':memory:')
+    sql = f'SELECT {invalid_label_sql("?1")}'
+
+    def refused(label: Any) -> bool:
+        try:
+            validate_link_label(label)
+        except (TypeError, ValueError):
+            return True
+        return False
+
+    alphabet = st.sampled_from('aZ09_-. é\n\x00%*?[]')
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(alphabet, max_size=6), st.integers(-(2**63), 2**63 - 1), st.floats(), st.none()))
+    def agree(label: Any) -> None:
+        assert bool(connection.execute(sql, (label,)).fetchone()[0]) is refused(label), repr(label)
+
+    try:
+        agree()
+    finally:
+        connection.close()
+
+
+def test_empty_metadata_is_not_decoded(dos_storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlitedos.verify as verify_module
+
+    small_graph(dos_storage)  # 3 nodes with files
+    for _ in range(20):
+        add_node(dos_storage)  # no files: repository_metadata '{}'
+    calls: list[Any] = []
+    real = verify_module.decode_json
+    monkeypatch.setattr(verify_module, 'decode_json', lambda cell: calls.append(cell) or real(cell))
+    report = verify(dos_storage)
+    assert report.ok and report.counts['nodes with files'] == 3
+    trees = [cell for cell in calls if str(cell).startswith('{')]  # not the repository uuid setting
+    assert len(trees) == 3 and '{}' not in trees
+
+
+def test_objects_checked_batch_by_batch(dos_storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlitedos.verify as verify_module
+
+    monkeypatch.setattr(verify_module, 'HASH_BATCH', 2)
+    ids = small_graph(dos_storage)
+    extra = add_node(dos_storage, files={f'f{i}': f'content {i}'.encode() for i in range(5)})
+    missing = node_key(dos_storage, extra, 'f1')
+    loose_path(dos_storage, missing).unlink()
+    corrupt = node_key(dos_storage, ids['x'], 'a.txt')
+    loose_path(dos_storage, corrupt).write_bytes(b'tampered')
+    report = verify(dos_storage)
+    assert sorted((p.kind, p.detail.split()[1]) for p in report.problems) == sorted(
+        [('missing_object', missing), ('corrupt_object', corrupt)]
+    ), report.render()
+    assert report.counts['referenced objects'] == 9 and report.counts['container objects'] == 8
