@@ -171,3 +171,21 @@ def test_insert_is_one_executemany(storage: Any) -> None:
         connection.set_trace_callback(None)
     inserts = [s for s in statements if s.startswith('INSERT')]
     assert len(inserts) == 5 and 'BEGIN IMMEDIATE' in statements and statements[-1] == 'COMMIT'
+
+
+def test_timestamp_cache_is_bounded(storage: Any) -> None:
+    """Distinct timestamps past ``MEMO_SIZE`` do not pile up in the encoder's cache, and still encode exactly."""
+    from sqlitedos.db import encode_datetime
+    from sqlitedos.storage import base
+
+    memo = base._memoised(encode_datetime)
+    (cache,) = [cell.cell_contents for cell in memo.__closure__ if isinstance(cell.cell_contents, dict)]
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    stamps = [start + dt.timedelta(microseconds=i) for i in range(3 * base.MEMO_SIZE + 5)]
+    assert [memo(stamp) for stamp in stamps] == [encode_datetime(stamp) for stamp in stamps]
+    assert 0 < len(cache) <= base.MEMO_SIZE
+
+    rows = [node_row(storage, ctime=stamp, mtime=stamp) for stamp in stamps]
+    pks = storage.bulk_insert(EntityTypes.NODE, rows)
+    stored = dict(storage.get_session().execute('SELECT id, ctime FROM db_dbnode').fetchall())
+    assert [stored[pk] for pk in pks] == [encode_datetime(stamp) for stamp in stamps]

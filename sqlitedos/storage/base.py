@@ -89,14 +89,20 @@ def _bulk_encode_json(value: Any) -> str:
     return _encode_json_fast(value)
 
 
+#: Distinct values ``_memoised`` keeps: enough for rows that share a few timestamps, bounded for a million distinct.
+MEMO_SIZE = 1024
+
+
 def _memoised(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``encode`` with a cache: bulk rows usually share their timestamps, and ``strftime`` is the slow part."""
+    """``encode`` with a bounded cache: bulk rows usually share their timestamps; emptied when ``MEMO_SIZE`` full."""
     cache: dict[Any, Any] = {}
 
     def encode_cached(value: Any) -> Any:
         try:
             return cache[value]
         except KeyError:
+            if len(cache) >= MEMO_SIZE:
+                cache.clear()
             cache[value] = encoded = encode(value)
             return encoded
 
