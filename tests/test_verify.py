@@ -384,3 +384,48 @@ def test_objects_checked_batch_by_batch(dos_storage: Any, monkeypatch: pytest.Mo
         [('missing_object', missing), ('corrupt_object', corrupt)]
     ), report.render()
     assert report.counts['referenced objects'] == 9 and report.counts['container objects'] == 8
+
+
+WORKFLOW = 'process.workflow.workchain.WorkChainNode.'
+
+
+@pytest.mark.parametrize(
+    ('links', 'expected'),
+    [
+        # (source, target, type, label) rows added behind the storage's back -> the degree findings
+        (
+            [('calc', 'y2', 'create', 'result')],
+            {"2 create links share input_id={calc}, label='result' (unique_pair at the out end)"},
+        ),
+        (
+            [('x2', 'calc', 'input_calc', 'x')],
+            {"2 input_calc links share output_id={calc}, label='x' (unique_pair at the in end)"},
+        ),
+        (
+            [('x', 'calc', 'input_calc', 'x')],
+            {
+                "2 input_calc links share input_id={x}, output_id={calc}, label='x' (unique_triple at the out end)",
+                "2 input_calc links share output_id={calc}, label='x' (unique_pair at the in end)",
+            },
+        ),
+        (
+            [('w', 'calc', 'call_calc', 'a'), ('w2', 'calc', 'call_calc', 'b')],
+            {'2 call_calc links share output_id={calc} (unique at the in end)'},
+        ),
+        (
+            [('w', 'y', 'return', 'r'), ('w', 'y', 'return', 'r')],
+            {
+                "2 return links share output_id={y}, input_id={w}, label='r' (unique_triple at the in end)",
+                "2 return links share input_id={w}, label='r' (unique_pair at the out end)",
+            },
+        ),
+    ],
+)
+def test_every_degree_rule_is_checked(dos_storage: Any, links: list[tuple], expected: set[str]) -> None:
+    ids = small_graph(dos_storage)
+    ids.update(y2=add_node(dos_storage), x2=add_node(dos_storage))
+    ids.update(w=add_node(dos_storage, WORKFLOW), w2=add_node(dos_storage, WORKFLOW))
+    for source, target, link_type, label in links:
+        raw_write(dos_storage, INSERT_LINK, (ids[source], ids[target], label, link_type))
+    report = verify(dos_storage)
+    assert {p.detail for p in report.problems} == {text.format(**ids) for text in expected}, report.render()
