@@ -174,18 +174,24 @@ def test_insert_is_one_executemany(storage: Any) -> None:
 
 
 def test_timestamp_cache_is_bounded(storage: Any) -> None:
-    """Distinct timestamps past ``MEMO_SIZE`` do not pile up in the encoder's cache, and still encode exactly."""
+    """Distinct timestamps do not pile up in the encoder's memory, repeated ones are encoded once, all exactly."""
     from sqlitedos.db import encode_datetime
     from sqlitedos.storage import base
 
-    memo = base._memoised(encode_datetime)
-    (cache,) = [cell.cell_contents for cell in memo.__closure__ if isinstance(cell.cell_contents, dict)]
+    calls: list[Any] = []
+    memo = base._memoised(lambda value: calls.append(value) or encode_datetime(value))
     start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-    stamps = [start + dt.timedelta(microseconds=i) for i in range(3 * base.MEMO_SIZE + 5)]
+    stamps = [start + dt.timedelta(microseconds=i) for i in range(3000)]
     assert [memo(stamp) for stamp in stamps] == [encode_datetime(stamp) for stamp in stamps]
-    assert 0 < len(cache) <= base.MEMO_SIZE
+    held = [cell.cell_contents for cell in memo.__closure__]
+    assert all(len(item) <= 2 for item in held if isinstance(item, (dict, list, set))), 'the cache grows with the rows'
+    calls.clear()
+    assert memo(NOW) == memo(NOW) == encode_datetime(NOW) and len(calls) == 1
 
-    rows = [node_row(storage, ctime=stamp, mtime=stamp) for stamp in stamps]
+    rows = [node_row(storage, ctime=stamp, mtime=NOW) for stamp in stamps]
     pks = storage.bulk_insert(EntityTypes.NODE, rows)
-    stored = dict(storage.get_session().execute('SELECT id, ctime FROM db_dbnode').fetchall())
-    assert [stored[pk] for pk in pks] == [encode_datetime(stamp) for stamp in stamps]
+    stored = {
+        pk: (ctime, mtime)
+        for pk, ctime, mtime in storage.get_session().execute('SELECT id, ctime, mtime FROM db_dbnode')
+    }
+    assert [stored[pk] for pk in pks] == [(encode_datetime(stamp), encode_datetime(NOW)) for stamp in stamps]
