@@ -826,8 +826,12 @@ def table(results: dict) -> str:
             rows = record.get('rows')
             return f'{text} ({rows:,} rows)' if rows is not None and record['side'] == 'dos' else text
 
+        dos_cell = cell(dos)
+        if dos is None and floor is not None:
+            failure = results['failures'].get(floor['step'].replace('-raw', '-dos'))
+            dos_cell = f'not finished ({failure})' if failure else dos_cell
         lines.append(
-            f'| {metric} | {cell(dos)} | {cell(floor)} | {report.fmt_ratio(value)} | '
+            f'| {metric} | {dos_cell} | {cell(floor)} | {report.fmt_ratio(value)} | '
             f'{mib(dos and dos.get("peak_rss"))} | {mib(floor and floor.get("peak_rss"))} | '
             f'{report.fmt_seconds(at_10k["seconds"]) if at_10k else "-"} | {report.fmt_ratio(ratio_10k)} |'
         )
@@ -845,6 +849,10 @@ def header(results: dict) -> str:
         f'{shape["links"]:,} links, {shape["files"]:,} files; group of {shape["group_size"]:,}; Python '
         f'{meta["python"]}, SQLite {meta["sqlite"]}, {meta["machine"]}; load average at start '
         f'{meta["load_start"]}, at end {meta["load_end"]}; wall time {meta["wall_seconds"]:.0f} s.'
+    ) + ''.join(
+        f'\nRe-measured {part["date"]} at commit {part["git_commit"]} (load {part["load_start"]} / {part["load_end"]}): '
+        f'{", ".join(part["steps"])}.'
+        for part in meta.get('merged', [])
     )
 
 
@@ -868,14 +876,15 @@ def run_parent(args: argparse.Namespace) -> int:
     shape = shape_of(args.n, args.links, args.files)
     scratch = args.workdir is None
     args.workdir = Path(args.workdir or tempfile.mkdtemp(prefix='sqlitedos-scale-'))
-    shutil.rmtree(args.workdir / 'dos', ignore_errors=True)
+    if not args.reuse:
+        shutil.rmtree(args.workdir / 'dos', ignore_errors=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_start = ' '.join(f'{x:.1f}' for x in os.getloadavg())
     t0 = time.perf_counter()
     records, failures = [], {}
     try:
         for name, _ in STEPS:
-            if args.steps and name not in args.steps and not name.startswith('build'):
+            if args.steps and name not in args.steps and (args.reuse or not name.startswith('build')):
                 continue
             got, _, failure = run_step(args, name)
             records += got
@@ -901,12 +910,33 @@ def run_parent(args: argparse.Namespace) -> int:
         'wall_seconds': time.perf_counter() - t0,
     }
     results = {'meta': meta, 'records': records, 'failures': failures}
+    if args.merge and RESULTS.exists():
+        results = merge_results(json.loads(RESULTS.read_text()), results)
     RESULTS.write_text(json.dumps(results, indent=1) + '\n')
     text = f'{header(results)}\n\n{table(results)}'
     print(text)
     if args.update_readme:
         update_readme(text)
     return 1 if failures else 0
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """``old`` with the steps ``new`` ran replaced by their new records (noted in ``meta['merged']``)."""
+    steps = {record['step'] for record in new['records']}
+    records = [record for record in old['records'] if record['step'] not in steps] + new['records']
+    order = [name for name, _ in STEPS]
+    records.sort(key=lambda record: order.index(record['step']))
+    failures = {name: text for name, text in old['failures'].items() if name not in steps} | new['failures']
+    merged = old['meta'].get('merged', []) + [
+        {
+            'date': new['meta']['date'],
+            'git_commit': new['meta']['git_commit'],
+            'steps': sorted(steps),
+            'load_start': new['meta']['load_start'],
+            'load_end': new['meta']['load_end'],
+        }
+    ]
+    return {'meta': {**old['meta'], 'merged': merged}, 'records': records, 'failures': failures}
 
 
 def parse_args() -> argparse.Namespace:
@@ -918,6 +948,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--keep', action='store_true', help='keep the scratch folder')
     parser.add_argument('--steps', default='', help='comma-separated steps to run (the build always runs)')
     parser.add_argument('--update-readme', action='store_true', help='write the table into bench/README.md')
+    parser.add_argument(
+        '--reuse', action='store_true', help='with --workdir and --steps: keep the storage built before'
+    )
+    parser.add_argument('--merge', action='store_true', help='replace these steps in bench/scale-results.json')
+    parser.add_argument('--render', action='store_true', help='only render bench/scale-results.json')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.links = args.n if args.links is None else args.links
@@ -926,8 +961,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def render_only(args: argparse.Namespace) -> int:
+    """Print (and with ``--update-readme`` write) the table of bench/scale-results.json without running."""
+    results = json.loads(RESULTS.read_text())
+    text = f'{header(results)}\n\n{table(results)}'
+    print(text)
+    if args.update_readme:
+        update_readme(text)
+    return 0
+
+
 def main() -> int:
     args = parse_args()
+    if args.render:
+        return render_only(args)
     return run_child(args) if args.child else run_parent(args)
 
 
