@@ -17,7 +17,6 @@ __all__ = (
     'LinkType',
     'LinkValidationError',
     'TraversalRule',
-    'invalid_label_sql',
     'link_exists_sql',
     'node_kind',
     'validate_link_label',
@@ -106,19 +105,6 @@ def validate_link_label(link_label: object) -> None:
         raise LinkValidationError(f'invalid link label `{link_label}`: cannot start or end with an underscore')
     if not _LABEL_CHARACTERS.fullmatch(link_label):
         raise LinkValidationError(f'invalid link label `{link_label}`: only alphanumeric and underscores are allowed')
-
-
-def invalid_label_sql(column: str) -> str:
-    """SQL true exactly where ``validate_link_label`` refuses the value of ``column`` (a name from ``tables.py``).
-
-    The same rule as ``_LABEL_CHARACTERS`` with GLOB, which is case-sensitive and, unlike LIKE, treats ``_`` as a
-    plain character: not text, empty, an edge underscore, or any character outside ``[A-Za-z0-9_]``. GLOB stops at a
-    NUL character, so a byte length that differs from the character length (non-ASCII, or a NUL) refuses too.
-    """
-    return (
-        f"(typeof({column}) != 'text' OR {column} = '' OR {column} GLOB '_*' OR {column} GLOB '*_' "
-        f"OR {column} GLOB '*[^A-Za-z0-9_]*' OR length(CAST({column} AS BLOB)) != length({column}))"
-    )
 
 
 def link_exists_sql(columns: tuple[str, ...]) -> str:

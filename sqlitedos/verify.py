@@ -26,7 +26,6 @@ from sqlitedos.links import (
     KIND_PREFIXES,
     LINK_RULES,
     LinkType,
-    invalid_label_sql,
     node_kind,
     validate_link_label,
 )
@@ -69,8 +68,14 @@ SELECT_SUSPECT_LINKS = """
     WHERE s.id IS NULL OR t.id IS NULL OR r.type IS NULL OR l.input_id = l.output_id
         OR substr(s.node_type, 1, length(r.source_prefix)) IS NOT r.source_prefix
         OR substr(t.node_type, 1, length(r.target_prefix)) IS NOT r.target_prefix
-        OR {invalid_label}
+        OR typeof(l.label) != 'text' OR l.label IN verify_bad_labels
 """
+# Labels repeat (x, y, result, ...): each distinct one is checked once, in Python, and the links with a bad one are
+# picked out by the query above (the label index answers this without reading the links).
+SELECT_DISTINCT_LABELS = 'SELECT DISTINCT label FROM db_dblink'
+# A table, not a JSON parameter: SQLite's JSON cuts a string at "\u0000", and a NUL in a label is one thing to find.
+CREATE_BAD_LABELS = 'CREATE TEMP TABLE verify_bad_labels (label TEXT PRIMARY KEY)'
+INSERT_BAD_LABEL = 'INSERT INTO verify_bad_labels (label) VALUES (?)'
 SELECT_LINK_COUNT = 'SELECT count(*) FROM db_dblink'
 # One pass per end over every link (a scan: the type index would only add lookups); a type's rule at that end says
 # whether the label and the node at the other end are part of what must be unique: the two parameters list the types
@@ -94,11 +99,11 @@ ATTACH_PACK_INDEX = 'ATTACH DATABASE ? AS verify_packs'
 SELECT_REFERENCED_COUNT = 'SELECT count(*) FROM verify_referenced'
 # Pack by pack in offset order (loose objects first), so that a packed container is read sequentially.
 SELECT_REFERENCED_IN_PACK_ORDER = """
-    SELECT r.key, r.node_id FROM verify_referenced AS r
+    SELECT r.key, r.node_id, o.pack_id, o."offset", o.length, o.compressed FROM verify_referenced AS r
     LEFT JOIN verify_packs.db_object AS o ON o.hashkey = r.key
     ORDER BY o.pack_id, o."offset", r.key
 """
-SELECT_REFERENCED_IN_KEY_ORDER = 'SELECT key, node_id FROM verify_referenced ORDER BY key'
+SELECT_REFERENCED_IN_KEY_ORDER = 'SELECT key, node_id, NULL, NULL, NULL, NULL FROM verify_referenced ORDER BY key'
 SELECT_UNREFERENCED = """
     SELECT p.key FROM verify_present AS p
     WHERE NOT EXISTS (SELECT 1 FROM verify_referenced AS r WHERE r.key = p.key) ORDER BY p.key
@@ -290,9 +295,13 @@ def _rules_json() -> str:
 
 def _check_links(connection: sqlite3.Connection, report: VerifyReport) -> None:
     """Every link joins existing nodes of the kinds its type allows, within the degree rules (SPEC 3.2)."""
-    sql = SELECT_SUSPECT_LINKS.format(invalid_label=invalid_label_sql('l.label'))
+    labels = (label for (label,) in connection.execute(SELECT_DISTINCT_LABELS))
+    connection.execute(CREATE_BAD_LABELS)
+    connection.executemany(
+        INSERT_BAD_LABEL, ((label,) for label in labels if isinstance(label, str) and not _valid_label(label))
+    )
     for link_id, link_type, label, source, target, source_type, target_type in connection.execute(
-        sql, (_rules_json(),)
+        SELECT_SUSPECT_LINKS, (_rules_json(),)
     ):
         _report_link(report, link_id, link_type, label, source, target, source_type, target_type)
     (report.counts['links'],) = connection.execute(SELECT_LINK_COUNT).fetchone()
@@ -342,6 +351,14 @@ def _degree_violations(connection: sqlite3.Connection, report: VerifyReport, end
         report.add('link_rule', f'{number} {link_type} links share {what} ({degree} at the {end} end)')
         found.add(link_type)
     return found
+
+
+def _valid_label(label: Any) -> bool:
+    try:
+        validate_link_label(label)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _end_columns(end: str) -> tuple[str, str]:
@@ -436,7 +453,7 @@ def _check_objects(
 
     container = open_container(container_path)
     try:
-        _hash_referenced(connection, container, container_path / PACKS_INDEX, report, progress)
+        _hash_referenced(connection, container, container_path, report, progress)
         connection.execute(CREATE_PRESENT)
         with _temp_writes(connection):
             connection.executemany(INSERT_PRESENT, ((key,) for key in container.list_all_objects()))
@@ -450,25 +467,85 @@ def _check_objects(
 
 
 def _hash_referenced(
-    connection: sqlite3.Connection, container: Any, index: Path, report: VerifyReport, progress: Progress
+    connection: sqlite3.Connection, container: Any, container_path: Path, report: VerifyReport, progress: Progress
 ) -> None:
-    """Hash every referenced object, ``HASH_BATCH`` at a time in the order they lie on disk; report the missing."""
+    """Hash every referenced object in the order the objects lie on disk; report the missing and the corrupt.
+
+    An uncompressed packed object is read straight from its slice of the pack, as the repository reads it; loose,
+    compressed and unindexed objects go to disk-objectstore, ``HASH_BATCH`` at a time.
+    """
+    index = container_path / PACKS_INDEX
     if index.exists():
         connection.execute(ATTACH_PACK_INDEX, (f'{index.absolute().as_uri()}?mode=ro',))
         cursor = connection.execute(SELECT_REFERENCED_IN_PACK_ORDER)
     else:
         cursor = connection.execute(SELECT_REFERENCED_IN_KEY_ORDER)
-    total = report.counts['referenced objects']
-    done = 0
-    while batch := dict(cursor.fetchmany(HASH_BATCH)):
-        with container.get_objects_stream_and_meta(list(batch), skip_if_missing=True) as triplets:
-            for key, stream, _ in triplets:
-                _hash_one(key, stream, batch.pop(key), report)
-                done += 1
-                if progress is not None:
-                    progress('Checking objects', done, total)
-        for key, node_id in sorted(batch.items()):
-            report.add('missing_object', f'object {key} referenced by node {node_id} is not in the container')
+    total, done = report.counts['referenced objects'], 0
+    pending: dict[str, int] = {}
+    packs = _Packs(container_path / 'packs')
+    try:
+        for key, node_id, pack_id, offset, length, compressed in cursor:
+            digest = None if pack_id is None or compressed else packs.hash_slice(pack_id, offset, length)
+            if digest is None:
+                pending[key] = node_id
+                if len(pending) == HASH_BATCH:
+                    done = _hash_through_container(container, pending, report, progress, done, total)
+                continue
+            if digest != key:
+                report.add('corrupt_object', f'object {key} (node {node_id}) has content hashing to {digest}')
+            done += 1
+            if progress is not None:
+                progress('Checking objects', done, total)
+        if pending:
+            _hash_through_container(container, pending, report, progress, done, total)
+    finally:
+        packs.close()
+
+
+class _Packs:
+    """The pack files, one open at a time (objects come pack by pack), read by slice."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pack_id: Any = None
+        self.handle: Any = None
+
+    def hash_slice(self, pack_id: Any, offset: int, length: int) -> str | None:
+        """The sha256 of ``length`` bytes at ``offset`` of pack ``pack_id``; None if the pack cannot be opened."""
+        if pack_id != self.pack_id:
+            self.close()
+            try:
+                self.handle = open(self.folder / str(int(pack_id)), 'rb')  # noqa: SIM115 - closed in close()
+            except (OSError, ValueError):
+                return None
+            self.pack_id = pack_id
+        digest = hashlib.sha256()
+        self.handle.seek(offset)
+        while length > 0 and (chunk := self.handle.read(min(HASH_CHUNK, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        self.pack_id = self.handle = None
+
+
+def _hash_through_container(
+    container: Any, pending: dict[str, int], report: VerifyReport, progress: Progress, done: int, total: int
+) -> int:
+    """Hash ``pending`` (key -> node) through disk-objectstore and empty it; report what it does not have."""
+    with container.get_objects_stream_and_meta(list(pending), skip_if_missing=True) as triplets:
+        for key, stream, _ in triplets:
+            _hash_one(key, stream, pending.pop(key), report)
+            done += 1
+            if progress is not None:
+                progress('Checking objects', done, total)
+    for key, node_id in sorted(pending.items()):
+        report.add('missing_object', f'object {key} referenced by node {node_id} is not in the container')
+    pending.clear()
+    return done
 
 
 def _hash_one(key: str, stream: Any, node_id: int, report: VerifyReport) -> None:
