@@ -65,6 +65,16 @@ def node_key(storage: Any, node_id: int, name: str) -> str:
     return json.loads(cell.fetchone()[0])['o'][name]['k']
 
 
+def pack_objects(storage: Any, compress: bool = False) -> None:
+    """Pack the loose objects (compressed or not) and drop the loose copies."""
+    container = storage.get_container()
+    try:
+        container.pack_all_loose(compress=compress)
+        container.clean_storage()
+    finally:
+        container.close()
+
+
 def kinds(report: VerifyReport) -> set[str]:
     return {problem.kind for problem in report.problems}
 
@@ -126,12 +136,7 @@ def test_corrupted_object(dos_storage: Any) -> None:
 def test_corrupted_packed_object(dos_storage: Any) -> None:
     ids = small_graph(dos_storage)
     key = node_key(dos_storage, ids['y'], 'out.txt')
-    container = dos_storage.get_container()
-    try:
-        container.pack_all_loose()
-        container.clean_storage()
-    finally:
-        container.close()
+    pack_objects(dos_storage)
     assert verify(dos_storage).ok
     pack = Path(dos_storage.filepath_container) / 'packs' / '0'
     content = pack.read_bytes()
@@ -412,19 +417,9 @@ def test_compressed_and_mixed_objects(dos_storage: Any, monkeypatch: pytest.Monk
     monkeypatch.setattr(verify_module, 'HASH_BATCH', 2)
     ids = small_graph(dos_storage)
     compressed = add_node(dos_storage, files={f'z{i}': b'compress me ' * 50 + bytes([i]) for i in range(3)})
-    container = dos_storage.get_container()
-    try:
-        container.pack_all_loose(compress=True)
-        container.clean_storage()
-    finally:
-        container.close()
+    pack_objects(dos_storage, compress=True)
     plain = add_node(dos_storage, files={f'p{i}': f'plain {i}'.encode() for i in range(3)})
-    container = dos_storage.get_container()
-    try:
-        container.pack_all_loose()
-        container.clean_storage()
-    finally:
-        container.close()
+    pack_objects(dos_storage)
     loose = add_node(dos_storage, files={'l0': b'still loose', 'l1': b'gone soon'})
     assert verify(dos_storage).ok
     gone = node_key(dos_storage, loose, 'l1')
