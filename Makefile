@@ -13,7 +13,7 @@ N ?= 10000
 #: a comma list of bench workloads (W1..W7, cold, rss), e.g. `make bench WORKLOADS=W4`; empty: all of them
 WORKLOADS ?=
 
-.PHONY: help install test demo bench bench-aiida interop lint clean
+.PHONY: help install test demo bench bench-aiida bench-scale interop lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,11 @@ interop: $(VENV_AIIDA)/.stamp ## check compatibility with aiida-core both ways (
 
 bench: $(VENV)/.stamp ## run the benchmarks against the raw sqlite3/disk-objectstore limits (WORKLOADS=W4 for one)
 	$(VENV)/bin/python bench/run.py --n $(N) $(if $(WORKLOADS),--workloads $(WORKLOADS))
+
+SCALE_N ?= 1000000
+
+bench-scale: $(VENV)/.stamp ## sqlitedos at 1M nodes/links + 100k files beside the raw floor (N=... for fewer)
+	$(VENV)/bin/python bench/scale.py --n $(if $(filter command line,$(origin N)),$(N),$(SCALE_N))
 
 bench-aiida: $(VENV)/.stamp $(VENV_AIIDA)/.stamp ## the benchmarks with aiida-core side by side
 	$(VENV)/bin/python bench/run.py --n $(N) --aiida-python $(VENV_AIIDA)/bin/python

@@ -229,6 +229,11 @@ def raw_queries(n: int, root: int) -> dict[str, tuple[str, tuple, str]]:
     }
 
 
+def without_node_type_index(sql: str) -> str:
+    """The same SQL with the node_type index made unusable (unary ``+`` on each ``node_type LIKE``)."""
+    return re.sub(r'([\w.]*node_type) LIKE', r'+\1 LIKE', sql)
+
+
 def run_raw_query(conn: sqlite3.Connection, sql: str, params: tuple, how: str) -> list:
     """Execute one W4 raw query and consume it as a client would; returns the rows (a 1-list for scalars)."""
     cur = conn.execute(sql, params)
@@ -249,7 +254,7 @@ def r_queries(rec: wl.Recorder, n: int, conn: sqlite3.Connection, root: int) -> 
         if 'node_type LIKE' in sql:
             # the same query with the node_type index made unusable (unary +): SQLite's planner picks that index
             # even where a scan in rowid order is much faster (e.g. ORDER BY id DESC LIMIT 100)
-            variants[f'{name}[no node_type index]'] = re.sub(r'([\w.]*node_type) LIKE', r'+\1 LIKE', sql)
+            variants[f'{name}[no node_type index]'] = without_node_type_index(sql)
         for label, query in variants.items():
             med, runs, rows = wl.time_repeated(lambda q=query, p=params, h=how: run_raw_query(conn, q, p, h))
             got = rows[0] if how == 'scalar' else len(rows)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from sqlitedos.exceptions import IntegrityError
 
 __all__ = (
+    'DEGREE_COLUMNS',
     'DELETE_RULES',
     'EXPORT_RULES',
     'LINK_RULES',
@@ -16,6 +17,7 @@ __all__ = (
     'LinkType',
     'LinkValidationError',
     'TraversalRule',
+    'link_exists_sql',
     'node_kind',
     'validate_link_label',
 )
@@ -64,6 +66,22 @@ LINK_RULES: dict[LinkType, LinkRule] = {
     LinkType.RETURN: LinkRule('workflow', 'data', 'unique_pair', 'unique_triple'),
 }
 
+#: The degree rules as ``db_dblink`` columns: a link of a type whose rule at an end is ``degree`` must differ from
+#: every other link of that type in ``DEGREE_COLUMNS[end][degree]``. ``out``: among the links leaving a node (the
+#: ``outdegree``), ``in``: among those reaching it (``indegree``). Link validation and ``verify`` both read it.
+DEGREE_COLUMNS: dict[str, dict[Degree, tuple[str, ...]]] = {
+    'out': {
+        'unique': ('input_id',),
+        'unique_pair': ('input_id', 'label'),
+        'unique_triple': ('input_id', 'output_id', 'label'),
+    },
+    'in': {
+        'unique': ('output_id',),
+        'unique_pair': ('output_id', 'label'),
+        'unique_triple': ('output_id', 'input_id', 'label'),
+    },
+}
+
 #: Link types along which data provenance flows; a cycle through them is refused.
 PROVENANCE_LINK_TYPES: tuple[LinkType, ...] = (LinkType.CREATE, LinkType.INPUT_CALC, LinkType.INPUT_WORK)
 
@@ -87,6 +105,12 @@ def validate_link_label(link_label: object) -> None:
         raise LinkValidationError(f'invalid link label `{link_label}`: cannot start or end with an underscore')
     if not _LABEL_CHARACTERS.fullmatch(link_label):
         raise LinkValidationError(f'invalid link label `{link_label}`: only alphanumeric and underscores are allowed')
+
+
+def link_exists_sql(columns: tuple[str, ...]) -> str:
+    """``SELECT 1`` if a link of the type given as the first parameter matches ``columns`` (the next parameters)."""
+    where = ' AND '.join(f'{column} = ?' for column in columns)  # names from DEGREE_COLUMNS
+    return f'SELECT 1 FROM db_dblink WHERE type = ? AND {where} LIMIT 1'
 
 
 def validate_link_kinds(source_type: str, target_type: str, link_type: LinkType) -> LinkRule:

@@ -19,9 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlitedos import migrate
-from sqlitedos.db import connect, decode_json
+from sqlitedos.db import Session, connect, decode_json, encode_json
 from sqlitedos.exceptions import CorruptStorage, ReadOnlyError, UnreachableStorage
-from sqlitedos.links import LINK_RULES, LinkType, node_kind, validate_link_label
+from sqlitedos.links import (
+    DEGREE_COLUMNS,
+    KIND_PREFIXES,
+    LINK_RULES,
+    LinkType,
+    node_kind,
+    validate_link_label,
+)
 from sqlitedos.storage.sqlite_dos import (
     FILENAME_CONTAINER,
     FILENAME_DATABASE,
@@ -29,6 +36,7 @@ from sqlitedos.storage.sqlite_dos import (
     SELECT_REPOSITORY_UUID,
     SqliteDosStorage,
 )
+from sqlitedos.tables import TABLES, quote_identifier
 
 __all__ = ('Problem', 'VerifyReport', 'iter_repository_keys', 'verify')
 
@@ -37,29 +45,78 @@ Progress = Callable[[str, int, int], None] | None
 HASH_CHUNK = 1024 * 1024
 PACKS_INDEX = 'packs.idx'
 
-SELECT_REPOSITORY_METADATA = 'SELECT id, repository_metadata FROM db_dbnode'
-SELECT_LINKS_WITH_NODES = """
+#: Objects hashed per ``get_objects_stream_and_meta`` call: below disk-objectstore's ``_MAX_CHUNK_ITERATE_LENGTH``
+#: (9500), over which it merges the keys against its whole index instead of looking them up.
+HASH_BATCH = 5000
+
+# Only nodes with files: most nodes have none ('{}'), and decoding a million of those costs seconds.
+SELECT_REPOSITORY_METADATA = """
+    SELECT id, repository_metadata FROM db_dbnode
+    WHERE repository_metadata IS NOT '{}' AND repository_metadata IS NOT NULL AND json_valid(repository_metadata)
+"""
+# Links that break a rule, found in SQL so that only the broken ones reach Python (which words the problem): the
+# rules come in as JSON rows [type, source prefix, target prefix]; a dangling end joins no node.
+SELECT_SUSPECT_LINKS = """
+    WITH rules(type, source_prefix, target_prefix) AS (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)
+    )
     SELECT l.id, l.type, l.label, l.input_id, l.output_id, s.node_type, t.node_type
     FROM db_dblink AS l
     LEFT JOIN db_dbnode AS s ON s.id = l.input_id
     LEFT JOIN db_dbnode AS t ON t.id = l.output_id
+    LEFT JOIN rules AS r ON r.type = l.type
+    WHERE s.id IS NULL OR t.id IS NULL OR r.type IS NULL OR l.input_id = l.output_id
+        OR substr(s.node_type, 1, length(r.source_prefix)) IS NOT r.source_prefix
+        OR substr(t.node_type, 1, length(r.target_prefix)) IS NOT r.target_prefix
+        OR typeof(l.label) != 'text' OR l.label IN verify_bad_labels
 """
-#: Degree rules (SPEC 3.2) as the columns that must be unique together among links of one type, at one end.
-DEGREE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    'out': {
-        'unique': ('input_id',),
-        'unique_pair': ('input_id', 'label'),
-        'unique_triple': ('input_id', 'output_id', 'label'),
-    },
-    'in': {
-        'unique': ('output_id',),
-        'unique_pair': ('output_id', 'label'),
-        'unique_triple': ('output_id', 'input_id', 'label'),
-    },
-}
+# Labels repeat (x, y, result, ...): each distinct one is checked once, in Python, and the links with a bad one are
+# picked out by the query above (the label index answers this without reading the links).
+SELECT_DISTINCT_LABELS = 'SELECT DISTINCT label FROM db_dblink'
+# A table, not a JSON parameter: SQLite's JSON cuts a string at "\u0000", and a NUL in a label is one thing to find.
+CREATE_BAD_LABELS = 'CREATE TEMP TABLE verify_bad_labels (label TEXT PRIMARY KEY)'
+INSERT_BAD_LABEL = 'INSERT INTO verify_bad_labels (label) VALUES (?)'
+SELECT_LINK_COUNT = 'SELECT count(*) FROM db_dblink'
+# One pass per end over every link (a scan: the type index would only add lookups); a type's rule at that end says
+# whether the label and the node at the other end are part of what must be unique: the two parameters list the types
+# for which they are (from links.DEGREE_COLUMNS).
 SELECT_DEGREE_VIOLATIONS = """
-    SELECT {columns}, COUNT(*) FROM db_dblink WHERE type = ? GROUP BY {columns} HAVING COUNT(*) > 1
+    SELECT type, {own},
+        CASE WHEN type IN (SELECT value FROM json_each(?)) THEN label END,
+        CASE WHEN type IN (SELECT value FROM json_each(?)) THEN {other} END,
+        COUNT(*)
+    FROM db_dblink NOT INDEXED WHERE type IN (SELECT value FROM json_each(?))
+    GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > 1
 """
+SELECT_INVALID_JSON = 'SELECT id, {columns} FROM {table} WHERE {invalid}'
+# The referenced keys live in a temporary table (one row per distinct key, with the first node naming it), so memory
+# stays flat however many files there are; the container's own index is attached to join against it.
+CREATE_REFERENCED = 'CREATE TEMP TABLE verify_referenced (key TEXT PRIMARY KEY, node_id INTEGER) WITHOUT ROWID'
+INSERT_REFERENCED = 'INSERT OR IGNORE INTO verify_referenced (key, node_id) VALUES (?, ?)'
+CREATE_PRESENT = 'CREATE TEMP TABLE verify_present (key TEXT PRIMARY KEY) WITHOUT ROWID'
+INSERT_PRESENT = 'INSERT OR IGNORE INTO verify_present (key) VALUES (?)'
+# The pack index is read through its own read-only connection (db.connect knows how to open it without a trace on
+# any media) and copied into a temporary table, so the join below needs no ATTACH.
+CREATE_PACKED = (
+    'CREATE TEMP TABLE verify_packed (hashkey TEXT PRIMARY KEY, pack_id INTEGER, "offset" INTEGER, length INTEGER, '
+    'compressed INTEGER) WITHOUT ROWID'
+)
+SELECT_PACKED = 'SELECT hashkey, pack_id, "offset", length, compressed FROM db_object'
+INSERT_PACKED = 'INSERT OR IGNORE INTO verify_packed VALUES (?, ?, ?, ?, ?)'
+SELECT_REFERENCED_COUNT = 'SELECT count(*) FROM verify_referenced'
+# Pack by pack in offset order (loose objects first), so that a packed container is read sequentially.
+SELECT_REFERENCED_IN_PACK_ORDER = """
+    SELECT r.key, r.node_id, o.pack_id, o."offset", o.length, o.compressed FROM verify_referenced AS r
+    LEFT JOIN verify_packed AS o ON o.hashkey = r.key
+    ORDER BY o.pack_id, o."offset", r.key
+"""
+SELECT_REFERENCED_IN_KEY_ORDER = 'SELECT key, node_id, NULL, NULL, NULL, NULL FROM verify_referenced ORDER BY key'
+SELECT_UNREFERENCED = """
+    SELECT p.key FROM verify_present AS p
+    WHERE NOT EXISTS (SELECT 1 FROM verify_referenced AS r WHERE r.key = p.key) ORDER BY p.key
+"""
+SELECT_PRESENT_COUNT = 'SELECT count(*) FROM verify_present'
+_HEX_DIGITS = frozenset('0123456789abcdef')
 
 
 @dataclass(frozen=True)
@@ -129,7 +186,7 @@ def iter_file_keys(tree: Any) -> Iterator[str]:
 def iter_repository_keys(connection: sqlite3.Connection) -> Iterator[tuple[int, str]]:
     """``(node id, key)`` for every file of every node."""
     for node_id, cell in connection.execute(SELECT_REPOSITORY_METADATA):
-        for key in iter_file_keys(decode_json(cell) if cell else {}):
+        for key in iter_file_keys(decode_json(cell)):
             yield node_id, key
 
 
@@ -158,13 +215,14 @@ def verify(
             return report
         container_id = _check_repository_uuid(connection, folder / FILENAME_CONTAINER, report)
         _check_links(connection, report)
-        referenced = _referenced_keys(connection, report)
+        _check_json(connection, report)
+        _collect_referenced_keys(connection, report)
+        if container_id is not None:
+            container = folder / FILENAME_CONTAINER
+            if _check_pack_index(container, report):
+                _check_objects(connection, container, report, repair, progress)
     finally:
         connection.close()
-    if container_id is not None:
-        container = folder / FILENAME_CONTAINER
-        if _check_pack_index(container, report):
-            _check_objects(container, referenced, report, repair, progress)
     return report
 
 
@@ -236,95 +294,178 @@ def _check_repository_uuid(connection: sqlite3.Connection, container: Path, repo
     return container_id
 
 
+def _rules_json() -> str:
+    """``LINK_RULES`` as JSON rows ``[type, source prefix, target prefix]`` for ``SELECT_SUSPECT_LINKS``."""
+    rows = [[link.value, KIND_PREFIXES[rule.source], KIND_PREFIXES[rule.target]] for link, rule in LINK_RULES.items()]
+    return encode_json(rows)
+
+
 def _check_links(connection: sqlite3.Connection, report: VerifyReport) -> None:
     """Every link joins existing nodes of the kinds its type allows, within the degree rules (SPEC 3.2)."""
-    count = 0
+    labels = (label for (label,) in connection.execute(SELECT_DISTINCT_LABELS))
+    connection.execute(CREATE_BAD_LABELS)
+    connection.executemany(
+        INSERT_BAD_LABEL, ((label,) for label in labels if isinstance(label, str) and not _valid_label(label))
+    )
     for link_id, link_type, label, source, target, source_type, target_type in connection.execute(
-        SELECT_LINKS_WITH_NODES
+        SELECT_SUSPECT_LINKS, (_rules_json(),)
     ):
-        count += 1
-        where = f'link {link_id} ({link_type} {label!r} from node {source} to node {target})'
-        if source_type is None or target_type is None:
-            missing = source if source_type is None else target
-            report.add('dangling_link', f'{where}: node {missing} does not exist')
-            continue
-        try:
-            rule = LINK_RULES[LinkType(link_type)]
-        except ValueError:
-            report.add('link_rule', f'{where}: unknown link type')
-            continue
-        if source == target:
-            report.add('link_rule', f'{where}: links a node to itself')
-        try:
-            validate_link_label(label)
-        except (TypeError, ValueError) as exc:
-            report.add('link_rule', f'{where}: {exc}')
-        if node_kind(source_type) != rule.source or node_kind(target_type) != rule.target:
-            report.add(
-                'link_rule',
-                f'{where}: joins {source_type!r} to {target_type!r}, must join a {rule.source} to a {rule.target}',
-            )
-    report.counts['links'] = count
-    for link_type, rule in LINK_RULES.items():
-        for end, degree in (('out', rule.outdegree), ('in', rule.indegree)):
-            columns = DEGREE_COLUMNS[end][degree]
-            sql = SELECT_DEGREE_VIOLATIONS.format(columns=', '.join(columns))  # names from the table above
-            for *values, number in connection.execute(sql, (link_type.value,)):
-                what = ', '.join(f'{name}={value!r}' for name, value in zip(columns, values))
-                report.add('link_rule', f'{number} {link_type.value} links share {what} ({degree} at the {end} end)')
+        _report_link(report, link_id, link_type, label, source, target, source_type, target_type)
+    (report.counts['links'],) = connection.execute(SELECT_LINK_COUNT).fetchone()
+    _check_degrees(connection, report)
 
 
-def _referenced_keys(connection: sqlite3.Connection, report: VerifyReport) -> dict[str, int]:
-    """Every referenced key with one node that references it; malformed keys are reported."""
-    referenced: dict[str, int] = {}
-    nodes = set()
-    for node_id, key in iter_repository_keys(connection):
-        nodes.add(node_id)
-        if not isinstance(key, str) or len(key) != 64 or any(c not in '0123456789abcdef' for c in key):
-            report.add('repository_metadata', f'node {node_id} references a malformed key {key!r}')
+def _degree_passes() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Per end, the link types to check always, and those to check only if the other end found a duplicate.
+
+    Where one end's columns are a subset of the other's (input_calc: (output, label) within (input, output, label)),
+    a duplicate at the larger end is also one at the smaller end: check the larger end only for types the smaller
+    end flagged, which saves one pass over most links when nothing is wrong.
+    """
+    always: dict[str, list[str]] = {'out': [], 'in': []}
+    if_flagged: dict[str, list[str]] = {'out': [], 'in': []}
+    for link, rule in LINK_RULES.items():
+        columns = {'out': set(DEGREE_COLUMNS['out'][rule.outdegree]), 'in': set(DEGREE_COLUMNS['in'][rule.indegree])}
+        for end, other_end in (('out', 'in'), ('in', 'out')):
+            larger = columns[other_end] < columns[end]
+            (if_flagged if larger else always)[end].append(link.value)
+    return always, if_flagged
+
+
+def _check_degrees(connection: sqlite3.Connection, report: VerifyReport) -> None:
+    """No two links of a type share the columns its degree rule makes unique at either end."""
+    always, if_flagged = _degree_passes()
+    flagged = {end: _degree_violations(connection, report, end, always[end]) for end in ('out', 'in')}
+    for end, other_end in (('out', 'in'), ('in', 'out')):
+        wanted = [kind for kind in if_flagged[end] if kind in flagged[other_end]]
+        if wanted:
+            _degree_violations(connection, report, end, wanted)
+
+
+def _degree_violations(connection: sqlite3.Connection, report: VerifyReport, end: str, types: list[str]) -> set[str]:
+    """Report the duplicates at ``end`` among links of ``types``; return the types that have one."""
+    own, other = _end_columns(end)
+    degrees = {link.value: getattr(rule, f'{end}degree') for link, rule in LINK_RULES.items()}
+    with_label = [kind for kind in types if 'label' in DEGREE_COLUMNS[end][degrees[kind]]]
+    with_other = [kind for kind in types if other in DEGREE_COLUMNS[end][degrees[kind]]]
+    sql = SELECT_DEGREE_VIOLATIONS.format(own=own, other=other)  # names from links.DEGREE_COLUMNS
+    params = (encode_json(with_label), encode_json(with_other), encode_json(types))
+    found = set()
+    for link_type, own_id, label, other_id, number in connection.execute(sql, params):
+        degree = degrees[link_type]
+        values = {own: own_id, other: other_id, 'label': label}
+        what = ', '.join(f'{name}={values[name]!r}' for name in DEGREE_COLUMNS[end][degree])
+        report.add('link_rule', f'{number} {link_type} links share {what} ({degree} at the {end} end)')
+        found.add(link_type)
+    return found
+
+
+def _valid_label(label: Any) -> bool:
+    try:
+        validate_link_label(label)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _end_columns(end: str) -> tuple[str, str]:
+    """The node column of ``end`` ('out': ``input_id``) and of the other end, as ``DEGREE_COLUMNS`` names them."""
+    own = DEGREE_COLUMNS[end]['unique'][0]
+    (other,) = set(DEGREE_COLUMNS[end]['unique_triple']) - {own, 'label'}
+    return own, other
+
+
+def _report_link(
+    report: VerifyReport,
+    link_id: int,
+    link_type: str,
+    label: Any,
+    source: int,
+    target: int,
+    source_type: str | None,
+    target_type: str | None,
+) -> None:
+    """Word the problems of one link that ``SELECT_SUSPECT_LINKS`` picked out."""
+    where = f'link {link_id} ({link_type} {label!r} from node {source} to node {target})'
+    if source_type is None or target_type is None:
+        missing = source if source_type is None else target
+        report.add('dangling_link', f'{where}: node {missing} does not exist')
+        return
+    try:
+        rule = LINK_RULES[LinkType(link_type)]
+    except ValueError:
+        report.add('link_rule', f'{where}: unknown link type')
+        return
+    if source == target:
+        report.add('link_rule', f'{where}: links a node to itself')
+    try:
+        validate_link_label(label)
+    except (TypeError, ValueError) as exc:
+        report.add('link_rule', f'{where}: {exc}')
+    if node_kind(source_type) != rule.source or node_kind(target_type) != rule.target:
+        report.add(
+            'link_rule',
+            f'{where}: joins {source_type!r} to {target_type!r}, must join a {rule.source} to a {rule.target}',
+        )
+
+
+def _check_json(connection: sqlite3.Connection, report: VerifyReport) -> None:
+    """Every JSON column holds valid JSON: a ``NaN`` written by an old tool breaks every filter on its table."""
+    for table in TABLES.values():
+        names = [column.name for column in table.columns if column.kind == 'json']
+        if not names:
             continue
-        referenced.setdefault(key, node_id)
-    report.counts['nodes with files'] = len(nodes)
-    report.counts['referenced objects'] = len(referenced)
-    return referenced
+        columns = [quote_identifier(name) for name in names]
+        checks = [f'({column} IS NOT NULL AND NOT json_valid({column}))' for column in columns]
+        sql = SELECT_INVALID_JSON.format(
+            columns=', '.join(checks), table=quote_identifier(table.name), invalid=' OR '.join(checks)
+        )
+        for row_id, *invalid in connection.execute(sql):
+            bad = ', '.join(name for name, flag in zip(names, invalid) if flag)
+            report.add('invalid_json', f'{table.name} row {row_id}: {bad} is not valid JSON')
+
+
+def _temp_writes(connection: sqlite3.Connection) -> Any:
+    """One transaction for many rows into a temporary table (each row its own transaction costs ~20 us)."""
+    return Session(connection, file_backed=True, read_only=True).transaction('DEFERRED')
+
+
+def _collect_referenced_keys(connection: sqlite3.Connection, report: VerifyReport) -> None:
+    """Fill ``verify_referenced`` with every referenced key and one node naming it; malformed keys are reported."""
+    nodes = 0
+    last = None
+
+    def well_formed() -> Iterator[tuple[str, int]]:
+        nonlocal nodes, last
+        for node_id, key in iter_repository_keys(connection):
+            if node_id != last:
+                nodes, last = nodes + 1, node_id
+            if not isinstance(key, str) or len(key) != 64 or not _HEX_DIGITS.issuperset(key):
+                report.add('repository_metadata', f'node {node_id} references a malformed key {key!r}')
+                continue
+            yield key, node_id
+
+    connection.execute(CREATE_REFERENCED)
+    with _temp_writes(connection):
+        connection.executemany(INSERT_REFERENCED, well_formed())
+    report.counts['nodes with files'] = nodes
+    (report.counts['referenced objects'],) = connection.execute(SELECT_REFERENCED_COUNT).fetchone()
 
 
 def _check_objects(
-    container_path: Path, referenced: dict[str, int], report: VerifyReport, repair: bool, progress: Progress
+    connection: sqlite3.Connection, container_path: Path, report: VerifyReport, repair: bool, progress: Progress
 ) -> None:
     """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
     container = open_container(container_path, read_only=True)
     try:
-        keys = sorted(referenced)
-        present = set()
-        total = len(keys)
-        # Streams come pack by pack in offset order, so a packed container is read sequentially.
-        with container.get_objects_stream_and_meta(keys, skip_if_missing=True) as triplets:
-            for done, (key, stream, _) in enumerate(triplets, 1):
-                present.add(key)
-                digest = hashlib.sha256()
-                try:
-                    while chunk := stream.read(HASH_CHUNK):
-                        digest.update(chunk)
-                except Exception as exc:  # noqa: BLE001 - a damaged pack or zlib stream: report, go on
-                    report.add('corrupt_object', f'object {key} (node {referenced[key]}) cannot be read: {exc}')
-                else:
-                    if digest.hexdigest() != key:
-                        report.add(
-                            'corrupt_object',
-                            f'object {key} (node {referenced[key]}) has content hashing to {digest.hexdigest()}',
-                        )
-                if progress is not None:
-                    progress('Checking objects', done, total)
-        for key in keys:
-            if key not in present:
-                report.add(
-                    'missing_object', f'object {key} referenced by node {referenced[key]} is not in the container'
-                )
-        report.unreferenced = sorted(set(container.list_all_objects()) - set(referenced))
-        report.counts['container objects'] = len(present) + len(report.unreferenced)
+        _hash_referenced(connection, container, container_path, report, progress)
+        connection.execute(CREATE_PRESENT)
+        with _temp_writes(connection):
+            connection.executemany(INSERT_PRESENT, ((key,) for key in container.list_all_objects()))
+        report.unreferenced = [key for (key,) in connection.execute(SELECT_UNREFERENCED)]
+        (report.counts['container objects'],) = connection.execute(SELECT_PRESENT_COUNT).fetchone()
         if repair and report.unreferenced:
             _delete_unreferenced(container_path, report)
     finally:
@@ -346,3 +487,103 @@ def _delete_unreferenced(container_path: Path, report: VerifyReport) -> None:
     finally:
         container.close()
     report.repaired = list(report.unreferenced)
+
+
+def _hash_referenced(
+    connection: sqlite3.Connection, container: Any, container_path: Path, report: VerifyReport, progress: Progress
+) -> None:
+    """Hash every referenced object in the order the objects lie on disk; report the missing and the corrupt.
+
+    An uncompressed packed object is read straight from its slice of the pack, as the repository reads it; loose,
+    compressed and unindexed objects go to disk-objectstore, ``HASH_BATCH`` at a time.
+    """
+    index = container_path / PACKS_INDEX
+    if index.exists():
+        connection.execute(CREATE_PACKED)
+        pack_index = connect(index, read_only=True)
+        try:
+            with _temp_writes(connection):
+                connection.executemany(INSERT_PACKED, pack_index.execute(SELECT_PACKED))
+        finally:
+            pack_index.close()
+        cursor = connection.execute(SELECT_REFERENCED_IN_PACK_ORDER)
+    else:
+        cursor = connection.execute(SELECT_REFERENCED_IN_KEY_ORDER)
+    total, done = report.counts['referenced objects'], 0
+    pending: dict[str, int] = {}
+    packs = _Packs(container_path / 'packs')
+    try:
+        for key, node_id, pack_id, offset, length, compressed in cursor:
+            digest = None if pack_id is None or compressed else packs.hash_slice(pack_id, offset, length)
+            if digest is None:
+                pending[key] = node_id
+                if len(pending) == HASH_BATCH:
+                    done = _hash_through_container(container, pending, report, progress, done, total)
+                continue
+            if digest != key:
+                report.add('corrupt_object', f'object {key} (node {node_id}) has content hashing to {digest}')
+            done += 1
+            if progress is not None:
+                progress('Checking objects', done, total)
+        if pending:
+            _hash_through_container(container, pending, report, progress, done, total)
+    finally:
+        packs.close()
+
+
+class _Packs:
+    """The pack files, one open at a time (objects come pack by pack), read by slice."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pack_id: Any = None
+        self.handle: Any = None
+
+    def hash_slice(self, pack_id: Any, offset: int, length: int) -> str | None:
+        """The sha256 of ``length`` bytes at ``offset`` of pack ``pack_id``; None if the pack cannot be opened."""
+        if pack_id != self.pack_id:
+            self.close()
+            try:
+                self.handle = open(self.folder / str(int(pack_id)), 'rb')  # noqa: SIM115 - closed in close()
+            except (OSError, ValueError):
+                return None
+            self.pack_id = pack_id
+        digest = hashlib.sha256()
+        self.handle.seek(offset)
+        while length > 0 and (chunk := self.handle.read(min(HASH_CHUNK, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        self.pack_id = self.handle = None
+
+
+def _hash_through_container(
+    container: Any, pending: dict[str, int], report: VerifyReport, progress: Progress, done: int, total: int
+) -> int:
+    """Hash ``pending`` (key -> node) through disk-objectstore and empty it; report what it does not have."""
+    with container.get_objects_stream_and_meta(list(pending), skip_if_missing=True) as triplets:
+        for key, stream, _ in triplets:
+            _hash_one(key, stream, pending.pop(key), report)
+            done += 1
+            if progress is not None:
+                progress('Checking objects', done, total)
+    for key, node_id in sorted(pending.items()):
+        report.add('missing_object', f'object {key} referenced by node {node_id} is not in the container')
+    pending.clear()
+    return done
+
+
+def _hash_one(key: str, stream: Any, node_id: int, report: VerifyReport) -> None:
+    digest = hashlib.sha256()
+    try:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+    except Exception as exc:  # noqa: BLE001 - a damaged pack or zlib stream: report, go on
+        report.add('corrupt_object', f'object {key} (node {node_id}) cannot be read: {exc}')
+    else:
+        if digest.hexdigest() != key:
+            report.add('corrupt_object', f'object {key} (node {node_id}) has content hashing to {digest.hexdigest()}')

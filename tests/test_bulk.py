@@ -171,3 +171,27 @@ def test_insert_is_one_executemany(storage: Any) -> None:
         connection.set_trace_callback(None)
     inserts = [s for s in statements if s.startswith('INSERT')]
     assert len(inserts) == 5 and 'BEGIN IMMEDIATE' in statements and statements[-1] == 'COMMIT'
+
+
+def test_timestamp_cache_is_bounded(storage: Any) -> None:
+    """Distinct timestamps do not pile up in the encoder's memory, repeated ones are encoded once, all exactly."""
+    from sqlitedos.db import encode_datetime
+    from sqlitedos.storage import base
+
+    calls: list[Any] = []
+    memo = base._memoised(lambda value: calls.append(value) or encode_datetime(value))
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    stamps = [start + dt.timedelta(microseconds=i) for i in range(3000)]
+    assert [memo(stamp) for stamp in stamps] == [encode_datetime(stamp) for stamp in stamps]
+    held = [cell.cell_contents for cell in memo.__closure__]
+    assert all(len(item) <= 2 for item in held if isinstance(item, (dict, list, set))), 'the cache grows with the rows'
+    calls.clear()
+    assert memo(NOW) == memo(NOW) == encode_datetime(NOW) and len(calls) == 1
+
+    rows = [node_row(storage, ctime=stamp, mtime=NOW) for stamp in stamps]
+    pks = storage.bulk_insert(EntityTypes.NODE, rows)
+    stored = {
+        pk: (ctime, mtime)
+        for pk, ctime, mtime in storage.get_session().execute('SELECT id, ctime, mtime FROM db_dbnode')
+    }
+    assert [stored[pk] for pk in pks] == [(encode_datetime(stamp), encode_datetime(NOW)) for stamp in stamps]

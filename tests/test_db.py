@@ -38,6 +38,21 @@ def test_datetime_text_is_aiidas(manifest) -> None:
         encode_datetime('2024-05-06')  # type: ignore[arg-type]
 
 
+@given(
+    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+    st.one_of(st.none(), st.integers(-14 * 60, 14 * 60).map(lambda minutes: dt.timedelta(minutes=minutes))),
+)
+def test_datetime_text_equals_strftime(value: dt.datetime, offset: dt.timedelta | None) -> None:
+    """The fast encoder writes exactly what ``strftime('%Y-%m-%d %H:%M:%S.%f')`` of the UTC value writes."""
+    if offset is not None:
+        value = value.replace(tzinfo=dt.timezone(offset))
+    try:
+        reference = value.astimezone(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')
+    except OverflowError:
+        return  # the local-time conversion of a naive value at the edge of the range
+    assert encode_datetime(value) == reference
+
+
 def test_datetimes_in_the_fixture_have_our_format(fixture_profile_path: Path) -> None:
     connection = sqlite3.connect(fixture_profile_path / 'database.sqlite')
     ctimes = [row[0] for row in connection.execute('SELECT ctime FROM db_dbnode')]

@@ -65,6 +65,16 @@ def node_key(storage: Any, node_id: int, name: str) -> str:
     return json.loads(cell.fetchone()[0])['o'][name]['k']
 
 
+def pack_objects(storage: Any, compress: bool = False) -> None:
+    """Pack the loose objects (compressed or not) and drop the loose copies."""
+    container = storage.get_container()
+    try:
+        container.pack_all_loose(compress=compress)
+        container.clean_storage()
+    finally:
+        container.close()
+
+
 def kinds(report: VerifyReport) -> set[str]:
     return {problem.kind for problem in report.problems}
 
@@ -126,12 +136,7 @@ def test_corrupted_object(dos_storage: Any) -> None:
 def test_corrupted_packed_object(dos_storage: Any) -> None:
     ids = small_graph(dos_storage)
     key = node_key(dos_storage, ids['y'], 'out.txt')
-    container = dos_storage.get_container()
-    try:
-        container.pack_all_loose()
-        container.clean_storage()
-    finally:
-        container.close()
+    pack_objects(dos_storage)
     assert verify(dos_storage).ok
     pack = Path(dos_storage.filepath_container) / 'packs' / '0'
     content = pack.read_bytes()
@@ -260,3 +265,171 @@ def test_unreadable_pack_index(dos_storage: Any) -> None:
     (Path(dos_storage.filepath_container) / 'packs.idx').write_bytes(b'not a database')
     report = verify(dos_storage.filepath_root)
     assert kinds(report) == {'container'} and 'packs.idx' in report.problems[0].detail
+
+
+@pytest.mark.parametrize(
+    ('table', 'column', 'text'),
+    [
+        ('db_dbnode', 'attributes', '{"x": NaN}'),  # what json.dumps writes for float('nan')
+        ('db_dbnode', 'extras', '{"x": Infinity}'),
+        ('db_dbnode', 'repository_metadata', '{"o": {"a": {"k": '),
+        ('db_dbcomputer', 'metadata', "{'single': 'quotes'}"),
+    ],
+)
+def test_invalid_json_is_a_named_finding(dos_storage: Any, table: str, column: str, text: str) -> None:
+    ids = small_graph(dos_storage)
+    if table == 'db_dbcomputer':
+        raw_write(
+            dos_storage,
+            'INSERT INTO db_dbcomputer (uuid, label, hostname, description, scheduler_type, transport_type, metadata)'
+            " VALUES (?, 'c', 'h', '', 's', 't', ?)",
+            (str(uuid.uuid4()), text),
+        )
+        (row,) = storage_rows(dos_storage, 'SELECT id FROM db_dbcomputer')
+    else:
+        raw_write(dos_storage, f'UPDATE db_dbnode SET {column} = ? WHERE id = ?', (text, ids['x']))
+        row = ids['x']
+    report = verify(dos_storage)
+    invalid = [problem.detail for problem in report.problems if problem.kind == 'invalid_json']
+    assert invalid == [f'{table} row {row}: {column} is not valid JSON'], report.render()
+
+
+def storage_rows(storage: Any, sql: str) -> list[Any]:
+    return [row[0] for row in storage.get_session().execute(sql)]
+
+
+@pytest.mark.parametrize(
+    ('label', 'finds'),
+    [
+        ('ok_label_1', False),
+        ('x', False),
+        ('', True),
+        ('_x', True),
+        ('x_', True),
+        ('a-b', True),
+        ('a b', True),
+        ('é', True),
+        ('a\nb', True),
+        ('A%', True),
+        ('a\x00b', True),
+        (b'ab', True),
+        (5, False),  # stored as the text '5' (the column has TEXT affinity)
+    ],
+)
+def test_link_labels_checked_as_validate_link_label(dos_storage: Any, label: Any, finds: bool) -> None:
+    ids = small_graph(dos_storage)
+    raw_write(dos_storage, 'UPDATE db_dblink SET label = ? WHERE output_id = ?', (label, ids['y']))
+    report = verify(dos_storage)
+    assert (kinds(report) == {'link_rule'}) is finds, report.render()
+    assert report.ok is not finds
+
+
+def test_self_link_and_unknown_link_type(dos_storage: Any) -> None:
+    ids = small_graph(dos_storage)
+    raw_write(dos_storage, INSERT_LINK, (ids['x'], ids['x'], 'me', 'input_calc'))
+    raw_write(dos_storage, INSERT_LINK, (ids['x'], ids['calc'], 'other', 'no_such_type'))
+    details = sorted(problem.detail for problem in verify(dos_storage).problems)
+    assert any(detail.endswith('links a node to itself') for detail in details), details
+    assert any(detail.endswith('unknown link type') for detail in details), details
+
+
+def test_empty_metadata_is_not_decoded(dos_storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlitedos.verify as verify_module
+
+    small_graph(dos_storage)  # 3 nodes with files
+    for _ in range(20):
+        add_node(dos_storage)  # no files: repository_metadata '{}'
+    calls: list[Any] = []
+    real = verify_module.decode_json
+    monkeypatch.setattr(verify_module, 'decode_json', lambda cell: calls.append(cell) or real(cell))
+    report = verify(dos_storage)
+    assert report.ok and report.counts['nodes with files'] == 3
+    trees = [cell for cell in calls if str(cell).startswith('{')]  # not the repository uuid setting
+    assert len(trees) == 3 and '{}' not in trees
+
+
+def test_objects_checked_batch_by_batch(dos_storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlitedos.verify as verify_module
+
+    monkeypatch.setattr(verify_module, 'HASH_BATCH', 2)
+    ids = small_graph(dos_storage)
+    extra = add_node(dos_storage, files={f'f{i}': f'content {i}'.encode() for i in range(5)})
+    missing = node_key(dos_storage, extra, 'f1')
+    loose_path(dos_storage, missing).unlink()
+    corrupt = node_key(dos_storage, ids['x'], 'a.txt')
+    loose_path(dos_storage, corrupt).write_bytes(b'tampered')
+    report = verify(dos_storage)
+    assert sorted((p.kind, p.detail.split()[1]) for p in report.problems) == sorted(
+        [('missing_object', missing), ('corrupt_object', corrupt)]
+    ), report.render()
+    assert report.counts['referenced objects'] == 9 and report.counts['container objects'] == 8
+
+
+WORKFLOW = 'process.workflow.workchain.WorkChainNode.'
+
+
+@pytest.mark.parametrize(
+    ('links', 'expected'),
+    [
+        # (source, target, type, label) rows added behind the storage's back -> the degree findings
+        (
+            [('calc', 'y2', 'create', 'result')],
+            {"2 create links share input_id={calc}, label='result' (unique_pair at the out end)"},
+        ),
+        (
+            [('x2', 'calc', 'input_calc', 'x')],
+            {"2 input_calc links share output_id={calc}, label='x' (unique_pair at the in end)"},
+        ),
+        (
+            [('x', 'calc', 'input_calc', 'x')],
+            {
+                "2 input_calc links share input_id={x}, output_id={calc}, label='x' (unique_triple at the out end)",
+                "2 input_calc links share output_id={calc}, label='x' (unique_pair at the in end)",
+            },
+        ),
+        (
+            [('w', 'calc', 'call_calc', 'a'), ('w2', 'calc', 'call_calc', 'b')],
+            {'2 call_calc links share output_id={calc} (unique at the in end)'},
+        ),
+        (
+            [('w', 'y', 'return', 'r'), ('w', 'y', 'return', 'r')],
+            {
+                "2 return links share output_id={y}, input_id={w}, label='r' (unique_triple at the in end)",
+                "2 return links share input_id={w}, label='r' (unique_pair at the out end)",
+            },
+        ),
+    ],
+)
+def test_every_degree_rule_is_checked(dos_storage: Any, links: list[tuple], expected: set[str]) -> None:
+    ids = small_graph(dos_storage)
+    ids.update(y2=add_node(dos_storage), x2=add_node(dos_storage))
+    ids.update(w=add_node(dos_storage, WORKFLOW), w2=add_node(dos_storage, WORKFLOW))
+    for source, target, link_type, label in links:
+        raw_write(dos_storage, INSERT_LINK, (ids[source], ids[target], label, link_type))
+    report = verify(dos_storage)
+    assert {p.detail for p in report.problems} == {text.format(**ids) for text in expected}, report.render()
+
+
+def test_compressed_and_mixed_objects(dos_storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects packed compressed, packed plain, loose and missing, over several batches: each found as it is."""
+    import sqlitedos.verify as verify_module
+
+    monkeypatch.setattr(verify_module, 'HASH_BATCH', 2)
+    ids = small_graph(dos_storage)
+    compressed = add_node(dos_storage, files={f'z{i}': b'compress me ' * 50 + bytes([i]) for i in range(3)})
+    pack_objects(dos_storage, compress=True)
+    plain = add_node(dos_storage, files={f'p{i}': f'plain {i}'.encode() for i in range(3)})
+    pack_objects(dos_storage)
+    loose = add_node(dos_storage, files={'l0': b'still loose', 'l1': b'gone soon'})
+    assert verify(dos_storage).ok
+    gone = node_key(dos_storage, loose, 'l1')
+    loose_path(dos_storage, gone).unlink()
+    pack = Path(dos_storage.filepath_container) / 'packs' / '0'
+    content = pack.read_bytes()
+    assert content.count(b'plain 1') == 1
+    pack.write_bytes(content.replace(b'plain 1', b'PLAIN 1'))
+    report = verify(dos_storage)
+    found = sorted((p.kind, p.detail.split()[1]) for p in report.problems)
+    assert found == sorted([('missing_object', gone), ('corrupt_object', node_key(dos_storage, plain, 'p1'))])
+    assert report.counts['referenced objects'] == 12  # 4 in the small graph ('shared' twice), 3 + 3 + 2
+    del ids, compressed

@@ -19,9 +19,11 @@ from sqlitedos.entities.base import (
 )
 from sqlitedos.exceptions import ModificationNotAllowed, NotExistent
 from sqlitedos.links import (
+    DEGREE_COLUMNS,
     PROVENANCE_LINK_TYPES,
     LinkType,
     LinkValidationError,
+    link_exists_sql,
     validate_link_kinds,
     validate_link_label,
 )
@@ -35,11 +37,6 @@ __all__ = ('BackendNode', 'BackendNodeCollection', 'LinkTriple')
 
 INSERT_LINK = 'INSERT INTO db_dblink (input_id, output_id, label, type) VALUES (?, ?, ?, ?)'
 SELECT_NODE_TYPES = 'SELECT id, node_type FROM db_dbnode WHERE id IN (?, ?)'
-LINK_EXISTS_OUT = 'SELECT 1 FROM db_dblink WHERE input_id = ? AND type = ? LIMIT 1'
-LINK_EXISTS_OUT_LABEL = 'SELECT 1 FROM db_dblink WHERE input_id = ? AND type = ? AND label = ? LIMIT 1'
-LINK_EXISTS_IN = 'SELECT 1 FROM db_dblink WHERE output_id = ? AND type = ? LIMIT 1'
-LINK_EXISTS_IN_LABEL = 'SELECT 1 FROM db_dblink WHERE output_id = ? AND type = ? AND label = ? LIMIT 1'
-LINK_EXISTS_TRIPLE = 'SELECT 1 FROM db_dblink WHERE input_id = ? AND output_id = ? AND type = ? AND label = ? LIMIT 1'
 # Is the source reachable from the target along provenance links? Then the new link would close a cycle.
 REACHES_ALONG_PROVENANCE = """
 WITH RECURSIVE reached(id) AS (
@@ -61,6 +58,15 @@ FROM db_dblink AS link JOIN db_dbnode AS node ON node.id = link.output_id
 WHERE link.input_id = ? ORDER BY link.id
 """
 _PROVENANCE_TYPES_JSON = encode_json([link_type.value for link_type in PROVENANCE_LINK_TYPES])
+
+
+def _degree_message(end: str, degree: str, kind: str, source_pk: int, target_pk: int, label: str) -> str:
+    """aiida's message for a link that breaks the ``degree`` rule at ``end`` (``out``: the source, ``in``: the target)."""
+    if degree == 'unique_triple':
+        return f'a {kind} link with label "{label}" from node<{source_pk}> to node<{target_pk}> already exists'
+    node, direction = (source_pk, 'outgoing') if end == 'out' else (target_pk, 'incoming')
+    with_label = f' with label "{label}"' if degree == 'unique_pair' else ''
+    return f'node<{node}> already has an {direction} {kind} link{with_label}'
 
 
 class LinkTriple(NamedTuple):
@@ -275,50 +281,22 @@ class BackendNode(ExtrasMixin, BackendEntity):
                 raise NotExistent(f'node with pk {pk} does not exist in {self._backend}: it was deleted')
         rule = validate_link_kinds(types[source_pk], types[target_pk], link_type)
         kind = link_type.value
-        checks = (
-            ('unique', LINK_EXISTS_OUT, (source_pk, kind), f'node<{source_pk}> already has an outgoing {kind} link'),
-            (
-                'unique_pair',
-                LINK_EXISTS_OUT_LABEL,
-                (source_pk, kind, label),
-                f'node<{source_pk}> already has an outgoing {kind} link with label "{label}"',
-            ),
-        )
-        for degree, sql, params, message in checks:
-            if rule.outdegree == degree and connection.execute(sql, params).fetchone():
-                raise LinkValidationError(message)
-        checks = (
-            (
-                'unique',
-                LINK_EXISTS_IN,
-                (target_pk, kind),
-                (kind, None),
-                f'node<{target_pk}> already has an incoming {kind} link',
-            ),
-            (
-                'unique_pair',
-                LINK_EXISTS_IN_LABEL,
-                (target_pk, kind, label),
-                (kind, label),
-                f'node<{target_pk}> already has an incoming {kind} link with label "{label}"',
-            ),
-        )
-        for degree, sql, params, key, message in checks:
-            if rule.indegree == degree and (
-                key in fresh if fresh is not None else connection.execute(sql, params).fetchone()
-            ):
-                raise LinkValidationError(message)
-        if 'unique_triple' in (rule.indegree, rule.outdegree) and (
-            (source_pk, kind, label) in fresh
-            if fresh is not None
-            else connection.execute(LINK_EXISTS_TRIPLE, (source_pk, target_pk, kind, label)).fetchone()
-        ):
-            raise LinkValidationError(
-                f'a {kind} link with label "{label}" from node<{source_pk}> to node<{target_pk}> already exists'
-            )
+        values = {'input_id': source_pk, 'output_id': target_pk, 'label': label}
+        keys = []
+        ends = (('out', rule.outdegree), ('in', rule.indegree))
+        for end, degree in sorted(ends, key=lambda item: item[1] == 'unique_triple'):  # the triple check last
+            columns = DEGREE_COLUMNS[end][degree]
+            key = (kind, *(values[column] for column in columns))
+            if fresh is not None and 'output_id' in columns:
+                keys.append(key)  # a check about the fresh target: only this store's links can clash
+                clash = key in fresh
+            else:
+                clash = connection.execute(link_exists_sql(columns), key).fetchone() is not None
+            if clash:
+                raise LinkValidationError(_degree_message(end, degree, kind, source_pk, target_pk, label))
         if fresh is not None:
-            fresh.update(((kind, None), (kind, label), (source_pk, kind, label)))
-        elif (
+            fresh.update(keys)
+        if fresh is None and (
             link_type in PROVENANCE_LINK_TYPES
             and connection.execute(REACHES_ALONG_PROVENANCE, (target_pk, _PROVENANCE_TYPES_JSON, source_pk)).fetchone()
         ):

@@ -91,15 +91,16 @@ def _bulk_encode_json(value: Any) -> str:
 
 
 def _memoised(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``encode`` with a cache: bulk rows usually share their timestamps, and ``strftime`` is the slow part."""
-    cache: dict[Any, Any] = {}
+    """``encode`` remembering its last value only: bulk rows usually share a timestamp with the row before them, and
+    a cache of every distinct value would grow with the rows (+190 MiB at a million distinct ctimes)."""
+    last: list[Any] = [object(), None]  # [value, its encoding]
 
     def encode_cached(value: Any) -> Any:
-        try:
-            return cache[value]
-        except KeyError:
-            cache[value] = encoded = encode(value)
-            return encoded
+        if value == last[0]:
+            return last[1]
+        encoded = encode(value)
+        last[0], last[1] = value, encoded
+        return encoded
 
     return encode_cached
 
