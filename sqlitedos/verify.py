@@ -4,8 +4,9 @@
 references (the one repair that can never lose data), and reports what it did. Everything else it finds needs a
 person: restore the object or the database from a backup.
 
-Note on ``repair``: files are written to the container before the node row that references them, so an object added
-by another process a moment ago may look unreferenced. Repair when no other process writes (as for ``maintain --full``).
+``repair`` takes exactly the proof that full maintenance takes (``SqliteDosStorage.exclusive_use``): it refuses with
+``LockedProfileError`` while any other process (aiida-core's included) or connection has the storage open, and it
+recomputes the unreferenced objects under that lock before deleting them.
 """
 
 from __future__ import annotations
@@ -164,8 +165,21 @@ def verify(
     if container_id is not None:
         container = folder / FILENAME_CONTAINER
         if _check_pack_index(container, report):
-            _check_objects(container, referenced, report, repair, progress)
+            _check_objects(container, referenced, report, progress)
+    if repair and report.unreferenced:
+        report.repaired = _repair(storage, folder)
     return report
+
+
+def _repair(storage: SqliteDosStorage | str | os.PathLike[str], folder: Path) -> list[str]:
+    """Delete the unreferenced objects under full maintenance's proof of exclusive use; the keys deleted."""
+    if isinstance(storage, SqliteDosStorage):
+        return storage.delete_unreferenced_objects()
+    opened = SqliteDosStorage(SqliteDosStorage.create_profile('verify-repair', filepath=folder))
+    try:
+        return opened.delete_unreferenced_objects()
+    finally:
+        opened.close()
 
 
 def _check_pack_index(container: Path, report: VerifyReport) -> bool:
@@ -289,10 +303,8 @@ def _referenced_keys(connection: sqlite3.Connection, report: VerifyReport) -> di
     return referenced
 
 
-def _check_objects(
-    container_path: Path, referenced: dict[str, int], report: VerifyReport, repair: bool, progress: Progress
-) -> None:
-    """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
+def _check_objects(container_path: Path, referenced: dict[str, int], report: VerifyReport, progress: Progress) -> None:
+    """Every referenced object exists and hashes to its key; list the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
     container = open_container(container_path)
@@ -325,8 +337,5 @@ def _check_objects(
                 )
         report.unreferenced = sorted(set(container.list_all_objects()) - set(referenced))
         report.counts['container objects'] = len(present) + len(report.unreferenced)
-        if repair and report.unreferenced:
-            container.delete_objects(report.unreferenced)
-            report.repaired = list(report.unreferenced)
     finally:
         container.close()

@@ -39,10 +39,12 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
     The folder is created on first use and deleted by ``erase()`` (the temp storage calls it on close).
     """
 
-    def __init__(self, filepath: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, filepath: str | os.PathLike[str] | None = None, *, durable: bool = True) -> None:
         self._filepath: str | None = None if filepath is None else str(filepath)
         self._sandbox: Path | None = None
         self._lock = threading.Lock()
+        #: fsync each new object (False for scratch space whose content is copied elsewhere before it matters).
+        self._durable = durable
 
     def __str__(self) -> str:
         where = self._sandbox if self._sandbox is not None else 'uninitialised'
@@ -93,7 +95,8 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
                     digest.update(chunk)
                     target.write(chunk)
                 target.flush()
-                os.fsync(target.fileno())
+                if self._durable:
+                    os.fsync(target.fileno())
             key = digest.hexdigest()
             destination = folder / key
             if destination.exists():
@@ -105,6 +108,20 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
                 os.unlink(partial)
             raise
         return key
+
+    def link_object(self, source: SandboxShaRepositoryBackend, key: str) -> None:
+        """Add the object ``key`` of another sandbox (a hard link where the file system allows, else a copy)."""
+        path = source._path(check_key(key))
+        if path is None:
+            raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
+        destination = self.sandbox / key
+        if destination.exists():
+            return
+        try:
+            os.link(path, destination)
+        except OSError:
+            with open(path, 'rb') as handle:
+                self._put_object_from_filelike(handle)
 
     def _path(self, key: str) -> Path | None:
         """The file of ``key`` if it exists (after checking the key is a sha256 so it cannot name another path)."""
