@@ -164,7 +164,7 @@ def verify(
         connection.close()
     if container_id is not None:
         container = folder / FILENAME_CONTAINER
-        if _check_pack_index(container, report):
+        if _check_pack_index(container, report) and _check_repack_leftovers(container, report):
             _check_objects(container, referenced, report, progress)
     if repair and report.unreferenced:
         report.repaired = _repair(storage, folder)
@@ -201,6 +201,16 @@ def _check_pack_index(container: Path, report: VerifyReport) -> bool:
         report.problems.extend(Problem('container', f'{PACKS_INDEX} integrity_check: {row}') for row in rows)
         return False
     return True
+
+
+def _check_repack_leftovers(container: Path, report: VerifyReport) -> bool:
+    """Name what an interrupted repack left; False if index rows name the repack pack (objects then unreadable)."""
+    from sqlitedos.repository.disk_objectstore import repack_leftovers
+
+    leftovers = repack_leftovers(container)
+    for leftover in leftovers:
+        report.add('interrupted_repack', f'{leftover}: `sqlitedos maintain --full` finishes or undoes the repack')
+    return not any('index row' in leftover for leftover in leftovers)
 
 
 def _check_database(connection: sqlite3.Connection, report: VerifyReport) -> bool:
