@@ -266,7 +266,7 @@ def test_full_maintain_refused_while_another_process_uses_the_storage(dos_storag
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == 'ready'
-        with pytest.raises(LockedProfileError, match='another process'):
+        with pytest.raises(LockedProfileError, match='another (sqlitedos )?process'):
             dos_storage.maintain(full=True)
         assert dos_storage.get_repository().has_object(orphan)
         dos_storage.maintain()  # live maintenance is fine

@@ -402,8 +402,9 @@ class _ContainerLock:
         except BlockingIOError as exc:
             fcntl.flock(self.descriptor, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
             raise LockedProfileError(
-                'another process is using this storage, and full maintenance needs it to itself: close the other '
-                'processes (or wait for them to finish), or run live maintenance (`full=False`) instead'
+                'another sqlitedos process is using this storage, and full maintenance (or a repair) needs the '
+                'storage to itself: close the other processes (or wait for them to finish), or run live maintenance '
+                '(`full=False`) instead'
             ) from exc
         try:
             yield
