@@ -7,6 +7,7 @@ unmodified aiida-core uses them (``tests/interop`` repeats the important cases w
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -21,8 +22,8 @@ import pytest
 
 from sqlitedos import SqliteDosStorage
 from sqlitedos.exceptions import LockedProfileError
-from sqlitedos.repository.disk_objectstore import fullsync_is_broken
-from sqlitedos.storage.sqlite_dos import processes_using
+from sqlitedos.repository import disk_objectstore as adapter
+from sqlitedos.storage import sqlite_dos
 from sqlitedos.verify import verify
 
 FOLDER = 'data.core.folder.FolderData.'
@@ -159,7 +160,7 @@ def test_unstored_node_dropped_removes_its_sandbox(dos_storage: Any) -> None:
 def test_full_maintenance_refuses_while_a_foreign_process_has_the_wal_database_open(
     dos_storage: Any, holder: subprocess.Popen[str]
 ) -> None:
-    orphan = dos_storage.get_repository().put_object_from_filelike(__import__('io').BytesIO(b'orphan'))
+    orphan = dos_storage.get_repository().put_object_from_filelike(io.BytesIO(b'orphan'))
     with pytest.raises(LockedProfileError, match='needs the storage to itself'):
         dos_storage.maintain(full=True)
     assert dos_storage.get_repository().has_object(orphan)
@@ -180,7 +181,7 @@ def test_full_maintenance_refuses_an_idle_connection_to_a_rollback_mode_database
     )
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == 'ready'
-        assert [pid for pid, _ in processes_using(root)] == [process.pid]
+        assert [pid for pid, _ in sqlite_dos.processes_using(root)] == [process.pid]
         storage = SqliteDosStorage(SqliteDosStorage.create_profile('again', filepath=root))
         try:
             with pytest.raises(LockedProfileError, match=rf'pid {process.pid}'):
@@ -221,8 +222,6 @@ def test_full_maintenance_keeps_others_out_while_it_runs(dos_storage: Any, monke
 def test_verify_repair_refuses_while_a_foreign_process_has_the_storage_open(
     dos_storage: Any, holder: subprocess.Popen[str]
 ) -> None:
-    import io
-
     orphan = dos_storage.get_repository().put_object_from_filelike(io.BytesIO(b'about to be referenced'))
     root = dos_storage.filepath_root
     with pytest.raises(LockedProfileError, match='the repair needs the storage'):
@@ -234,8 +233,6 @@ def test_verify_repair_refuses_while_a_foreign_process_has_the_storage_open(
 
 
 def test_verify_repair_deletes_unreferenced_when_alone(dos_storage: Any) -> None:
-    import io
-
     orphan = dos_storage.get_repository().put_object_from_filelike(io.BytesIO(b'true orphan'))
     kept = file_node(dos_storage, b'kept').store()
     root = dos_storage.filepath_root
@@ -321,13 +318,11 @@ def test_broken_fullsync_is_detected_on_this_disk_objectstore() -> None:
 
     if disk_objectstore.__version__ != '1.5.0' or hasattr(__import__('fcntl'), 'F_FULLFSYNC'):
         pytest.skip(f'the check is about disk-objectstore 1.5.0 on Linux (have {disk_objectstore.__version__})')
-    assert fullsync_is_broken()
+    assert adapter.fullsync_is_broken()
     from disk_objectstore import container
 
-    from sqlitedos.repository.disk_objectstore import flush_to_disk, open_container
-
-    open_container(Path('/nonexistent')).close()
-    assert container.safe_flush_to_disk is flush_to_disk
+    adapter.open_container(Path('/nonexistent')).close()
+    assert container.safe_flush_to_disk is adapter.flush_to_disk
 
 
 def test_fixed_disk_objectstore_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,8 +333,8 @@ def test_fixed_disk_objectstore_is_left_alone(monkeypatch: pytest.MonkeyPatch) -
         os.fsync(fhandle.fileno())
 
     monkeypatch.setattr(utils, 'safe_flush_to_disk', fixed)
-    assert not fullsync_is_broken()
+    assert not adapter.fullsync_is_broken()
 
 
 def test_idle_helpers_do_not_list_this_process(dos_storage: Any) -> None:
-    assert processes_using(dos_storage.filepath_root) == []  # its own descriptors do not count
+    assert sqlite_dos.processes_using(dos_storage.filepath_root) == []  # its own descriptors do not count

@@ -709,6 +709,14 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             do_repack = True if do_repack is None else do_repack
             clean_storage = True if clean_storage is None else clean_storage
             do_vacuum = True if do_vacuum is None else do_vacuum
+        packs = self._folder / 'packs'
+        leftovers = [] if live else repack_leftovers(self._folder)
+        if leftovers and not dry_run:
+            with _packing(packs):
+                finish_interrupted_repack(self._folder)
+            # disk-objectstore's session may hold a read snapshot from before the fix (it would then see pack 0
+            # empty and delete it): start this thread's container afresh.
+            self._close_one(self.container)
         container = self.container
         counts = container.count_objects()
         report: dict[str, Any] = {
@@ -722,14 +730,11 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         }
         LOGGER.info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
         if not live:
-            report['repack_leftovers'] = repack_leftovers(self._folder)
+            report['repack_leftovers'] = leftovers
         if dry_run:
             return report
-        packs = self._folder / 'packs'
         try:
             with _packing(packs):
-                if not live:
-                    finish_interrupted_repack(self._folder)
                 if pack_loose:
                     before = _pack_sizes(packs)
                     try:
