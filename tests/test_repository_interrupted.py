@@ -129,16 +129,24 @@ def test_sigkill_at_random_points_of_full_maintenance_recovers(
     assert cli('maintain', '--full', timing).returncode == 0
     duration = time.monotonic() - start
     chooser = random.Random()
-    for attempt in range(6):
+    killed_in_repack = 0
+    for attempt in range(8):
         root = tmp_path / f'run-{attempt}'
         shutil.copytree(source, root)
-        delay = chooser.uniform(0.3, max(duration, 0.5))  # 0.3 s: the interpreter and imports come first
+        repack = root / 'container' / 'packs' / '-1'
         process = subprocess.Popen([sys.executable, '-m', 'sqlitedos', '--progress', 'never', 'maintain', '--full',
                                     str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(delay)
+        if attempt % 2:  # anywhere in the run (the interpreter and imports take the first 0.3 s)
+            time.sleep(chooser.uniform(0.3, max(duration, 0.5)))
+        else:  # somewhere in the repack: from the moment pack -1 appears
+            while process.poll() is None and not repack.exists():
+                time.sleep(0.0005)
+            time.sleep(chooser.uniform(0, 0.02))
+        killed_in_repack += repack.exists()
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert_recovers(root, contents)
+    assert killed_in_repack >= 1  # at least one cut really fell inside a repack
 
 
 def test_stale_repack_files_are_named_and_cleared(packed: tuple[Path, dict[int, bytes]]) -> None:
@@ -207,8 +215,8 @@ def test_disk_full_during_live_packing_leaves_no_dead_bytes_and_has_a_way_out(sm
     for _ in range(3):
         failed = cli('maintain', root)
         assert failed.returncode == 1 and 'Traceback' not in failed.stderr, failed.stderr
-        assert 'is full' in failed.stderr and 'maintain --full --no-pack' in failed.stderr, failed.stderr
         assert not pack.exists() or pack.stat().st_size == 0  # nothing indexed in it: no dead tail kept
+        assert 'is full' in failed.stderr and 'maintain --full --no-pack' in failed.stderr, failed.stderr
         free.append(free_bytes(small_tmpfs))
     assert free[0] == free[1] == free[2]
     way_out = cli('maintain', '--full', '--no-pack', root)
