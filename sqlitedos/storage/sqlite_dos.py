@@ -422,8 +422,8 @@ class SqliteDosStorage(StorageBackend):
                 if others:
                     names = ', '.join(f'pid {pid} ({command})' for pid, command in others[:5])
                     raise LockedProfileError(
-                        f'{purpose} needs the storage {str(self.filepath_root)!r} to itself, but other processes have '
-                        f'it open: {names}. Close them (aiida-core processes too: verdi shells, daemon workers, '
+                        f'{purpose} needs the storage to itself, but other processes have {str(self.filepath_root)!r} '
+                        f'open: {names}. Close them (aiida-core processes too: verdi shells, daemon workers, '
                         'notebooks) and try again, or run live maintenance (without --full) instead'
                     )
                 yield
@@ -557,4 +557,4 @@ def _command_of(process: Path) -> str:
         words = (process / 'cmdline').read_bytes().split(b'\0')
     except OSError:
         return '?'
-    return ' '.join(word.decode(errors='replace') for word in words if word)[:80] or '?'
+    return ' '.join(' '.join(word.decode(errors='replace').split()) for word in words if word)[:80] or '?'
