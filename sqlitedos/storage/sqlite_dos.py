@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import sqlite3
@@ -489,6 +490,9 @@ def _take_database_alone(connection: sqlite3.Connection, purpose: str) -> None:
         'aiida-core included, or another thread of this one): close it and try again, or run live maintenance '
         '(without --full) instead'
     )
+    # Connections of storages this process has dropped (aiida-core's after `unload_profile`, for one) are closed
+    # only when the garbage collector frees them: collect first, so that only live ones count.
+    gc.collect()
     try:
         (mode,) = connection.execute('PRAGMA journal_mode = DELETE').fetchone()
         if mode != 'delete':
