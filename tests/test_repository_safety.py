@@ -96,14 +96,19 @@ def file_node(storage: Any, content: bytes, name: str = 'file.txt') -> Any:
 
 def test_unstored_files_survive_a_foreign_live_maintenance(dos_storage: Any) -> None:
     node = file_node(dos_storage, b'in flight')
-    key = node.repository.get_object('file.txt').key
-    assert key not in set(dos_storage.get_repository().list_objects())  # waits in the node's sandbox
+    large = os.urandom(300_000)  # waits in a sandbox folder, the small one in memory
+    node.repository.put_object_from_bytes(large, 'large.bin')
+    keys = node.repository.get_file_keys()
+    assert not set(keys) & set(dos_storage.get_repository().list_objects())  # neither is in the container
     assert node.repository.get_object_content('file.txt') == 'in flight'  # still readable before store()
+    assert node.repository.get_object_content('large.bin', 'rb') == large
     result = python(FOREIGN_LIVE_MAINTAIN, str(dos_storage.filepath_root))
     assert result.returncode == 0, result.stderr
     node.store()
-    assert dos_storage.get_repository().has_object(key)
-    assert dos_storage.nodes.get(pk=node.pk).repository.get_object_content('file.txt') == 'in flight'
+    assert dos_storage.get_repository().has_objects(keys) == [True, True]
+    stored = dos_storage.nodes.get(pk=node.pk).repository
+    assert stored.get_object_content('file.txt') == 'in flight'
+    assert stored.get_object_content('large.bin', 'rb') == large
     report = verify(dos_storage.filepath_root)
     assert report.ok, report.render()
 
@@ -113,8 +118,9 @@ def test_store_retry_after_a_failed_commit_and_sandbox_cleanup(
 ) -> None:
     import contextlib
 
-    node = file_node(dos_storage, b'retry me')
-    sandbox = node.repository._pending.sandbox
+    content = os.urandom(300_000)  # larger than what waits in memory: a sandbox folder holds it
+    node = file_node(dos_storage, content)
+    sandbox = node.repository._pending.folder
     real = dos_storage.transaction
 
     @contextlib.contextmanager
@@ -130,25 +136,28 @@ def test_store_retry_after_a_failed_commit_and_sandbox_cleanup(
     monkeypatch.setattr(dos_storage, 'transaction', real)
     node.store()
     assert not sandbox.exists()  # dropped once the row is committed
-    assert dos_storage.nodes.get(pk=node.pk).repository.get_object_content('file.txt') == 'retry me'
+    assert dos_storage.nodes.get(pk=node.pk).repository.get_object_content('file.txt', 'rb') == content
     assert verify(dos_storage.filepath_root).ok
 
 
 def test_clone_of_an_unstored_node_keeps_its_files(dos_storage: Any) -> None:
     node = file_node(dos_storage, b'cloned')
+    large = os.urandom(300_000)
+    node.repository.put_object_from_bytes(large, 'large.bin')
     clone = node.clone()
     del node
     clone.store()
     assert clone.repository.get_object_content('file.txt') == 'cloned'
+    assert clone.repository.get_object_content('large.bin', 'rb') == large
     assert verify(dos_storage.filepath_root).ok
 
 
 def test_unstored_node_dropped_removes_its_sandbox(dos_storage: Any) -> None:
     import gc
 
-    node = file_node(dos_storage, b'dropped')
-    sandbox = node.repository._pending.sandbox
-    assert sandbox.is_dir()
+    node = file_node(dos_storage, os.urandom(300_000))
+    sandbox = node.repository._pending.folder
+    assert sandbox is not None and sandbox.is_dir()
     del node
     gc.collect()
     assert not sandbox.exists()

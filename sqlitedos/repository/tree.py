@@ -20,7 +20,6 @@ import io
 import json
 import os
 import shutil
-import weakref
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Protocol
@@ -33,7 +32,7 @@ from sqlitedos.repository.abstract import (
     ObjectNotFoundError,
     ReadOnlyStream,
 )
-from sqlitedos.repository.sandbox import SandboxShaRepositoryBackend
+from sqlitedos.repository.sandbox import PendingFiles, SandboxShaRepositoryBackend
 
 __all__ = ('File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
 
@@ -161,9 +160,8 @@ class NodeRepository:
         self._node = node
         self._root = File.from_serialized(node.repository_metadata or {})
         self._batch = False
-        # The files put while the node is unstored (None until the first one), and what deletes them at the latest.
-        self._pending: SandboxShaRepositoryBackend | None = None
-        self._pending_finalizer: weakref.finalize | None = None
+        # The files put while the node is unstored (None until the first one).
+        self._pending: PendingFiles | None = None
 
     def __repr__(self) -> str:
         return f'NodeRepository<{len(list(self.glob()))} files>'
@@ -274,7 +272,7 @@ class NodeRepository:
             raise InputValidationError(f"invalid mode {mode!r} to open a node file: expected 'r' or 'rb'")
         key = self._get_file(path).key
         pending = self._pending
-        backend = pending if pending is not None and pending.has_object(key) else self.backend  # type: ignore[arg-type]
+        backend = pending if pending is not None and pending.has(key) else self.backend  # type: ignore[arg-type]
         return _open_key(backend, key, mode)  # type: ignore[arg-type]
 
     def get_object_content(self, path: PathLike, mode: str = 'r') -> str | bytes:
@@ -316,15 +314,13 @@ class NodeRepository:
         if isinstance(backend, SandboxShaRepositoryBackend):
             key = backend.put_object_from_filelike(handle)  # a private repository (temp storage): nobody to race
         else:
-            key = self._pending_sandbox().put_object_from_filelike(handle)
+            key = self._pending_files().put(handle)
         self._insert(path, File(path.name, FileType.FILE, key=key))
 
-    def _pending_sandbox(self) -> SandboxShaRepositoryBackend:
-        """The sandbox of this node's unstored files, created on first use and deleted with the tree at the latest."""
+    def _pending_files(self) -> PendingFiles:
+        """Where this node's unstored files wait (created on first use)."""
         if self._pending is None:
-            pending = SandboxShaRepositoryBackend(durable=False)  # scratch: store() copies it into the repository
-            self._pending_finalizer = weakref.finalize(self, shutil.rmtree, pending.sandbox, ignore_errors=True)
-            self._pending = pending
+            self._pending = PendingFiles()
         return self._pending
 
     def put_pending(self) -> None:
@@ -339,7 +335,7 @@ class NodeRepository:
         backend = self.backend
         backend.hold_unstored(self)
         for key in sorted(set(self.get_file_keys())):
-            if not pending.has_object(key):
+            if not pending.has(key):
                 continue  # a file copied from a stored node: its object is in the repository already
             with pending.open(key) as handle:
                 written = backend.put_object_from_filelike(handle)
@@ -347,19 +343,15 @@ class NodeRepository:
                 raise CorruptStorage(f'the unstored file with key {key} was written to the repository as {written}')
 
     def discard_pending(self) -> None:
-        """Delete the sandbox once the node is stored (its files are then in the repository)."""
-        finalizer, self._pending_finalizer, self._pending = self._pending_finalizer, None, None
-        if finalizer is not None:
-            finalizer()
+        """Drop the waiting files once the node is stored (they are then in the repository)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.erase()
 
     def share_pending(self, other: NodeRepository) -> None:
-        """Give ``other`` (the tree of a clone) the unstored files of this tree (linked, not copied, where possible)."""
-        pending = self._pending
-        if pending is None:
-            return
-        target = other._pending_sandbox()
-        for key in pending.list_objects():
-            target.link_object(pending, key)
+        """Give ``other`` (the tree of a clone) the unstored files of this tree."""
+        if self._pending is not None:
+            self._pending.copy_into(other._pending_files())
 
     def put_object_from_bytes(self, content: bytes, path: PathLike) -> None:
         """Store ``content`` as the file ``path``."""
