@@ -248,6 +248,9 @@ def finish_interrupted_repack(folder: Path) -> list[str]:
                 if not (packs / str(target)).exists():
                     os.link(repack, packs / str(target))
                     _fsync_folder(packs)
+                # The move must be on disk before pack -1 is unlinked below (NORMAL syncs WAL commits only at
+                # checkpoints): https://www.sqlite.org/pragma.html#pragma_synchronous
+                index.execute('PRAGMA synchronous = FULL')
                 index.execute('BEGIN IMMEDIATE')
                 index.execute(MOVE_TO_PACK, (target, REPACK_PACK_ID))
                 index.execute('COMMIT')
