@@ -322,6 +322,38 @@ def test_pack_fsynced_before_the_pack_index_commit(dos_storage: Any, tmp_path: P
     assert packs in synced[synced.index(pack) : first_index_commit]  # the new pack's name is durable too
 
 
+STRACED_IMPORT = """
+import sys
+from sqlitedos import SqliteDosStorage
+from sqlitedos.archive import import_archive
+profile = SqliteDosStorage.create_profile('i', filepath=sys.argv[1], default_user_email='i@example.org')
+SqliteDosStorage.initialise(profile)
+storage = SqliteDosStorage(profile)
+import_archive(storage, sys.argv[2])
+storage.close()
+"""
+
+
+@pytest.mark.skipif(shutil.which('strace') is None, reason='strace is not installed (apt-get install strace)')
+def test_archive_import_fsyncs_its_pack_before_the_pack_index_commit(dos_storage: Any, tmp_path: Path) -> None:
+    from sqlitedos.archive import create_archive
+
+    for index in range(3):
+        file_node(dos_storage, f'exported {index}'.encode()).store()
+    create_archive(dos_storage, tmp_path / 'out.aiida')
+    root, log = tmp_path / 'imported', tmp_path / 'strace.log'
+    command = ['strace', '-f', '-o', str(log), '-e', 'trace=openat,close,fsync,fdatasync', sys.executable]
+    result = subprocess.run(
+        [*command, '-c', STRACED_IMPORT, str(root), str(tmp_path / 'out.aiida')], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    synced = synced_paths(log.read_text())
+    pack, index_wal = str(root / 'container' / 'packs' / '0'), str(root / 'container' / 'packs.idx-wal')
+    assert pack in synced, synced
+    assert index_wal in synced[synced.index(pack) :]  # the index commit naming the pack comes after its fsync
+    assert verify(root).ok
+
+
 def test_broken_fullsync_is_detected_on_this_disk_objectstore() -> None:
     import disk_objectstore
 
