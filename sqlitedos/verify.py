@@ -4,8 +4,9 @@
 references (the one repair that can never lose data), and reports what it did. Everything else it finds needs a
 person: restore the object or the database from a backup.
 
-Note on ``repair``: files are written to the container before the node row that references them, so an object added
-by another process a moment ago may look unreferenced. Repair when no other process writes (as for ``maintain --full``).
+``repair`` takes exactly the proof that full maintenance takes (``SqliteDosStorage.exclusive_use``): it refuses with
+``LockedProfileError`` while any other process (aiida-core's included) or connection has the storage open, and it
+recomputes the unreferenced objects under that lock before deleting them.
 """
 
 from __future__ import annotations
@@ -219,11 +220,30 @@ def verify(
         _collect_referenced_keys(connection, report)
         if container_id is not None:
             container = folder / FILENAME_CONTAINER
-            if _check_pack_index(container, report):
-                _check_objects(connection, container, report, repair, progress)
+            if _check_pack_index(container, report) and _check_repack_leftovers(container, report):
+                _check_objects(connection, container, report, progress)
     finally:
         connection.close()
+    if repair and report.unreferenced:
+        report.repaired = _repair(storage, folder)
     return report
+
+
+def _repair(storage: SqliteDosStorage | str | os.PathLike[str], folder: Path) -> list[str]:
+    """Delete the unreferenced objects under full maintenance's proof of exclusive use; the keys deleted."""
+    container = folder / FILENAME_CONTAINER
+    if not os.access(container, os.W_OK):
+        raise ReadOnlyError(
+            f'cannot repair {str(container)!r}: the container is read-only, so its unreferenced objects stay; run '
+            '`verify --repair` where the storage is writable'
+        )
+    if isinstance(storage, SqliteDosStorage):
+        return storage.delete_unreferenced_objects()
+    opened = SqliteDosStorage(SqliteDosStorage.create_profile('verify-repair', filepath=folder))
+    try:
+        return opened.delete_unreferenced_objects()
+    finally:
+        opened.close()
 
 
 def _check_pack_index(container: Path, report: VerifyReport) -> bool:
@@ -245,6 +265,16 @@ def _check_pack_index(container: Path, report: VerifyReport) -> bool:
         report.problems.extend(Problem('container', f'{PACKS_INDEX} integrity_check: {row}') for row in rows)
         return False
     return True
+
+
+def _check_repack_leftovers(container: Path, report: VerifyReport) -> bool:
+    """Name what an interrupted repack left; False if index rows name the repack pack (objects then unreadable)."""
+    from sqlitedos.repository.disk_objectstore import repack_leftovers
+
+    leftovers = repack_leftovers(container)
+    for leftover in leftovers:
+        report.add('interrupted_repack', f'{leftover}: `sqlitedos maintain --full` finishes or undoes the repack')
+    return not any('index row' in leftover for leftover in leftovers)
 
 
 def _check_database(connection: sqlite3.Connection, report: VerifyReport) -> bool:
@@ -453,9 +483,9 @@ def _collect_referenced_keys(connection: sqlite3.Connection, report: VerifyRepor
 
 
 def _check_objects(
-    connection: sqlite3.Connection, container_path: Path, report: VerifyReport, repair: bool, progress: Progress
+    connection: sqlite3.Connection, container_path: Path, report: VerifyReport, progress: Progress
 ) -> None:
-    """Every referenced object exists and hashes to its key; list (and with ``repair`` delete) the unreferenced."""
+    """Every referenced object exists and hashes to its key; list the unreferenced."""
     from sqlitedos.repository.disk_objectstore import open_container
 
     container = open_container(container_path, read_only=True)
@@ -466,27 +496,8 @@ def _check_objects(
             connection.executemany(INSERT_PRESENT, ((key,) for key in container.list_all_objects()))
         report.unreferenced = [key for (key,) in connection.execute(SELECT_UNREFERENCED)]
         (report.counts['container objects'],) = connection.execute(SELECT_PRESENT_COUNT).fetchone()
-        if repair and report.unreferenced:
-            _delete_unreferenced(container_path, report)
     finally:
         container.close()
-
-
-def _delete_unreferenced(container_path: Path, report: VerifyReport) -> None:
-    """``--repair``: delete the unreferenced objects (the checks read the container read-only)."""
-    from sqlitedos.repository.disk_objectstore import open_container
-
-    if not os.access(container_path, os.W_OK):
-        raise ReadOnlyError(
-            f'cannot repair {str(container_path)!r}: the container is read-only, so its {len(report.unreferenced)} '
-            'unreferenced objects stay; run `verify --repair` where the storage is writable'
-        )
-    container = open_container(container_path)
-    try:
-        container.delete_objects(report.unreferenced)
-    finally:
-        container.close()
-    report.repaired = list(report.unreferenced)
 
 
 def _hash_referenced(

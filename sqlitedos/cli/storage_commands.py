@@ -163,11 +163,18 @@ def echo_rows(results: list[dict[str, dict[str, Any]]], as_json: bool) -> None:
 @click.option('--full', is_flag=True, help='Also delete unreferenced objects, repack and vacuum (needs exclusive use).')
 @click.option('--dry-run', is_flag=True, help='Report what would be done, change nothing.')
 @click.option('--compress', is_flag=True, help='Compress objects while packing them.')
+@click.option(
+    '--no-pack',
+    is_flag=True,
+    help='Write no pack (no packing of loose objects, no repack): only delete what is unreferenced or already '
+    'packed. The way out when the disk is full.',
+)
 @click.pass_context
-def maintain(ctx: click.Context, path: Path, full: bool, dry_run: bool, compress: bool) -> None:
+def maintain(ctx: click.Context, path: Path, full: bool, dry_run: bool, compress: bool, no_pack: bool) -> None:
     """Pack the repository of the storage at PATH (and with --full reclaim space)."""
+    options: dict[str, Any] = {'pack_loose': False, 'do_repack': False if full else None} if no_pack else {}
     with open_storage(path, default_user=False) as storage, progress_bars(ctx) as bars, timed() as elapsed:
-        report = storage.maintain(full=full, dry_run=dry_run, compress=compress, progress=bars)
+        report = storage.maintain(full=full, dry_run=dry_run, compress=compress, progress=bars, **options)
     click.echo('\n'.join(render_tree(report or {})))
     click.echo(f'{"Dry run" if dry_run else "Maintenance"} done in {elapsed():.2f} s')
 

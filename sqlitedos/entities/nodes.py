@@ -144,6 +144,8 @@ class BackendNode(ExtrasMixin, BackendEntity):
             'extras': clean_value(row['extras']),
             'repository_metadata': clean_value(row['repository_metadata']),
         }
+        if self._repository is not None:
+            self._repository.share_pending(clone.repository)  # an unstored node's files are in its sandbox
         return clone
 
     # --- columns ----------------------------------------------------------------------------------------------
@@ -229,6 +231,8 @@ class BackendNode(ExtrasMixin, BackendEntity):
             row['dbcomputer_id'],
             row['user_id'],
         )
+        if self._repository is not None:
+            self._repository.put_pending()  # the files go into the container right before the row commits
         with backend.transaction() as connection, translate_errors():
             pk = connection.execute(self._INSERT, params).fetchone()[0]
             if links:
@@ -236,6 +240,8 @@ class BackendNode(ExtrasMixin, BackendEntity):
                 for source, link_type, link_label in links:
                     self._insert_link(connection, source, pk, LinkType(link_type), link_label, fresh=seen)
         self._id = pk
+        if self._repository is not None:
+            self._repository.discard_pending()
         row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
         return self
 

@@ -168,9 +168,10 @@ class AbstractRepositoryBackend(abc.ABC):
         return self._put_object_from_filelike(handle)
 
     def hold_unstored(self, tree: Any) -> None:
-        """Remember (weakly) the file tree of an unstored node, whose keys no database row records yet.
+        """Remember (weakly) the file tree of a node being stored: its files are in the repository, its row not yet.
 
-        ``tree.pending_keys()`` lists them; maintenance in this process leaves them alone (``keys_held``).
+        ``NodeRepository.put_pending`` calls it; ``tree.pending_keys()`` lists the keys until the node is stored, and
+        maintenance in this process leaves them alone (``keys_held``).
         """
         self.__dict__.setdefault('_unstored_trees', weakref.WeakSet()).add(tree)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -44,6 +45,7 @@ __all__ = (
     'init_container',
     'open_container',
     'read_container_id',
+    'repack_leftovers',
 )
 
 LOGGER = logging.getLogger('sqlitedos.repository')
@@ -68,6 +70,7 @@ def open_container(folder: str | Path, read_only: bool = False) -> Container:
     """
     from disk_objectstore import Container
 
+    make_pack_writes_durable()
     container = Container(str(folder))
     if read_only:
         container._operation_session = _read_only_index_session(Path(folder) / PACKS_INDEX)
@@ -101,6 +104,74 @@ def _read_only_index_session(index: Path) -> Any:
         conn.exec_driver_sql('BEGIN')
 
     return Session(bind=engine, autoflush=False, future=True)
+
+
+def flush_to_disk(handle: Any, path: Path, use_fullsync: bool = False) -> None:
+    """Flush ``handle`` and fsync its file and then its folder (so a new file's name survives a power cut too).
+
+    ``F_FULLFSYNC`` where the platform has it (macOS: plain fsync does not reach the platters there), else
+    ``fsync``. Every descriptor opened here is closed. https://man7.org/linux/man-pages/man2/fsync.2.html
+    """
+    handle.flush()
+    full = getattr(fcntl, 'F_FULLFSYNC', None) if fcntl is not None else None
+
+    def sync(descriptor: int) -> None:
+        if full is not None:
+            fcntl.fcntl(descriptor, full)
+        else:
+            os.fsync(descriptor)
+
+    sync(handle.fileno())
+    if os.name == 'posix':
+        folder = os.open(Path(path).parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            sync(folder)
+        finally:
+            os.close(folder)
+
+
+#: The test of disk-objectstore 1.5.0's ``safe_flush_to_disk`` that is always true: on Linux it then calls
+#: ``fcntl(fd, 0)`` (``F_DUPFD``), which syncs nothing and leaks a descriptor, for every pack written.
+_BROKEN_FULLSYNC_TEST = "hasattr(fcntl, 'F_FULLFSYNC') is not None"
+
+
+def fullsync_is_broken() -> bool:
+    """Whether the installed disk-objectstore's pack flush is the broken one (see ``_BROKEN_FULLSYNC_TEST``)."""
+    import inspect
+
+    from disk_objectstore import utils
+
+    if fcntl is not None and hasattr(fcntl, 'F_FULLFSYNC'):
+        return False  # macOS: the broken test happens to pick the right call
+    try:
+        source = inspect.getsource(utils.safe_flush_to_disk)
+    except (OSError, TypeError):  # no source shipped: judge by the version that is known to be broken
+        import disk_objectstore
+
+        return disk_objectstore.__version__ == '1.5.0'
+    return _BROKEN_FULLSYNC_TEST in source
+
+
+def make_pack_writes_durable() -> None:
+    """Make disk-objectstore fsync every pack it writes (before the pack index commit naming it), once per process.
+
+    Where its own flush is broken (``fullsync_is_broken``), the name its container module calls is replaced by
+    ``flush_to_disk``; a fixed disk-objectstore is left alone.
+    """
+    global _durable_checked
+    if _durable_checked:
+        return
+    with _durable_lock:
+        if not _durable_checked:
+            from disk_objectstore import container as container_module
+
+            if fullsync_is_broken():
+                container_module.safe_flush_to_disk = flush_to_disk  # type: ignore[assignment]
+            _durable_checked = True
+
+
+_durable_checked = False
+_durable_lock = threading.Lock()
 
 
 def init_container(folder: str | Path) -> str:
@@ -143,6 +214,141 @@ def read_container_id(folder: str | Path) -> str:
 
 #: Where disk-objectstore's pack index says a packed object is (``packs.idx``, table ``db_object``).
 SELECT_PACKED = 'SELECT pack_id, "offset", length, compressed FROM db_object WHERE hashkey = ?'
+
+#: The pack disk-objectstore rewrites a pack into while repacking (``Container._REPACK_PACK_ID``).
+REPACK_PACK_ID = -1
+COUNT_IN_PACK = 'SELECT COUNT(*) FROM db_object WHERE pack_id = ?'
+SELECT_PACK_IDS = 'SELECT DISTINCT pack_id FROM db_object'
+MOVE_TO_PACK = 'UPDATE db_object SET pack_id = ? WHERE pack_id = ?'
+#: Where the last indexed object of a pack ends: bytes past it belong to no object.
+SELECT_PACK_END = 'SELECT COALESCE(MAX("offset" + length), 0) FROM db_object WHERE pack_id = ?'
+
+
+def repack_leftovers(folder: str | Path) -> list[str]:
+    """What an interrupted repack left in the container at ``folder`` (read only): stale files, index rows.
+
+    ``packs/-1`` and ``packs/-1.lock`` are the pack disk-objectstore repacks into and its lock; index rows naming
+    pack -1 mean the repack was cut after it moved the objects there. Full maintenance finishes or undoes it.
+    """
+    packs = Path(folder) / 'packs'
+    found = [f'packs/{name}' for name in (str(REPACK_PACK_ID), f'{REPACK_PACK_ID}.lock') if (packs / name).exists()]
+    rows = _count_in_repack_pack(Path(folder) / 'packs.idx')
+    if rows:
+        found.append(f'{rows} pack index row(s) name the repack pack {REPACK_PACK_ID}')
+    return found
+
+
+def _count_in_repack_pack(index: Path) -> int:
+    if not index.is_file():
+        return 0
+    connection = sqlite3.connect(f'{index.absolute().as_uri()}?mode=ro', uri=True)
+    try:
+        return connection.execute(COUNT_IN_PACK, (REPACK_PACK_ID,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0  # an unreadable index is reported by its own check
+    finally:
+        connection.close()
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def finish_interrupted_repack(folder: Path) -> list[str]:
+    """Bring a container whose repack was cut off back to a sound state; what was done. Needs the container alone.
+
+    disk-objectstore's ``repack_pack(P)`` writes pack -1 (fsynced), commits the index rows to -1, removes P, links
+    -1 to P, commits the rows back to P and unlinks -1. Rows naming -1 mean pack -1 is complete: link it under a
+    pack id (the one it is already linked as, else the lowest free one), move the rows there, then drop -1. With
+    no rows naming -1, pack -1 is an unused partial copy (or a second name of a pack) and is removed. An old P left
+    without rows is dead space that the next repack deletes.
+    """
+    packs = folder / 'packs'
+    repack = packs / str(REPACK_PACK_ID)
+    done: list[str] = []
+    index_path = folder / 'packs.idx'
+    if index_path.is_file():
+        index = connect(index_path)
+        try:
+            rows = index.execute(COUNT_IN_PACK, (REPACK_PACK_ID,)).fetchone()[0]
+            if rows:
+                if not repack.is_file():
+                    raise CorruptStorage(
+                        f'the pack index of {str(folder)!r} names the repack pack {REPACK_PACK_ID} for {rows} '
+                        'objects but that pack file is gone: restore the container from a backup'
+                    )
+                target = _repack_target(packs, repack, index)
+                if not (packs / str(target)).exists():
+                    os.link(repack, packs / str(target))
+                    _fsync_folder(packs)
+                # The move must be on disk before pack -1 is unlinked below (NORMAL syncs WAL commits only at
+                # checkpoints): https://www.sqlite.org/pragma.html#pragma_synchronous
+                index.execute('PRAGMA synchronous = FULL')
+                index.execute('BEGIN IMMEDIATE')
+                index.execute(MOVE_TO_PACK, (target, REPACK_PACK_ID))
+                index.execute('COMMIT')
+                done.append(f'moved {rows} objects of an interrupted repack from pack {REPACK_PACK_ID} to {target}')
+        finally:
+            index.close()
+    for stale in (repack, packs / f'{REPACK_PACK_ID}.lock'):
+        if stale.exists():
+            stale.unlink()
+            done.append(f'removed packs/{stale.name}')
+    if done:
+        _fsync_folder(packs)
+        LOGGER.warning('Interrupted repack of %s: %s', folder, '; '.join(done))
+    return done
+
+
+def _repack_target(packs: Path, repack: Path, index: sqlite3.Connection) -> int:
+    """The pack id for the objects of a complete pack -1: the id it is already linked as, else the lowest free."""
+    identity = repack.stat().st_ino
+    numbered = {int(path.name): path for path in packs.iterdir() if path.name.isdigit()}
+    for pack_id, path in sorted(numbered.items()):
+        if path.stat().st_ino == identity:
+            return pack_id
+    used = set(numbered) | {row[0] for row in index.execute(SELECT_PACK_IDS)}
+    return next(pack_id for pack_id in range(len(used) + 1) if pack_id not in used)
+
+
+def _pack_sizes(packs: Path) -> dict[int, int]:
+    return {int(path.name): path.stat().st_size for path in packs.iterdir() if path.name.isdigit()}
+
+
+def drop_dead_tails(folder: Path, before: dict[int, int]) -> None:
+    """After a failed packing, cut each pack it grew back to the end of its last indexed object (no new dead bytes).
+
+    A pack another process is appending to right now has its ``<id>.lock`` file: it is left alone. A pack file the
+    failed packing created and that indexes nothing is removed.
+    """
+    packs = folder / 'packs'
+    if not (folder / 'packs.idx').is_file():
+        return
+    index = connect(folder / 'packs.idx')
+    try:
+        for pack_id, size in _pack_sizes(packs).items():
+            if size <= before.get(pack_id, -1) or (packs / f'{pack_id}.lock').exists():
+                continue
+            end = index.execute(SELECT_PACK_END, (pack_id,)).fetchone()[0]
+            path = packs / str(pack_id)
+            if end == 0 and pack_id not in before:
+                path.unlink()
+            elif size > end:
+                os.truncate(path, end)
+            LOGGER.warning('Cut pack %s back from %d to %d bytes after a failed packing', path, size, end)
+    finally:
+        index.close()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC from a write, or SQLite's 'database or disk is full' (through sqlite3 or SQLAlchemy)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return 'disk is full' in str(exc) or 'No space left' in str(exc)
 
 
 class _PackSlice(ReadOnlyStream):
@@ -236,8 +442,9 @@ class _ContainerLock:
         except BlockingIOError as exc:
             fcntl.flock(self.descriptor, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
             raise LockedProfileError(
-                'another process is using this storage, and full maintenance needs it to itself: close the other '
-                'processes (or wait for them to finish), or run live maintenance (`full=False`) instead'
+                'another sqlitedos process is using this storage, and full maintenance (or a repair) needs the '
+                'storage to itself: close the other processes (or wait for them to finish), or run live maintenance '
+                '(`full=False`) instead'
             ) from exc
         try:
             yield
@@ -543,6 +750,14 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             do_repack = True if do_repack is None else do_repack
             clean_storage = True if clean_storage is None else clean_storage
             do_vacuum = True if do_vacuum is None else do_vacuum
+        packs = self._folder / 'packs'
+        leftovers = [] if live else repack_leftovers(self._folder)
+        if leftovers and not dry_run:
+            with _packing(packs):
+                finish_interrupted_repack(self._folder)
+            # disk-objectstore's session may hold a read snapshot from before the fix (it would then see pack 0
+            # empty and delete it): start this thread's container afresh.
+            self._close_one(self.container)
         container = self.container
         counts = container.count_objects()
         report: dict[str, Any] = {
@@ -555,16 +770,23 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             'do_vacuum': do_vacuum,
         }
         LOGGER.info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
+        if not live:
+            report['repack_leftovers'] = leftovers
         if dry_run:
             return report
         try:
-            with _packing(self._folder / 'packs'):
+            with _packing(packs):
                 if pack_loose:
-                    container.pack_all_loose(
-                        compress=CompressMode.AUTO if compress else CompressMode.NO,
-                        clean_loose_per_pack=incremental_cleanup,
-                        callback=_size_callback(progress),
-                    )
+                    before = _pack_sizes(packs)
+                    try:
+                        container.pack_all_loose(
+                            compress=CompressMode.AUTO if compress else CompressMode.NO,
+                            clean_loose_per_pack=incremental_cleanup,
+                            callback=_size_callback(progress),
+                        )
+                    except BaseException:
+                        drop_dead_tails(self._folder, before)
+                        raise
                 if do_repack:
                     container.repack(callback=_size_callback(progress))
                 if clean_storage:
@@ -573,6 +795,21 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             raise CorruptStorage(
                 f'the repository container {str(self._folder)!r} holds a corrupt object ({exc}); find it with '
                 '`sqlitedos verify` and restore it from a backup, or delete it and store the file again'
+            ) from exc
+        except AssertionError as exc:  # disk-objectstore's checks of its own state
+            raise CorruptStorage(
+                f'disk-objectstore stopped on an inconsistent container {str(self._folder)!r}: {exc}; run '
+                '`sqlitedos verify` to see what is wrong'
+            ) from exc
+        except Exception as exc:
+            if not _is_disk_full(exc):
+                raise
+            raise OSError(
+                errno.ENOSPC,
+                f'the disk holding {str(self._folder)!r} is full, so maintenance could not write ({exc}); nothing '
+                'was lost and no dead bytes were left. Free some space, or run `sqlitedos maintain --full --no-pack`'
+                ' (or `maintain(full=True, pack_loose=False, do_repack=False)`): it deletes unreferenced objects and '
+                'the loose copies of packed objects without writing any pack',
             ) from exc
         return report
 

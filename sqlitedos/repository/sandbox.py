@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,11 +22,17 @@ from sqlitedos.repository.abstract import (
     CHUNK_SIZE,
     AbstractRepositoryBackend,
     ObjectNotFoundError,
+    ReadOnlyStream,
     VerifyingReader,
     check_key,
 )
 
-__all__ = ('SandboxShaRepositoryBackend',)
+__all__ = ('PendingFiles', 'SandboxShaRepositoryBackend')
+
+#: An unstored file up to this size waits in memory; a larger one in a sandbox folder (so do all once the memory
+#: of one node's files passes ``PENDING_MEMORY_BUDGET``).
+PENDING_IN_MEMORY_MAX = 256 * 1024
+PENDING_MEMORY_BUDGET = 16 * 1024 * 1024
 
 _PARTIAL_PREFIX = '.partial-'
 
@@ -39,10 +47,12 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
     The folder is created on first use and deleted by ``erase()`` (the temp storage calls it on close).
     """
 
-    def __init__(self, filepath: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, filepath: str | os.PathLike[str] | None = None, *, durable: bool = True) -> None:
         self._filepath: str | None = None if filepath is None else str(filepath)
         self._sandbox: Path | None = None
         self._lock = threading.Lock()
+        #: fsync each new object (False for scratch space whose content is copied elsewhere before it matters).
+        self._durable = durable
 
     def __str__(self) -> str:
         where = self._sandbox if self._sandbox is not None else 'uninitialised'
@@ -93,7 +103,8 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
                     digest.update(chunk)
                     target.write(chunk)
                 target.flush()
-                os.fsync(target.fileno())
+                if self._durable:
+                    os.fsync(target.fileno())
             key = digest.hexdigest()
             destination = folder / key
             if destination.exists():
@@ -105,6 +116,20 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
                 os.unlink(partial)
             raise
         return key
+
+    def link_object(self, source: SandboxShaRepositoryBackend, key: str) -> None:
+        """Add the object ``key`` of another sandbox (a hard link where the file system allows, else a copy)."""
+        path = source._path(check_key(key))
+        if path is None:
+            raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
+        destination = self.sandbox / key
+        if destination.exists():
+            return
+        try:
+            os.link(path, destination)
+        except OSError:
+            with open(path, 'rb') as handle:
+                self._put_object_from_filelike(handle)
 
     def _path(self, key: str) -> Path | None:
         """The file of ``key`` if it exists (after checking the key is a sha256 so it cannot name another path)."""
@@ -155,3 +180,91 @@ class SandboxShaRepositoryBackend(AbstractRepositoryBackend):
 
     def maintain(self, dry_run: bool = False, live: bool = True, **kwargs: Any) -> None:
         """Nothing to maintain in a sandbox."""
+
+
+class PendingFiles:
+    """The files of one unstored node until ``store()``: small ones in memory, larger ones in a sandbox folder of
+    their own (in the system temp dir, created on first need and deleted by ``erase()`` or with this object)."""
+
+    def __init__(self) -> None:
+        self._memory: dict[str, bytes] = {}
+        self._memory_size = 0
+        self._disk: SandboxShaRepositoryBackend | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def folder(self) -> Path | None:
+        """The sandbox folder, or None while every file is in memory."""
+        return None if self._disk is None else self._disk.sandbox
+
+    def put(self, handle: BinaryIO) -> str:
+        """Keep the content of a binary stream and return its key (its sha256)."""
+        head = handle.read(PENDING_IN_MEMORY_MAX + 1)
+        if len(head) <= PENDING_IN_MEMORY_MAX and self._memory_size + len(head) <= PENDING_MEMORY_BUDGET:
+            key = hashlib.sha256(head).hexdigest()
+            if key not in self._memory:
+                self._memory[key] = head
+                self._memory_size += len(head)
+            return key
+        return self._sandbox()._put_object_from_filelike(_Prefixed(head, handle))  # type: ignore[arg-type]
+
+    def _sandbox(self) -> SandboxShaRepositoryBackend:
+        if self._disk is None:
+            disk = SandboxShaRepositoryBackend(durable=False)  # scratch: store() copies it into the repository
+            self._finalizer = weakref.finalize(self, shutil.rmtree, disk.sandbox, ignore_errors=True)
+            self._disk = disk
+        return self._disk
+
+    def has(self, key: str) -> bool:
+        return key in self._memory or (self._disk is not None and self._disk.has_object(key))
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        """A context manager yielding the content of ``key``; ``ObjectNotFoundError`` if it is not here."""
+        data = self._memory.get(key)
+        if data is not None:
+            yield io.BytesIO(data)
+        elif self._disk is None:
+            raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
+        else:
+            with self._disk.open(key) as handle:
+                yield handle
+
+    def copy_into(self, other: PendingFiles) -> None:
+        """Give ``other`` every file kept here (disk files hard-linked where possible)."""
+        for key, data in self._memory.items():
+            if key not in other._memory:
+                other._memory[key] = data
+                other._memory_size += len(data)
+        if self._disk is not None:
+            for key in self._disk.list_objects():
+                other._sandbox().link_object(self._disk, key)
+
+    def erase(self) -> None:
+        """Forget every file and delete the sandbox folder."""
+        self._memory.clear()
+        self._memory_size = 0
+        finalizer, self._finalizer, self._disk = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()
+
+
+class _Prefixed(ReadOnlyStream):
+    """A stream of ``head`` followed by what is left of ``rest``."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._rest = rest
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._position < len(self._head):
+            end = len(self._head) if size is None or size < 0 else min(len(self._head), self._position + size)
+            data = self._head[self._position : end]
+        else:
+            data = self._rest.read(size)
+        self._position += len(data)
+        return data

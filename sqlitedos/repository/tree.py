@@ -4,9 +4,12 @@ The tree is serialised into the node's ``repository_metadata`` column exactly as
 (``File.serialize()`` in ``aiida/repository/common.py``): a folder with children is ``{'o': {name: child}}``, an
 empty folder (also the root of a node without files) is ``{}``, a file is ``{'k': key}``.
 
-Files are written to the repository as soon as they are put (content-addressed, so this is harmless if the node is
-never stored); the node's ``repository_metadata`` is updated after every change and written by ``store()``.
-Once the node is stored its files cannot change.
+While the node is unstored its files wait in a private sandbox folder outside the storage (as aiida's do), so no
+client's maintenance, aiida-core's included, can take an object that no row references yet for garbage. ``store()``
+writes them into the repository right before the transaction that commits the row (``put_pending``;
+content-addressed, so a retry after a failed commit is harmless) and then drops the sandbox (``discard_pending``).
+The node's ``repository_metadata`` is updated after every change and written by ``store()``. Once the node is
+stored its files cannot change.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Protocol
 
-from sqlitedos.exceptions import InputValidationError, ModificationNotAllowed
+from sqlitedos.exceptions import CorruptStorage, InputValidationError, ModificationNotAllowed
 from sqlitedos.repository.abstract import (
     CHUNK_SIZE,
     AbstractRepositoryBackend,
@@ -29,6 +32,7 @@ from sqlitedos.repository.abstract import (
     ObjectNotFoundError,
     ReadOnlyStream,
 )
+from sqlitedos.repository.sandbox import PendingFiles, SandboxShaRepositoryBackend
 
 __all__ = ('File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
 
@@ -156,6 +160,8 @@ class NodeRepository:
         self._node = node
         self._root = File.from_serialized(node.repository_metadata or {})
         self._batch = False
+        # The files put while the node is unstored (None until the first one).
+        self._pending: PendingFiles | None = None
 
     def __repr__(self) -> str:
         return f'NodeRepository<{len(list(self.glob()))} files>'
@@ -265,7 +271,9 @@ class NodeRepository:
         if mode not in ('r', 'rb'):
             raise InputValidationError(f"invalid mode {mode!r} to open a node file: expected 'r' or 'rb'")
         key = self._get_file(path).key
-        return _open_key(self.backend, key, mode)  # type: ignore[arg-type]
+        pending = self._pending
+        backend = pending if pending is not None and pending.has(key) else self.backend  # type: ignore[arg-type]
+        return _open_key(backend, key, mode)  # type: ignore[arg-type]
 
     def get_object_content(self, path: PathLike, mode: str = 'r') -> str | bytes:
         """The whole content of the file at ``path``: ``str`` with ``mode='r'``, ``bytes`` with ``'rb'``."""
@@ -303,9 +311,47 @@ class NodeRepository:
                 "binary mode ('rb') or wrap text in io.BytesIO(text.encode())"
             )
         backend = self.backend
-        key = backend.put_object_from_filelike(handle)
-        backend.hold_unstored(self)
+        if isinstance(backend, SandboxShaRepositoryBackend):
+            key = backend.put_object_from_filelike(handle)  # a private repository (temp storage): nobody to race
+        else:
+            key = self._pending_files().put(handle)
         self._insert(path, File(path.name, FileType.FILE, key=key))
+
+    def _pending_files(self) -> PendingFiles:
+        """Where this node's unstored files wait (created on first use)."""
+        if self._pending is None:
+            self._pending = PendingFiles()
+        return self._pending
+
+    def put_pending(self) -> None:
+        """Write the files waiting in the sandbox into the repository; ``store()`` calls it right before its commit.
+
+        The keys are held (``AbstractRepositoryBackend.hold_unstored``) so that maintenance in this process keeps them
+        until the row is committed. Calling it again (a retry after a failed commit) writes nothing new.
+        """
+        pending = self._pending
+        if pending is None or self._node.is_stored:
+            return
+        backend = self.backend
+        backend.hold_unstored(self)
+        for key in sorted(set(self.get_file_keys())):
+            if not pending.has(key):
+                continue  # a file copied from a stored node: its object is in the repository already
+            with pending.open(key) as handle:
+                written = backend.put_object_from_filelike(handle)
+            if written != key:
+                raise CorruptStorage(f'the unstored file with key {key} was written to the repository as {written}')
+
+    def discard_pending(self) -> None:
+        """Drop the waiting files once the node is stored (they are then in the repository)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.erase()
+
+    def share_pending(self, other: NodeRepository) -> None:
+        """Give ``other`` (the tree of a clone) the unstored files of this tree."""
+        if self._pending is not None:
+            self._pending.copy_into(other._pending_files())
 
     def put_object_from_bytes(self, content: bytes, path: PathLike) -> None:
         """Store ``content`` as the file ``path``."""

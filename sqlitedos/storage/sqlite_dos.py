@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import sqlite3
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from sqlitedos.exceptions import (
     CorruptStorage,
     IncompatibleStorageSchema,
     InvalidOperation,
+    LockedProfileError,
     ReadOnlyError,
     StorageMigrationError,
     UnreachableStorage,
@@ -377,35 +380,86 @@ class SqliteDosStorage(StorageBackend):
     def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
         """Pack the repository's loose objects (safe while the storage is in use); return what was (or would be) done.
 
-        ``full`` needs the storage to itself (``LockedProfileError`` if another process has used its repository
-        and is still open): it holds the database's write lock while it deletes the objects no node references,
-        repacks and vacuums the container, then vacuums the database. ``dry_run`` changes nothing. ``kwargs`` go
-        to the repository (``pack_loose``, ``do_repack``, ``clean_storage``, ``do_vacuum``, ``compress``,
-        ``incremental_cleanup``, ``progress(stage, done, total)``).
+        ``full`` needs the storage to itself: it proves that no other process or connection, aiida-core's
+        included, has the storage open (``LockedProfileError`` otherwise, see ``exclusive_use``) and keeps every
+        other one out while it deletes the objects no node references, repacks and vacuums the container, then
+        vacuums the database. ``dry_run`` changes nothing. ``kwargs`` go to the repository (``pack_loose``,
+        ``do_repack``, ``clean_storage``, ``do_vacuum``, ``compress``, ``incremental_cleanup``,
+        ``progress(stage, done, total)``).
         """
         if self._read_only_folder:
             raise ReadOnlyError(f'{self._describe()} is opened read-only: maintenance needs a writable storage folder')
         repository = self.get_repository()
         if not full:
             # Unreferenced objects are kept in live mode: another process may have put a file whose node row is not
-            # committed yet (files go to the repository before rows).
+            # committed yet (files go to the repository right before their rows).
             return {'repository': repository.maintain(live=True, dry_run=dry_run, **kwargs)}
-        if self.in_transaction:
-            raise InvalidOperation('full maintenance cannot run inside a transaction: call it outside `transaction()`')
         report: dict[str, Any] = {}
-        with repository.exclusive(), self.transaction():
-            # Files of nodes that this process has not stored yet are in the container but in no row: keep them.
-            unreferenced = self.get_unreferenced_keyset() - repository.keys_held()
+        with self.exclusive_use('full maintenance'):
+            unreferenced = self._unreferenced_not_held()
             report['unreferenced_objects'] = len(unreferenced)
             if not dry_run and unreferenced:
-                repository.delete_objects(sorted(unreferenced))
+                repository.delete_objects(unreferenced)
             report['repository'] = repository.maintain(live=False, dry_run=dry_run, **kwargs)
-        if not dry_run:
-            with translate_errors():
-                self.get_session().execute('VACUUM')
-                self.get_session().execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            if not dry_run:
+                with translate_errors():
+                    self.get_session().execute('VACUUM')
         report['database_vacuumed'] = not dry_run
         return report
+
+    def delete_unreferenced_objects(self) -> list[str]:
+        """Delete the container objects that no node references, under the proof full maintenance takes; the keys.
+
+        This is ``verify --repair``: exactly as safe as ``maintain(full=True)`` (``LockedProfileError`` while any
+        other process or connection has the storage open).
+        """
+        if self._read_only_folder:
+            raise ReadOnlyError(f'{self} is read-only: a repair needs a writable storage folder')
+        with self.exclusive_use('the repair'):
+            unreferenced = self._unreferenced_not_held()
+            if unreferenced:
+                self.get_repository().delete_objects(unreferenced)
+        return unreferenced
+
+    def _unreferenced_not_held(self) -> list[str]:
+        """Unreferenced keys, less those of nodes this process is storing right now (put, row not yet committed)."""
+        return sorted(self.get_unreferenced_keyset() - self.get_repository().keys_held())
+
+    @contextlib.contextmanager
+    def exclusive_use(self, purpose: str = 'this operation') -> Iterator[None]:
+        """Prove that nothing else has the storage open, and keep everything else out until the block ends.
+
+        Raises ``LockedProfileError`` naming what holds it. The proof has three parts, so that it holds against an
+        unmodified aiida-core (which takes neither sqlitedos' lock nor aiida's own profile lock here):
+
+        1. the exclusive ``flock`` that every sqlitedos process shares while it uses the container;
+        2. SQLite itself: a WAL database cannot leave WAL while another connection has it open (each one holds a
+           shared lock on the database file for as long as it is open, https://www.sqlite.org/wal.html#noshm), so
+           ``PRAGMA journal_mode = DELETE`` fails then; in rollback mode ``locking_mode = EXCLUSIVE`` plus
+           ``BEGIN EXCLUSIVE`` then holds an exclusive lock that stops every other connection from even reading
+           until the block ends (https://www.sqlite.org/pragma.html#pragma_locking_mode);
+        3. on Linux, no other process has any file of the folder open (``/proc/<pid>/fd``): this catches an idle
+           connection that last read a rollback-mode database (aiida's SQLAlchemy pool keeps its connection open).
+
+        At the end the database goes back to WAL (sqlitedos' mode) and the locks are released.
+        """
+        if self.in_transaction:
+            raise InvalidOperation(f'{purpose} cannot run inside a transaction: call it outside `transaction()`')
+        with self.get_repository().exclusive():
+            connection = self.get_session()
+            _take_database_alone(connection, purpose)
+            try:
+                others = processes_using(self.filepath_root)
+                if others:
+                    names = ', '.join(f'pid {pid} ({command})' for pid, command in others[:5])
+                    raise LockedProfileError(
+                        f'{purpose} needs the storage to itself, but other processes have {str(self.filepath_root)!r} '
+                        f'open: {names}. Close them (aiida-core processes too: verdi shells, daemon workers, '
+                        'notebooks) and try again, or run live maintenance (without --full) instead'
+                    )
+                yield
+            finally:
+                _release_database(connection)
 
     def backup(self, dest: str | os.PathLike[str], keep: int | None = None) -> Path:
         """Back the folder up into ``dest`` in aiida's layout (``backup_<time>_<rand>``, ``last-backup``), no rsync.
@@ -457,3 +511,84 @@ def referenced_keys(connection: sqlite3.Connection) -> set[str]:
         finally:
             cursor.close()
     return keys
+
+
+def _take_database_alone(connection: sqlite3.Connection, purpose: str) -> None:
+    """Switch the database out of WAL (refused while another connection has it open) and lock it exclusively."""
+    locked = LockedProfileError(
+        f'{purpose} needs the storage to itself, but another connection has its database open (another process, '
+        'aiida-core included, or another thread of this one): close it and try again, or run live maintenance '
+        '(without --full) instead'
+    )
+    # Connections of storages this process has dropped (aiida-core's after `unload_profile`, for one) are closed
+    # only when the garbage collector frees them: collect first, so that only live ones count.
+    gc.collect()
+    try:
+        (mode,) = connection.execute('PRAGMA journal_mode = DELETE').fetchone()
+        if mode != 'delete':
+            raise locked
+        connection.execute('PRAGMA locking_mode = EXCLUSIVE')
+        # With locking_mode EXCLUSIVE the lock taken here is kept after COMMIT, until locking_mode is NORMAL again.
+        connection.execute('BEGIN EXCLUSIVE')
+        connection.execute('COMMIT')
+    except sqlite3.OperationalError as exc:
+        _release_database(connection)
+        if 'locked' in str(exc) or 'busy' in str(exc):
+            raise locked from exc
+        raise
+    except LockedProfileError:
+        _release_database(connection)
+        raise
+
+
+def _release_database(connection: sqlite3.Connection) -> None:
+    """Back to normal locking (released at the next access) and to WAL, sqlitedos' journal mode."""
+    with contextlib.suppress(sqlite3.Error):
+        if connection.in_transaction:
+            connection.execute('ROLLBACK')
+        connection.execute('PRAGMA locking_mode = NORMAL')
+        connection.execute('SELECT 1 FROM sqlite_master LIMIT 1').fetchall()
+        (mode,) = connection.execute('PRAGMA journal_mode = WAL').fetchone()
+        if mode == 'wal':
+            connection.execute('PRAGMA synchronous = NORMAL')
+
+
+#: Where Linux lists each process's open files (absent elsewhere: then only the SQLite and flock proofs hold).
+PROC = Path('/proc')
+
+
+def processes_using(folder: Path) -> list[tuple[int, str]]:
+    """``(pid, command)`` of the other processes with a file under ``folder`` open, from ``/proc/<pid>/fd``.
+
+    Processes whose descriptors may not be read (another user's, unless run as root) are skipped: the SQLite proof
+    of ``exclusive_use`` still covers their open database connections.
+    """
+    if not (PROC / 'self' / 'fd').is_dir():
+        return []
+    root = str(Path(folder).resolve())
+    me = os.getpid()
+    found = []
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            descriptors = list(os.scandir(Path(entry.path) / 'fd'))
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                target = os.readlink(descriptor.path)
+            except OSError:
+                continue
+            if target == root or target.startswith(root + os.sep):
+                found.append((int(entry.name), _command_of(Path(entry.path))))
+                break
+    return found
+
+
+def _command_of(process: Path) -> str:
+    try:
+        words = (process / 'cmdline').read_bytes().split(b'\0')
+    except OSError:
+        return '?'
+    return ' '.join(' '.join(word.decode(errors='replace').split()) for word in words if word)[:80] or '?'
