@@ -110,9 +110,10 @@ def write_objects(repository: Any, keys: Sequence[str], opener: Callable[[str], 
     """
     container = _container(repository)
     if container is not None:
-        hashes = container.add_streamed_objects_to_pack(
-            [_LazyMember(opener, key) for key in keys], open_streams=True, do_fsync=True
-        )
+        with repository.packing():
+            hashes = container.add_streamed_objects_to_pack(
+                [_LazyMember(opener, key) for key in keys], open_streams=True, do_fsync=True
+            )
         for key, got in zip(keys, hashes):
             if key != got:
                 raise _mismatch(key, got)

@@ -241,11 +241,14 @@ def repack_leftovers(folder: str | Path) -> list[str]:
 def _count_in_repack_pack(index: Path) -> int:
     if not index.is_file():
         return 0
-    connection = sqlite3.connect(f'{index.absolute().as_uri()}?mode=ro', uri=True)
+    try:
+        connection = connect(index, read_only=True)  # leaves no -wal/-shm behind, works on read-only media
+    except AiidaException:
+        return 0  # an unreadable index is reported by its own check
     try:
         return connection.execute(COUNT_IN_PACK, (REPACK_PACK_ID,)).fetchone()[0]
     except sqlite3.Error:
-        return 0  # an unreadable index is reported by its own check
+        return 0
     finally:
         connection.close()
 
@@ -518,6 +521,10 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
 
     def __str__(self) -> str:
         return f'DiskObjectStoreRepository: {self._folder}'
+
+    def packing(self) -> contextlib.AbstractContextManager[None]:
+        """Write straight into packs alone (archive import): the pack lock of ``maintain``, see ``_packing``."""
+        return _packing(self._folder / 'packs')
 
     @property
     def container(self) -> Container:
