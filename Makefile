@@ -11,7 +11,7 @@ AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage
 N ?= 10000
 
-.PHONY: help install test demo bench bench-aiida interop lint clean
+.PHONY: help install test crashtest demo bench bench-aiida interop lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ install: $(VENV)/.stamp ## create .venv with the package (editable) and its test
 
 test: $(VENV)/.stamp ## run the test suite
 	$(VENV)/bin/python -m pytest -q
+
+crashtest: $(VENV)/.stamp ## power cuts at >= 200 seeded points under FUSE (installs fuse3; fails without FUSE)
+	command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3; }
+	SQLITEDOS_CRASH_FULL=1 $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/test_crash_consistency.py
 
 demo: $(VENV)/.stamp ## initialise a storage folder and show what it is
 	$(VENV)/bin/python -m sqlitedos demo $(DEMO_DIR)
