@@ -29,7 +29,9 @@ test: $(VENV)/.stamp ## run the test suite
 
 crashtest: $(VENV)/.stamp ## power cuts at >= 200 seeded points under FUSE (installs fuse3; fails without FUSE)
 	command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3; }
-	SQLITEDOS_CRASH_FULL=1 $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/test_crash_consistency.py
+	tmp=$$(mktemp -d) && echo "crashtest: cut states under $$tmp (removed when all pass)" && \
+	SQLITEDOS_CRASH_FULL=1 $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider --basetemp "$$tmp/t" \
+	  tests/test_crash_consistency.py && rm -rf "$$tmp"
 
 demo: $(VENV)/.stamp ## initialise a storage folder and show what it is
 	$(VENV)/bin/python -m sqlitedos demo $(DEMO_DIR)

@@ -25,6 +25,7 @@ from sqlitedos.verify import verify
 
 HERE = Path(__file__).resolve().parent
 CRASHFS = HERE / 'crashfs.py'
+CUT_NOW = '.crashfs-cut'  # crashfs.CUT_NOW (crashfs imports mfusepy, which needs libfuse)
 WORKLOAD = HERE / 'crash_workload.py'
 STORAGE = 'storage'
 BACKUPS = 'backups'
@@ -183,7 +184,7 @@ def check_cut(run: Run, record: dict[str, Any], variant: str) -> dict[str, Any]:
         figures['durable'] = sum(line.startswith('pair ') for line in acks[:synced])
         assert figures['acked'] - figures['lost'] >= figures['durable'], 'a commit synced to the WAL was lost'
         if run.mode == 'import':
-            figures.update(check_imports(storage, run.archives, acks))
+            figures.update(check_imports(storage, run.archives, acks, synced))
         if run.mode == 'backup':
             figures.update(check_backups(root / BACKUPS, acks))
         storage.maintain()
@@ -193,8 +194,9 @@ def check_cut(run: Run, record: dict[str, Any], variant: str) -> dict[str, Any]:
     return figures
 
 
-def check_imports(storage: Any, archives: list[list[str]], acks: list[str]) -> dict[str, Any]:
-    """Each archive is imported whole or not at all; acknowledged imports are lost only as a suffix."""
+def check_imports(storage: Any, archives: list[list[str]], acks: list[str], synced: int) -> dict[str, Any]:
+    """Each archive is imported whole or not at all; acknowledged imports are lost only as a suffix, and never one
+    acknowledged before the WAL's last fsync (``synced`` acknowledgement lines)."""
     done = [int(line.split()[1]) for line in acks if line.startswith('import ')]
     whole = []
     for uuids in archives:
@@ -202,7 +204,9 @@ def check_imports(storage: Any, archives: list[list[str]], acks: list[str]) -> d
         assert count in (0, len(uuids)), f'an import is half there: {count} of {len(uuids)} nodes'
         whole.append(count == len(uuids))
     assert all(whole[: sum(whole)]) and not any(whole[sum(whole) :]), f'imports kept out of order: {whole}'
-    return {'imports_acked': len(done), 'imports_lost': max(0, len(done) - sum(whole))}
+    durable = sum(line.startswith('import ') for line in acks[:synced])
+    assert sum(whole) >= durable, f'{durable} imports were synced, {sum(whole)} are there'
+    return {'imports_acked': len(done), 'imports_lost': max(0, len(done) - sum(whole)), 'imports_durable': durable}
 
 
 def check_backups(destination: Path, acks: list[str]) -> dict[str, Any]:

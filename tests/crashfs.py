@@ -27,7 +27,10 @@ earlier points than the cut; both lie between the two extremes for the promises 
 written by the program; each lost byte was never synced). Each cut appends one JSON line to ``CUTS/cuts.jsonl``:
 the cut number, the operation number and name, and how many complete lines the acknowledgement file (``--ack``,
 outside the mount) held at that moment: every line there was written after the operations it acknowledges had
-returned, so those operations all lie before the cut.
+returned, so those operations all lie before the cut. ``synced_acks`` gives, per file, how many lines it held when
+that file's last fsync began (what SQLite's checkpoints made durable).
+
+Making a folder named ``.crashfs-cut`` anywhere also cuts there (the harness's own test uses it).
 
 Locks (``fcntl``, ``flock``) are left to the kernel, which handles them locally when a FUSE file system does not.
 Cuts do not stop the programs; the photographed state is checked afterwards, so one run yields many cuts.
@@ -53,6 +56,8 @@ import mfusepy
 STAT_FIELDS = ('st_mode', 'st_ino', 'st_nlink', 'st_uid', 'st_gid', 'st_size', 'st_blocks', 'st_blksize', 'st_rdev')
 TIME_FIELDS = ('st_atime', 'st_mtime', 'st_ctime')
 COPY_CHUNK = 1 << 20
+#: A folder of this name, when made, photographs the durable state just before it exists (a cut on demand).
+CUT_NOW = '.crashfs-cut'
 
 
 def _backing_flags(flags: int) -> int:
@@ -241,6 +246,8 @@ class CrashFS(mfusepy.Operations):
     def mkdir(self, path: str, mode: int) -> int:
         with self.mutex:
             self._count(f'mkdir {path}')
+            if os.path.basename(path) == CUT_NOW:
+                self._photograph(f'mkdir {path}')
             os.mkdir(self._real(path), mode)
         return 0
 

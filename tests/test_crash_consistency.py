@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,60 @@ REOPEN = {False: 3, True: 10}
 ARCHIVE_PAIRS = 8
 
 
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def write(path: Path, content: bytes, sync: bool) -> None:
+    with open(path, 'ab') as handle:
+        handle.write(content)
+        handle.flush()
+        if sync:
+            os.fsync(handle.fileno())
+
+
+def sync_folder(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(descriptor)
+    os.close(descriptor)
+
+
+def test_crashfs_keeps_only_what_was_synced(tmp_path: Path) -> None:
+    """The harness itself: after a cut, unsynced data is gone, and unsynced names are gone (posix) or kept (journal)."""
+    unusable = harness.fuse_unusable()
+    if unusable:
+        (pytest.fail if FULL else pytest.skip)(f'crashfs needs FUSE: {unusable}')
+    backing, mount = tmp_path / 'backing', tmp_path / 'mnt'
+    (backing / 'root').mkdir(parents=True)
+    (backing / 'root' / 'old.txt').write_bytes(b'old')  # there before the mount: durable
+    (backing / 'root' / 'gone.txt').write_bytes(b'gone')
+    with harness.mounted(backing, mount, tmp_path / 'cuts', 1, 10**9, tmp_path / 'acks.txt'):
+        write(mount / 'synced.txt', b'kept', sync=True)
+        write(mount / 'unsynced.txt', b'lost', sync=False)
+        sync_folder(mount)  # both names durable now
+        write(mount / 'synced.txt', b'+more', sync=False)
+        write(mount / 'late.txt', b'late', sync=True)  # data synced, name not
+        os.rename(mount / 'old.txt', mount / 'renamed.txt')
+        os.unlink(mount / 'gone.txt')
+        os.link(mount / 'synced.txt', mount / 'hard.txt')
+        (mount / 'sub').mkdir()
+        write(mount / 'sub' / 'f', b'f', sync=True)
+        sync_folder(mount / 'sub')  # its entry in the root is not synced
+        assert (mount / 'synced.txt').read_bytes() == b'kept+more'  # what programs see: everything
+        (mount / harness.CUT_NOW).mkdir()
+    cut = tmp_path / 'cuts' / 'cut0000'
+    assert tree(cut / 'posix') == {'old.txt': b'old', 'gone.txt': b'gone', 'synced.txt': b'kept', 'unsynced.txt': b''}
+    assert tree(cut / 'journal') == {
+        'renamed.txt': b'old',
+        'synced.txt': b'kept',
+        'hard.txt': b'kept',
+        'unsynced.txt': b'',
+        'late.txt': b'late',
+        'sub/f': b'f',
+    }
+    assert os.path.samefile(cut / 'journal' / 'synced.txt', cut / 'journal' / 'hard.txt')
+
+
 def archives_for(folder: Path, count: int) -> tuple[list[Any], list[list[str]]]:
     made = harness.make_archives(folder, count, ARCHIVE_PAIRS)
     return [str(path) for path, _ in made], [uuids for _, uuids in made]
@@ -67,11 +122,14 @@ def test_power_cuts(mode: str, tmp_path: Path) -> None:
     figures: list[dict[str, Any]] = []
     failures: list[str] = []
     for record in run.cuts:
+        failed = len(failures)
         for variant in harness.VARIANTS:
             try:
                 figures.append(harness.check_cut(run, record, variant))
             except Exception as exc:  # noqa: BLE001 - every broken promise is a finding; all are reported
                 failures.append(f'cut {record["cut"]} at op {record["op"]} ({record["what"]}), {variant}: {exc!r}')
+        if len(failures) == failed:  # keep only the states that broke a promise, for a person to look at
+            shutil.rmtree(run.folder / 'cuts' / record['folder'])
     summary = summarise(mode, seed, run, figures, failures)
     print(f'\n{mode}: {json.dumps(summary)}')
     if os.environ.get('SQLITEDOS_CRASH_REPORT'):
@@ -96,6 +154,9 @@ def summarise(mode: str, seed: int, run: harness.Run, figures: list[dict[str, An
         'most_lost': max((f['lost'] for f in figures), default=0),
         'cuts_losing_commits': sum(f['lost'] > 0 for f in figures if f['variant'] == 'posix'),
         'most_kept_by_sync': max((f['durable'] for f in figures), default=0),
+        'most_imports_lost': max((f.get('imports_lost', 0) for f in figures), default=0),
+        'most_imports_kept_by_sync': max((f.get('imports_durable', 0) for f in figures), default=0),
+        'most_backups_in_place': max((f.get('backups_in_place', 0) for f in figures), default=0),
     }
 
 
