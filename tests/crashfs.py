@@ -295,9 +295,13 @@ class CrashFS(mfusepy.Operations):
         return 0
 
     def open(self, path: str, flags: int) -> int:
-        fd = os.open(self._real(path), _backing_flags(flags) & ~(os.O_CREAT | os.O_EXCL))
         with self.mutex:
-            self.fds[fd] = os.fstat(fd).st_ino
+            if flags & os.O_TRUNC:  # the kernel passes O_TRUNC on (atomic_o_trunc): a truncation to 0
+                self._count(f'open-truncate {path}')
+            fd = os.open(self._real(path), _backing_flags(flags) & ~(os.O_CREAT | os.O_EXCL))
+            inode = self.fds[fd] = os.fstat(fd).st_ino
+            if flags & os.O_TRUNC:
+                self.truncated[inode] = 0
         return fd
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:

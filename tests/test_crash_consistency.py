@@ -74,12 +74,18 @@ def test_crashfs_keeps_only_what_was_synced(tmp_path: Path) -> None:
     (backing / 'root').mkdir(parents=True)
     (backing / 'root' / 'old.txt').write_bytes(b'old')  # there before the mount: durable
     (backing / 'root' / 'gone.txt').write_bytes(b'gone')
+    (backing / 'root' / 'sparse.txt').write_bytes(b'0123456789')
     with harness.mounted(backing, mount, tmp_path / 'cuts', 1, 10**9, tmp_path / 'acks.txt'):
         write(mount / 'synced.txt', b'kept', sync=True)
         write(mount / 'unsynced.txt', b'lost', sync=False)
         sync_folder(mount)  # both names durable now
         write(mount / 'synced.txt', b'+more', sync=False)
         write(mount / 'late.txt', b'late', sync=True)  # data synced, name not
+        (mount / 'old.txt').write_bytes(b'new')  # O_TRUNC, then a write, neither synced
+        descriptor = os.open(mount / 'sparse.txt', os.O_WRONLY | os.O_TRUNC)
+        os.pwrite(descriptor, b'x', 5)  # beyond the truncation: a hole of zeros, then synced
+        os.fsync(descriptor)
+        os.close(descriptor)
         os.rename(mount / 'old.txt', mount / 'renamed.txt')
         os.unlink(mount / 'gone.txt')
         os.link(mount / 'synced.txt', mount / 'hard.txt')
@@ -89,14 +95,22 @@ def test_crashfs_keeps_only_what_was_synced(tmp_path: Path) -> None:
         assert (mount / 'synced.txt').read_bytes() == b'kept+more'  # what programs see: everything
         (mount / harness.CUT_NOW).mkdir()
     cut = tmp_path / 'cuts' / 'cut0000'
-    assert tree(cut / 'posix') == {'old.txt': b'old', 'gone.txt': b'gone', 'synced.txt': b'kept', 'unsynced.txt': b''}
+    sparse = b'\0\0\0\0\0x'
+    assert tree(cut / 'posix') == {
+        'old.txt': b'old',
+        'gone.txt': b'gone',
+        'sparse.txt': sparse,
+        'synced.txt': b'kept',
+        'unsynced.txt': b'',
+    }
     assert tree(cut / 'journal') == {
-        'renamed.txt': b'old',
+        'renamed.txt': b'old',  # the durable data of old.txt's inode: its rewrite was never synced
         'synced.txt': b'kept',
         'hard.txt': b'kept',
         'unsynced.txt': b'',
         'late.txt': b'late',
         'sub/f': b'f',
+        'sparse.txt': sparse,
     }
     assert os.path.samefile(cut / 'journal' / 'synced.txt', cut / 'journal' / 'hard.txt')
 
