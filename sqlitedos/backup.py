@@ -83,7 +83,9 @@ class BackupManager:
         """Create the destination or check that it holds backups of this storage, and (re)write ``config.json``."""
         if self.path.exists() and not self.path.is_dir():
             raise StorageBackupError(f'the backup destination {str(self.path)!r} is a file: choose a folder')
-        self.path.mkdir(exist_ok=True)  # like aiida: the parent must exist
+        if not self.path.is_dir():
+            self.path.mkdir()  # like aiida: the parent must exist
+            _fsync_folder(self.path.parent)
         config_path = self.path / FILENAME_CONFIG
         if config_path.exists():
             profile_dict = self._check_config(config_path, profile_dict)
@@ -124,7 +126,9 @@ class BackupManager:
         content = {'CONFIG_VERSION': CONFIG_VERSION, 'profiles': {profile_name: profile_dict}}
         partial = self.path / (FILENAME_CONFIG + '.partial')
         partial.write_text(json.dumps(content, indent=4), 'utf-8')
+        _fsync(partial)
         os.replace(partial, self.path / FILENAME_CONFIG)
+        _fsync_folder(self.path)
 
     def backup_auto_folders(self, backup_fn: Callable[[Path, Path | None], None]) -> Path:
         """Run ``backup_fn(live_folder, previous)``, publish the result under a timestamped name, rotate; return it."""
@@ -140,7 +144,9 @@ class BackupManager:
         final = self.path / _new_backup_name()
         while final.exists():
             final = self.path / _new_backup_name()
+        _fsync_folders(live)  # every entry, so a power cut never leaves a half backup under its final name
         os.replace(live, final)
+        _fsync_folder(self.path)
         self._point_last_backup(final)
         self.rotate()
         return final
@@ -152,6 +158,7 @@ class BackupManager:
             partial.unlink()
         partial.symlink_to(target.name, target_is_directory=True)
         os.replace(partial, link)  # atomic: readers see the old or the new target, never none
+        _fsync_folder(self.path)
 
     def rotate(self) -> list[Path]:
         """Delete all but the newest ``keep + 1`` backups (aiida's meaning of ``keep``); return what was deleted."""
@@ -207,6 +214,20 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def _fsync_folder(path: Path) -> None:
+    """Make a folder's entries (new, renamed and removed names) durable: POSIX asks for an fsync of the folder."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_folders(root: Path) -> None:
+    for folder, _, _ in os.walk(root, topdown=False):
+        _fsync_folder(Path(folder))
+
+
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
@@ -225,6 +246,7 @@ def _link_or_copy(source: Path, target: Path, previous: Path | None) -> bool:
         except OSError:  # no previous copy, or a file system without hard links: copy instead
             pass
     shutil.copy2(source, target)
+    _fsync(target)  # a linked file is already durable: it is the previous backup's copy
     return False
 
 
@@ -239,6 +261,7 @@ def copy_container(source: Path, target: Path, previous: Path | None, progress: 
     for name in CONTAINER_FOLDERS:
         (target / name).mkdir()
     shutil.copy2(source / 'config.json', target / 'config.json')
+    _fsync(target / 'config.json')
     loose = _iter_files(source / 'loose')
     packs_before = _iter_files(source / 'packs')
     total = len(loose) + len(packs_before) + 1

@@ -104,8 +104,14 @@ def test_sigkill_at_random_moments(dos_storage: Any, tmp_path: Path) -> None:
     with workers.open_storage(str(root)) as storage:
         complete = sum(count_present(storage, uuids) == len(uuids) for uuids, _ in imported)
         pairs = storage.nodes.count() // 2
-        assert storage.maintain(full=True)['unreferenced_objects'] >= 0
-        assert verify(storage).ok
+        before = verify(storage)  # files of pairs killed before their commit: in the container, in no row
+        assert before.ok, before.problems
+        assert storage.maintain(full=True)['unreferenced_objects'] == len(before.unreferenced)
+        after = verify(storage)
+        assert after.ok, after.problems
+        assert after.unreferenced == []  # full maintenance deleted exactly those, and no file a row needs
+        for uuid in logged[-3:]:
+            assert workers.check_data_node(storage, uuid) == []
     assert kills >= 30 and inside['maintain'] > 0 and inside['import'] > 0
     print(
         f'\n{kills} kills ({inside["maintain"]} inside packing, {inside["import"]} inside an import); '

@@ -633,7 +633,27 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
 
     def _put_object_from_filelike(self, handle: BinaryIO) -> str:
         # add_streamed_object copies the stream in chunks into the sandbox, hashing as it goes, then renames.
-        return self.container.add_streamed_object(handle)
+        key = self.container.add_streamed_object(handle)
+        self._sync_loose_folder(key)
+        return key
+
+    def _sync_loose_folder(self, key: str) -> None:
+        """Make the rename of a new loose object durable before any row can name it.
+
+        disk-objectstore 1.5.0 fsyncs the object and ``loose/`` but not ``loose/<prefix>/``, the folder the rename
+        happened in: POSIX makes a new name durable only with an fsync of its folder, so a power cut could keep the
+        row (synced at a later checkpoint) and lose the object (found by ``tests/test_crash_consistency.py``).
+        """
+        container = self.container
+        folder = Path(container.get_folder()) / 'loose' / key[: container.loose_prefix_len]
+        try:
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # the object was packed already: the pack index holds it
+            return
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def has_objects(self, keys: list[str]) -> list[bool]:
         return self.container.has_objects(list(keys))
