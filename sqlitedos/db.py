@@ -7,21 +7,28 @@ only place that issues ``BEGIN``/``SAVEPOINT``/``COMMIT``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
+import errno
 import json
 import os
 import sqlite3
 import sys
 import uuid as uuid_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from sqlitedos.exceptions import (
+    AiidaException,
     CorruptStorage,
     IncompatibleExternalDependencies,
     IntegrityError,
     ReadOnlyError,
+    StorageBusyError,
+    StorageFullError,
+    StorageIOError,
+    StoragePermissionError,
     UnreachableStorage,
     ValidationError,
 )
@@ -38,6 +45,7 @@ __all__ = (
     'encode_json',
     'new_uuid',
     'now',
+    'storage_error',
     'translate_errors',
 )
 
@@ -66,8 +74,12 @@ class Fragment(NamedTuple):
 
 
 def encode_json(value: Any) -> str:
-    """Encode a value as aiida does: ``json.dumps`` defaults (ASCII only, ``', '`` and ``': '`` separators)."""
-    return json.dumps(value)
+    """Encode a value as aiida does: ``json.dumps`` defaults (ASCII only, ``', '`` and ``': '`` separators).
+
+    NaN and infinities raise ``ValueError``: ``json.dumps`` would write ``NaN``/``Infinity``, which is not JSON, and
+    SQLite's JSON functions (every attribute filter) then fail with ``malformed JSON``.
+    """
+    return json.dumps(value, allow_nan=False)
 
 
 def decode_json(cell: SQLValue) -> Any:
@@ -132,14 +144,12 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         try:
             connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.OperationalError as exc:
-            raise UnreachableStorage(f'cannot open the database {str(path)!r}: {exc}') from exc
+            raise storage_error(exc, Path(path)) from exc
     try:
         _set_pragmas(connection)
     except sqlite3.DatabaseError as exc:
         connection.close()
-        raise CorruptStorage(
-            f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
-        ) from exc
+        raise storage_error(exc, None if str(path) == ':memory:' else Path(path)) from exc
     connection.create_function('json_contains', 2, json_contains, deterministic=True)
     return connection
 
@@ -155,10 +165,19 @@ def _set_pragmas(connection: sqlite3.Connection) -> None:
         # Double-quoted strings are identifiers only: a typo in a column name fails instead of matching a string.
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)  # type: ignore[attr-defined]
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DDL, False)  # type: ignore[attr-defined]
-    (journal_mode,) = connection.execute('PRAGMA journal_mode').fetchone()
+    (journal_mode,) = connection.execute('PRAGMA main.journal_mode').fetchone()
     if journal_mode == 'wal':
         # In WAL mode NORMAL is durable against process crashes; only an OS crash may lose the last commits.
-        connection.execute('PRAGMA synchronous = NORMAL')
+        connection.execute('PRAGMA main.synchronous = NORMAL')
+
+
+def _main_database_path(connection: sqlite3.Connection) -> Path | None:
+    """The file of the connection's ``main`` database (None in memory), so that errors can name it."""
+    try:
+        rows = connection.execute('PRAGMA database_list').fetchall()
+    except sqlite3.Error:
+        return None
+    return next((Path(file) for _, name, file in rows if name == 'main' and file), None)
 
 
 def json_contains(container_text: SQLValue, contained_text: SQLValue) -> int | None:
@@ -196,6 +215,129 @@ def _same_scalar(left: Any, right: Any) -> bool:
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
+#: SQLite's primary result codes (the low byte of an extended code). https://www.sqlite.org/rescode.html
+SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT = 3, 5, 6, 8, 10, 11
+SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_TOOBIG, SQLITE_NOTADB = 13, 14, 18, 26
+#: Python < 3.11 has no ``sqlite_errorcode``: the primary code from SQLite's fixed English message instead
+#: (``sqlite3_errstr``, https://www.sqlite.org/c3ref/errcode.html).
+_CODE_BY_MESSAGE = (
+    ('database or disk is full', SQLITE_FULL),
+    ('disk I/O error', SQLITE_IOERR),
+    ('readonly', SQLITE_READONLY),
+    ('read-only', SQLITE_READONLY),
+    ('database is locked', SQLITE_BUSY),
+    ('database table is locked', SQLITE_LOCKED),
+    ('database disk image is malformed', SQLITE_CORRUPT),
+    ('file is not a database', SQLITE_NOTADB),
+    ('unable to open database file', SQLITE_CANTOPEN),
+    ('access permission denied', SQLITE_PERM),
+)
+#: Below this many free bytes on its file system, an I/O error of a database is taken to be a full disk: SQLite
+#: reports ENOSPC as SQLITE_FULL only from write(); from fsync, the WAL index or a journal it says "disk I/O error".
+NEARLY_FULL_BYTES = 1024 * 1024
+#: The first 16 bytes of every SQLite database file. https://www.sqlite.org/fileformat.html#the_database_header
+SQLITE_MAGIC = b'SQLite format 3\x00'
+#: The database file of the transaction running in this context, so that errors raised by statements can name it.
+_CURRENT_DATABASE: contextvars.ContextVar[Path | None] = contextvars.ContextVar('sqlitedos_database', default=None)
+
+
+def sqlite_primary_code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of ``exc``: from ``sqlite_errorcode`` (3.11+) or, failing that, its message."""
+    code = getattr(exc, 'sqlite_errorcode', None)
+    if isinstance(code, int):
+        return code & 0xFF
+    message = str(exc)
+    return next((code for text, code in _CODE_BY_MESSAGE if text in message), None)
+
+
+def _is_full(path: Path | None) -> bool:
+    folder = path.parent if path is not None else None
+    if folder is None:
+        return False
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
+
+
+def _open_errno(path: Path) -> int | None:
+    """The errno of opening ``path`` for reading and writing ourselves (SQLite does not report it), or None."""
+    try:
+        descriptor = os.open(path, os.O_RDWR if os.access(path.parent, os.W_OK) else os.O_RDONLY)
+    except OSError as exc:
+        return exc.errno
+    os.close(descriptor)
+    return None
+
+
+def _has_sqlite_header(path: Path) -> bool | None:
+    """Whether ``path`` starts with SQLite's magic bytes; None if it cannot be read (not a question of its bytes)."""
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return None
+
+
+def storage_error(exc: sqlite3.Error, path: Path | None = None) -> AiidaException | sqlite3.Error:
+    """The exception of ``sqlitedos.exceptions`` that says what ``exc`` means for the storage, with a safe remedy.
+
+    ``CorruptStorage`` only when the bytes are wrong (SQLITE_CORRUPT, or SQLITE_NOTADB on a file that does not start
+    like a SQLite database); a full disk, an I/O error, a refused permission, read-only media and a lock held too
+    long each get their own class. An error that says nothing about the storage (a SQL mistake) is returned as is.
+    """
+    path = path if path is not None else _CURRENT_DATABASE.get()
+    where = repr(str(path)) if path is not None else 'the database'
+    code = sqlite_primary_code(exc)
+    if code == SQLITE_CANTOPEN and path is not None:
+        code = _cantopen_code(path)
+        if code is None:
+            return UnreachableStorage(f'cannot open the database {where}: {exc}; check that the folder exists')
+    if code == SQLITE_NOTADB and path is not None and _has_sqlite_header(path) is not False:
+        code = SQLITE_IOERR  # a SQLite file that could not be read as one: a read error, not damage
+    if code in (SQLITE_IOERR, SQLITE_FULL) and (code == SQLITE_FULL or _is_full(path)):
+        return StorageFullError(
+            f'the disk holding {where} is full ({exc}): free some space and retry; nothing committed was lost and the '
+            'storage needs no repair'
+        )
+    if code == SQLITE_IOERR:
+        return StorageIOError(
+            f'an I/O error occurred on {where} ({exc}): check the disk and free space (`dmesg`, `df`) and retry; the '
+            'data was not found damaged, so do not restore a backup unless `sqlitedos verify` reports damage'
+        )
+    if code == SQLITE_PERM:
+        return StoragePermissionError(
+            f'access to {where} was refused ({exc}): check the owner and mode of the storage folder and its files'
+        )
+    if code == SQLITE_READONLY:
+        return ReadOnlyError(
+            f'the storage is read-only: {exc} ({where}); open it on writable media or as a user who may write it'
+        )
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        return StorageBusyError(
+            f'{where} stayed locked by another process for more than {BUSY_TIMEOUT_MS // 1000} s ({exc}): retry when '
+            'it has finished'
+        )
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        return CorruptStorage(f'{where} is damaged ({exc}): run `sqlitedos verify` on it, or restore it from a backup')
+    return exc
+
+
+def _cantopen_code(path: Path) -> int | None:
+    """SQLITE_CANTOPEN refined by the errno of opening the file ourselves; None for a missing file."""
+    number = _open_errno(path)
+    if number in (errno.EACCES, errno.EPERM):
+        return SQLITE_PERM
+    if number == errno.EROFS:
+        return SQLITE_READONLY
+    if number == errno.ENOSPC:
+        return SQLITE_FULL
+    if number in (errno.ENOENT, errno.ENOTDIR):
+        return None
+    return SQLITE_IOERR
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Map ``sqlite3`` errors raised inside the block onto the exceptions of ``sqlitedos.exceptions``."""
@@ -203,21 +345,21 @@ def translate_errors() -> Iterator[None]:
         yield
     except sqlite3.IntegrityError as exc:
         raise IntegrityError(f'the write breaks an integrity rule of the storage: {exc}') from exc
-    except sqlite3.OperationalError as exc:
-        message = str(exc)
-        if 'readonly' in message or 'read-only' in message:
-            raise ReadOnlyError(f'the storage is read-only: {message}') from exc
-        raise
     except sqlite3.DataError as exc:
         # SQLITE_TOOBIG: a value longer than SQLITE_MAX_LENGTH (1e9 bytes by default); the database itself is fine.
         # https://www.sqlite.org/limits.html#max_length
         raise ValidationError(
             f'a value is too big for the database ({exc}): store large data as a file instead'
         ) from exc
+    except sqlite3.ProgrammingError:
+        raise  # a closed connection, a wrong number of parameters: a mistake of the caller
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.ProgrammingError) and 'closed' in str(exc):
+        translated = storage_error(exc)
+        if translated is exc and not isinstance(exc, sqlite3.OperationalError):
+            translated = CorruptStorage(f'the database is damaged: {exc}; run `sqlitedos verify` or restore a backup')
+        if translated is exc:
             raise
-        raise CorruptStorage(f'the database is damaged: {exc}; run `sqlitedos verify` or restore a backup') from exc
+        raise translated from exc
 
 
 # --- sessions and transactions ------------------------------------------------------------------------------------
@@ -229,6 +371,8 @@ class Session:
     At depth 0 ``transaction()`` opens a real transaction (``BEGIN IMMEDIATE`` by default, so a writer takes the
     write lock up front and never fails half way with SQLITE_BUSY); nested blocks are ``SAVEPOINT``s. A block that
     raises is rolled back to where it started and the exception propagates; the enclosing blocks carry on.
+    Callbacks given to ``on_rollback`` undo in-memory state (an entity's new pk) when its block is rolled back or
+    its final ``COMMIT`` fails, so that nothing in memory claims rows the database does not have.
     """
 
     def __init__(self, connection: sqlite3.Connection, *, file_backed: bool, read_only: bool = False) -> None:
@@ -237,6 +381,17 @@ class Session:
         self.depth = 0
         self.wrote = False
         self._wal_checked = not file_backed or read_only
+        self.path = _main_database_path(connection) if file_backed else None
+        self._undo: list[list[Callable[[], None]]] = []
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` if the innermost open block is rolled back or never commits (no-op outside one)."""
+        if self._undo:
+            self._undo[-1].append(callback)
+
+    def _run_undo(self, level: list[Callable[[], None]]) -> None:
+        for callback in reversed(level):
+            callback()
 
     @property
     def in_transaction(self) -> bool:
@@ -261,16 +416,25 @@ class Session:
             yield from self._savepoint()
 
     def _outer(self, mode: str) -> Iterator[sqlite3.Connection]:
+        token = _CURRENT_DATABASE.set(self.path)
+        try:
+            yield from self._outer_block(mode)
+        finally:
+            _CURRENT_DATABASE.reset(token)
+
+    def _outer_block(self, mode: str) -> Iterator[sqlite3.Connection]:
         self._switch_to_wal()
         with translate_errors():
             self.connection.execute(f'BEGIN {mode}')
         self.depth = 1
+        self._undo = [[]]
         try:
             yield self.connection
         except BaseException as exc:
             self.depth = 0
             with contextlib.suppress(sqlite3.Error):
                 self.connection.execute('ROLLBACK')
+            self._run_undo(self._undo.pop())
             if self.read_only and isinstance(exc, sqlite3.OperationalError) and 'readonly' in str(exc):
                 raise ReadOnlyError(
                     f'the storage is opened read-only (its folder is not writable), so it cannot be changed: {exc}'
@@ -282,24 +446,34 @@ class Session:
                 self.connection.execute('COMMIT')
         except BaseException:
             if self.connection.in_transaction:
-                self.connection.execute('ROLLBACK')
+                with contextlib.suppress(sqlite3.Error):
+                    self.connection.execute('ROLLBACK')
+            self._run_undo(self._undo.pop())
             raise
+        self._undo.clear()
         if mode != 'DEFERRED':
             self.wrote = True
 
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
         name = f'sp_{self.depth}'
-        self.connection.execute(f'SAVEPOINT {name}')
+        with translate_errors():
+            self.connection.execute(f'SAVEPOINT {name}')
         self.depth += 1
+        self._undo.append([])
         try:
             yield self.connection
         except BaseException:
             self.depth -= 1
-            self.connection.execute(f'ROLLBACK TO {name}')
-            self.connection.execute(f'RELEASE {name}')
+            level = self._undo.pop()
+            with translate_errors():
+                self.connection.execute(f'ROLLBACK TO {name}')
+                self.connection.execute(f'RELEASE {name}')
+            self._run_undo(level)
             raise
         self.depth -= 1
-        self.connection.execute(f'RELEASE {name}')
+        self._undo[-1].extend(self._undo.pop())  # the enclosing block now decides whether these rows stay
+        with translate_errors():
+            self.connection.execute(f'RELEASE {name}')
 
     def _switch_to_wal(self) -> None:
         """Switch a file database to WAL on its first write (persistent; aiida reads WAL databases fine)."""
@@ -307,11 +481,13 @@ class Session:
             return
         self._wal_checked = True
         try:
-            (mode,) = self.connection.execute('PRAGMA journal_mode').fetchone()
+            # Qualified with ``main``: an unqualified journal_mode pragma applies to every attached database too,
+            # which would turn an attached archive database into WAL (https://www.sqlite.org/pragma.html#syntax).
+            (mode,) = self.connection.execute('PRAGMA main.journal_mode').fetchone()
             if mode != 'wal':
-                (mode,) = self.connection.execute('PRAGMA journal_mode = WAL').fetchone()
+                (mode,) = self.connection.execute('PRAGMA main.journal_mode = WAL').fetchone()
             if mode == 'wal':
-                self.connection.execute('PRAGMA synchronous = NORMAL')
+                self.connection.execute('PRAGMA main.synchronous = NORMAL')
         except sqlite3.OperationalError:
             # Another process holds the database open in a way that prevents the switch: stay in the current mode.
             pass

@@ -52,9 +52,10 @@ def _clean_scalar(value: Any) -> Any:
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
-    if isinstance(value, numbers.Real) and (math.isnan(value) or math.isinf(value)):
-        raise ValidationError(f'nan and inf/-inf can not be serialized to the database: {value!r}')
     if isinstance(value, (numbers.Real, Decimal)):
+        # Decimal is not a numbers.Real, and Decimal('sNaN') cannot even be converted to float: ask it directly.
+        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+            raise ValidationError(f'nan and inf/-inf can not be serialized to the database: {value!r}')
         text = f'{value:.{FLOAT_PRECISION}g}'
         cleaned = float(text)
         if 'e' in text and cleaned.is_integer():
@@ -289,7 +290,13 @@ class BackendEntity:
         params = self._params()
         with self._backend.transaction() as connection, translate_errors():
             self._id = connection.execute(self._INSERT, params).fetchone()[0]
+            self._backend._session().on_rollback(self._unstore)
         return self
+
+    def _unstore(self) -> None:
+        """Forget the pk of a store whose transaction was rolled back or failed to commit: the entity is unstored
+        again, so a retry stores it."""
+        self._id = None
 
     def _check_backend_open(self) -> None:
         self._backend._session()

@@ -223,14 +223,22 @@ class BackendNode(ExtrasMixin, BackendEntity):
             row['dbcomputer_id'],
             row['user_id'],
         )
+        before = (row['attributes'], row['extras'], row['ctime'], row['mtime'])
+
+        def unstore() -> None:
+            # The transaction was rolled back or its COMMIT failed: unstored again, as before, so a retry stores it.
+            self._id = None
+            row['attributes'], row['extras'], row['ctime'], row['mtime'] = before
+
         with backend.transaction() as connection, translate_errors():
             pk = connection.execute(self._INSERT, params).fetchone()[0]
             if links:
                 seen: set[tuple[Any, ...]] = set()
                 for source, link_type, link_label in links:
                     self._insert_link(connection, source, pk, LinkType(link_type), link_label, fresh=seen)
-        self._id = pk
-        row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
+            self._id = pk
+            row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
+            backend._session().on_rollback(unstore)
         return self
 
     # --- links ------------------------------------------------------------------------------------------------
