@@ -12,6 +12,7 @@ import datetime as dt
 import errno
 import json
 import os
+import re
 import sqlite3
 import sys
 import uuid as uuid_module
@@ -43,6 +44,8 @@ __all__ = (
     'decode_json',
     'encode_datetime',
     'encode_json',
+    'json_depth_exceeds',
+    'json_text_depth_exceeds',
     'new_uuid',
     'now',
     'storage_error',
@@ -80,6 +83,47 @@ def encode_json(value: Any) -> str:
     SQLite's JSON functions (every attribute filter) then fail with ``malformed JSON``.
     """
     return json.dumps(value, allow_nan=False)
+
+
+#: The deepest nesting of JSON arrays and objects sqlitedos stores or reads from an archive. Python's ``json`` recurses
+#: once per level (``RecursionError`` near the interpreter's limit of 1000 frames, minus the caller's stack) and
+#: SQLite's JSON functions refuse input nested past their own JSON_MAX_DEPTH (2000, 1000 since 3.45); a value nested
+#: deeper than this breaks reading it back and every attribute filter. aiida's own data nests a few levels.
+JSON_MAX_DEPTH = 200
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth_exceeds(value: Any, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether a decoded JSON value nests arrays/objects deeper than ``limit`` (iterative: any depth is safe)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def json_text_depth_exceeds(text: str | bytes, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether JSON text nests arrays/objects deeper than ``limit``, found without parsing it (strings skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode('utf-8', 'replace')
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in '[{':
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ']}':
+            depth -= 1
+    return False
 
 
 def decode_json(cell: SQLValue) -> Any:

@@ -25,6 +25,7 @@ from sqlitedos.archive.format import (
     Progress,
     open_database_readonly,
     report,
+    use_rollback_journal,
 )
 from sqlitedos.archive.repo_access import open_repository, read_objects
 from sqlitedos.db import Session, connect, decode_json, encode_json, translate_errors
@@ -164,6 +165,7 @@ def create_archive(
         )
         if test_run:
             return target
+        use_rollback_journal(database)
         partial = Path(workdir) / 'archive.partial'
         writer = ArchiveWriter(partial, compression)
         try:

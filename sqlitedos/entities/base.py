@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from typing_extensions import Self
 
-from sqlitedos.db import decode_datetime, decode_json, encode_datetime, encode_json, new_uuid, now, translate_errors
+from sqlitedos.db import (
+    JSON_MAX_DEPTH,
+    decode_datetime,
+    decode_json,
+    encode_datetime,
+    encode_json,
+    new_uuid,
+    now,
+    translate_errors,
+)
 from sqlitedos.exceptions import InvalidOperation, NotExistent, NotExistentAttributeError, ValidationError
 from sqlitedos.tables import TABLES, Table, quote_identifier
 
@@ -64,16 +73,22 @@ def _clean_scalar(value: Any) -> Any:
     raise ValidationError(f'type `{type(value).__name__}` is not supported as it is not json-serializable: {value!r}')
 
 
-def clean_value(value: Any) -> Any:
+def clean_value(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` cleaned as aiida cleans attributes and extras; ``ValidationError`` for what JSON cannot hold.
 
     Mappings stay mappings, other iterables (not strings) become lists, integers become ``int``, floats are rounded
-    to 14 significant digits (and become ``int`` when that rounding is integral in exponent form).
+    to 14 significant digits (and become ``int`` when that rounding is integral in exponent form). NaN and infinities
+    are refused, and so is nesting deeper than ``db.JSON_MAX_DEPTH``.
     """
-    if isinstance(value, Mapping):
-        return {key: clean_value(item) for key, item in value.items()}
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        return [clean_value(item) for item in value]
+    if isinstance(value, (Mapping, Iterable)) and not isinstance(value, str):
+        if _depth >= JSON_MAX_DEPTH:
+            raise ValidationError(
+                f'the value nests lists/dictionaries deeper than {JSON_MAX_DEPTH} levels, which cannot be stored and '
+                'read back: flatten it, or store it as a file'
+            )
+        if isinstance(value, Mapping):
+            return {key: clean_value(item, _depth + 1) for key, item in value.items()}
+        return [clean_value(item, _depth + 1) for item in value]
     return _clean_scalar(value)
 
 
@@ -81,8 +96,8 @@ def encode_json_checked(value: Any) -> str:
     """``encode_json`` raising ``ValidationError`` (naming the value) for what JSON cannot hold."""
     try:
         return encode_json(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f'the value cannot be stored as JSON ({exc}): {value!r}') from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f'the value cannot be stored as JSON ({exc!r}): {str(value)[:200]}') from exc
 
 
 def _encode_datetime(value: Any) -> str:
