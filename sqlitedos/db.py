@@ -515,7 +515,8 @@ class Session:
             self._run_undo(level)
             raise
         self.depth -= 1
-        self._undo[-1].extend(self._undo.pop())  # the enclosing block now decides whether these rows stay
+        level = self._undo.pop()
+        self._undo[-1].extend(level)  # the enclosing block now decides whether these rows stay
         with translate_errors():
             self.connection.execute(f'RELEASE {name}')
 

@@ -48,7 +48,7 @@ ENTRY_BATCH = 2000
 #: archive members stay far below (aiida's database and text files inflate 3-20 times, binary data less).
 MAX_COMPRESSION_RATIO = 200
 #: Members inflating to at most this many bytes are never refused for their ratio (a small file of zeros is fine).
-RATIO_FREE_BYTES = 16 * 1024 * 1024
+RATIO_FREE_BYTES = 64 * 1024 * 1024
 
 CREATE_MEMBERS = """
 CREATE TABLE member (
