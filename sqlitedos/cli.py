@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from sqlitedos import __version__
+from sqlitedos.db import storage_error
 from sqlitedos.exceptions import AiidaException, MultipleObjectsError, NotExistent
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
@@ -68,6 +69,11 @@ class SqlitedosGroup(click.Group):
             # disk-objectstore reports a damaged container through SQLAlchemy's errors: still one line, no traceback
             if type(exc).__module__.split('.')[0] not in ('sqlalchemy', 'disk_objectstore'):
                 raise
+            original = getattr(exc, 'orig', None)
+            if isinstance(original, sqlite3.Error):
+                translated = storage_error(original)
+                if translated is not original:  # a full disk or an I/O error of the pack index: not damage
+                    raise click.ClickException(f'the repository container: {translated}') from exc
             raise click.ClickException(
                 f'the repository container cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); '
                 'run `sqlitedos verify PATH`, and restore the container from a backup'
