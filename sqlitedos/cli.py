@@ -22,7 +22,7 @@ import click
 
 from sqlitedos import __version__
 from sqlitedos.db import storage_error
-from sqlitedos.exceptions import AiidaException, MultipleObjectsError, NotExistent
+from sqlitedos.exceptions import AiidaException, MultipleObjectsError, NotExistent, StorageIOError
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
 DEFAULT_EMAIL = 'aiida@localhost'
@@ -72,7 +72,7 @@ class SqlitedosGroup(click.Group):
             original = getattr(exc, 'orig', None)
             if isinstance(original, sqlite3.Error):
                 translated = storage_error(original)
-                if translated is not original:  # a full disk or an I/O error of the pack index: not damage
+                if isinstance(translated, StorageIOError):  # a full disk or an I/O error of the pack index
                     raise click.ClickException(f'the repository container: {translated}') from exc
             raise click.ClickException(
                 f'the repository container cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); '
