@@ -508,11 +508,10 @@ class Session:
             yield self.connection
         except BaseException:
             self.depth -= 1
-            level = self._undo.pop()
+            self._run_undo(self._undo.pop())
             with translate_errors():
                 self.connection.execute(f'ROLLBACK TO {name}')
                 self.connection.execute(f'RELEASE {name}')
-            self._run_undo(level)
             raise
         self.depth -= 1
         level = self._undo.pop()
