@@ -80,7 +80,9 @@ def clean_value(value: Any, _depth: int = 0) -> Any:
     to 14 significant digits (and become ``int`` when that rounding is integral in exponent form). NaN and infinities
     are refused, and so is nesting deeper than ``db.JSON_MAX_DEPTH``.
     """
-    if isinstance(value, (Mapping, Iterable)) and not isinstance(value, str):
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (Mapping, Iterable)):
         if _depth >= JSON_MAX_DEPTH:
             raise ValidationError(
                 f'the value nests lists/dictionaries deeper than {JSON_MAX_DEPTH} levels, which cannot be stored and '
@@ -305,10 +307,10 @@ class BackendEntity:
         params = self._params()
         with self._backend.transaction() as connection, translate_errors():
             self._id = connection.execute(self._INSERT, params).fetchone()[0]
-            self._backend._session().on_rollback(self._unstore)
+            self._backend._session().on_rollback(self)
         return self
 
-    def _unstore(self) -> None:
+    def _rolled_back(self) -> None:
         """Forget the pk of a store whose transaction was rolled back or failed to commit: the entity is unstored
         again, so a retry stores it."""
         self._id = None

@@ -202,7 +202,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
         if self._id is not None:
             return self
         backend = self._backend
-        backend._session()
+        session = backend._session()
         row = self._row
         attributes, extras = row['attributes'], row['extras']
         if clean:
@@ -223,13 +223,6 @@ class BackendNode(ExtrasMixin, BackendEntity):
             row['dbcomputer_id'],
             row['user_id'],
         )
-        before = (row['attributes'], row['extras'], row['ctime'], row['mtime'])
-
-        def unstore() -> None:
-            # The transaction was rolled back or its COMMIT failed: unstored again, as before, so a retry stores it.
-            self._id = None
-            row['attributes'], row['extras'], row['ctime'], row['mtime'] = before
-
         with backend.transaction() as connection, translate_errors():
             pk = connection.execute(self._INSERT, params).fetchone()[0]
             if links:
@@ -238,7 +231,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
                     self._insert_link(connection, source, pk, LinkType(link_type), link_label, fresh=seen)
             self._id = pk
             row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
-            backend._session().on_rollback(unstore)
+            session.on_rollback(self)  # a failed commit makes it unstored again (cleaned values are kept)
         return self
 
     # --- links ------------------------------------------------------------------------------------------------
