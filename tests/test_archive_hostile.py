@@ -129,6 +129,16 @@ def test_honestly_declared_zip_bomb_is_refused_before_extraction(
     assert_refused(populated, path, CorruptStorage, f'more than {MAX_COMPRESSION_RATIO} times')
 
 
+def test_zip_bomb_among_the_objects_is_refused_before_any_object_is_written(
+    populated: Any, fixture_archive_path: Path, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(fixture_archive_path) as handle:
+        last = [name for name in handle.namelist() if name.startswith('repo/')][-1]
+    bomb = zeros(RATIO_FREE_BYTES + 16 * MIB)
+    path = write_archive(fixture_archive_path, tmp_path / 'object-bomb.aiida', {last: bomb})
+    assert_refused(populated, path, CorruptStorage, f'{last}.* more than {MAX_COMPRESSION_RATIO} times')
+
+
 @pytest.mark.parametrize('body', ['zeros', 'random'])
 def test_member_larger_than_declared_is_refused_at_once(
     populated: Any, fixture_archive_path: Path, tmp_path: Path, body: str
