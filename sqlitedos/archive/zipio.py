@@ -308,9 +308,11 @@ class _MemberStream(io.RawIOBase):
             self._buffer, self._offset = self._fill(), 0
             self._crc = zlib.crc32(self._buffer, self._crc)
             self._size += len(self._buffer)
+            # Output never passes the declared size, and the declared size passed the ratio check when the archive
+            # was opened: so no member inflates past MAX_COMPRESSION_RATIO of its compressed size, whatever it holds.
+            # (A ratio of the bytes consumed so far would refuse honest files that start with a long run of zeros.)
             if self._size > self._member.size:
                 raise _oversized(self._index.path, self._member)
-            _check_ratio(self._index.path, self._member, self._size, self._member.compressed - self._remaining)
             if not self._buffer and (self._size != self._member.size or self._crc != self._member.crc):
                 raise _corrupt(self._index.path, f'the member {self._member.name!r} is damaged (CRC-32 or size)')
         count = min(len(buffer), len(self._buffer) - self._offset)
