@@ -129,6 +129,7 @@ class ArchiveReader:
             self._check_members()
             member = self._zip.find(METADATA_NAME)
             self._check_metadata_size(member.size if member is not None else 0)
+            self._zip.check_ratios()  # a zip bomb among the objects is refused before any of them is written
             with self._zip_member(METADATA_NAME) as handle:
                 data = handle.read(METADATA_MAX_BYTES + 1)
             self._check_metadata_size(len(data))

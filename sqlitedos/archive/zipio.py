@@ -58,6 +58,10 @@ CREATE TABLE member (
 """
 CREATE_MEMBER_INDEX = 'CREATE INDEX member_name ON member (name)'
 INSERT_MEMBER = 'INSERT INTO member VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
+SELECT_BOMB = """
+SELECT name, method, flags, crc, compressed, size, offset FROM member
+WHERE method = ? AND size > ? AND size > ? * max(compressed, 1) ORDER BY position LIMIT 1
+"""
 SELECT_MEMBER = 'SELECT name, method, flags, crc, compressed, size, offset FROM member WHERE name = ? LIMIT 1'
 
 
@@ -171,6 +175,17 @@ class ZipIndex:
             yield from rows
 
     # --- members ---------------------------------------------------------------------------------------------------
+
+    def first_bomb(self) -> Member | None:
+        """The first member whose declared sizes pass ``MAX_COMPRESSION_RATIO`` (checked before anything is read)."""
+        row = self._index.execute(SELECT_BOMB, (DEFLATED, RATIO_FREE_BYTES, MAX_COMPRESSION_RATIO)).fetchone()
+        return None if row is None else Member(*row)
+
+    def check_ratios(self) -> None:
+        """``CorruptStorage`` if any member is declared to inflate past ``MAX_COMPRESSION_RATIO``."""
+        member = self.first_bomb()
+        if member is not None:
+            _check_ratio(self.path, member, member.size, member.compressed)
 
     def first_missing(self, database: Path, table: str, prefix: str) -> str | None:
         """The first ``key`` of ``table`` in the SQLite file ``database`` without a member ``prefix + key``."""
