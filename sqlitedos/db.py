@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import uuid as uuid_module
@@ -303,10 +304,9 @@ def _is_full(path: Path | None) -> bool:
     if folder is None:
         return False
     try:
-        stat = os.statvfs(folder)
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
     except OSError:
         return False
-    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
 
 
 def _open_errno(path: Path) -> int | None:
