@@ -11,7 +11,7 @@ AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage
 N ?= 10000
 
-.PHONY: help install test demo bench bench-aiida interop lint clean
+.PHONY: help install test test-tools demo bench bench-aiida interop lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(VENV)/.stamp ## create .venv with the package (editable) and its test
 
 test: $(VENV)/.stamp ## run the test suite
 	$(VENV)/bin/python -m pytest -q
+
+test-tools: ## install strace, which the fault-injection tests need (root, apt-get); they skip, saying so, without it
+	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace)
 
 demo: $(VENV)/.stamp ## initialise a storage folder and show what it is
 	$(VENV)/bin/python -m sqlitedos demo $(DEMO_DIR)
