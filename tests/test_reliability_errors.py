@@ -91,6 +91,8 @@ OPEN_FAULTS = {
     'open-eacces': ('database.sqlite', 'openat:error=EACCES', 'StoragePermissionError'),
     'open-eperm': ('database.sqlite', 'openat:error=EPERM', 'StoragePermissionError'),
     'read-eio': ('database.sqlite', 'pread64:error=EIO:when=2', 'StorageIOError'),
+    'container-config-read-eio': ('container/config.json', 'read:error=EIO', 'StorageIOError'),
+    'container-config-eacces': ('container/config.json', 'openat:error=EACCES', 'StoragePermissionError'),
 }
 
 
