@@ -99,7 +99,7 @@ def read_container_id(folder: str | Path) -> str:
             'or point the profile at the right storage folder'
         )
     try:
-        text = config_path.read_text('utf-8')
+        data = config_path.read_bytes()
     except OSError as exc:  # the disk, not the content: an I/O error or a refused permission is no damage
         denied = isinstance(exc, PermissionError)
         raise (StoragePermissionError if denied else StorageIOError)(
@@ -107,7 +107,7 @@ def read_container_id(folder: str | Path) -> str:
             'and the permissions of the folder, and retry'
         ) from exc
     try:
-        config = json.loads(text)
+        config = json.loads(data.decode('utf-8'))
         container_id = config['container_id']
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptStorage(
