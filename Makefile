@@ -13,7 +13,7 @@ N ?= 10000
 #: a comma list of bench workloads (W1..W7, cold, rss), e.g. `make bench WORKLOADS=W4`; empty: all of them
 WORKLOADS ?=
 
-.PHONY: help install test crashtest demo bench bench-aiida bench-scale interop lint clean
+.PHONY: help install test test-tools crashtest demo bench bench-aiida bench-scale interop lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ crashtest: $(VENV)/.stamp ## power cuts at >= 200 seeded points under FUSE (inst
 	tmp=$$(mktemp -d) && echo "crashtest: cut states under $$tmp (removed when all pass)" && \
 	SQLITEDOS_CRASH_FULL=1 $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider --basetemp "$$tmp/t" \
 	  tests/test_crash_consistency.py && rm -rf "$$tmp"
+
+test-tools: ## install strace, which the fault-injection tests need (root, apt-get); they skip, saying so, without it
+	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace)
 
 demo: $(VENV)/.stamp ## initialise a storage folder and show what it is
 	$(VENV)/bin/python -m sqlitedos demo $(DEMO_DIR)

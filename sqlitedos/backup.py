@@ -48,6 +48,9 @@ BACKUP_PREFIX = 'backup_'
 TIME_FORMAT = '%Y%m%d%H%M%S'
 CONTAINER_FOLDERS = ('loose', 'packs', 'sandbox', 'duplicates')
 PACKS_INDEX = 'packs.idx'
+PARTIAL_SUFFIX = '.partial'
+#: What an interrupted backup may leave in a destination that holds no backup yet: removed, never a reason to refuse.
+LEFTOVERS = frozenset({LIVE_FOLDER, FILENAME_CONFIG + PARTIAL_SUFFIX, LAST_LINK + PARTIAL_SUFFIX})
 #: aiida's configuration schema version (``aiida/manage/configuration/migrations``), written into ``config.json``.
 CONFIG_VERSION = {'CURRENT': 9, 'OLDEST_COMPATIBLE': 9}
 
@@ -87,9 +90,10 @@ class BackupManager:
             self.path.mkdir()  # like aiida: the parent must exist
             _fsync_folder(self.path.parent)
         config_path = self.path / FILENAME_CONFIG
+        self._remove_leftovers()
         if config_path.exists():
             profile_dict = self._check_config(config_path, profile_dict)
-        elif any(p.name != LIVE_FOLDER for p in self.path.iterdir()):
+        elif any(p.name not in LEFTOVERS for p in self.path.iterdir()):
             raise StorageBackupError(
                 f'the backup destination {str(self.path)!r} is not empty and has no {FILENAME_CONFIG}: it does not '
                 'hold backups of a storage; choose an empty or new folder'
@@ -122,12 +126,23 @@ class BackupManager:
         # Keep the recorded profile uuid: a command-line profile gets a new one each run.
         return {**profile_dict, 'PROFILE_UUID': existing.get('PROFILE_UUID', profile_dict.get('PROFILE_UUID'))}
 
+    def _remove_leftovers(self) -> None:
+        """Delete the half-written files an interrupted backup (killed, or an I/O error) may have left."""
+        for name in (FILENAME_CONFIG + PARTIAL_SUFFIX, LAST_LINK + PARTIAL_SUFFIX):
+            leftover = self.path / name
+            if leftover.is_symlink() or leftover.is_file():
+                leftover.unlink()
+
     def _write_config(self, profile_name: str, profile_dict: dict) -> None:
         content = {'CONFIG_VERSION': CONFIG_VERSION, 'profiles': {profile_name: profile_dict}}
-        partial = self.path / (FILENAME_CONFIG + '.partial')
-        partial.write_text(json.dumps(content, indent=4), 'utf-8')
-        _fsync(partial)
-        os.replace(partial, self.path / FILENAME_CONFIG)
+        partial = self.path / (FILENAME_CONFIG + PARTIAL_SUFFIX)
+        try:
+            partial.write_text(json.dumps(content, indent=4), 'utf-8')
+            _fsync(partial)
+            os.replace(partial, self.path / FILENAME_CONFIG)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # else it would block the destination (it is neither empty nor a backup)
+            raise
         _fsync_folder(self.path)
 
     def backup_auto_folders(self, backup_fn: Callable[[Path, Path | None], None]) -> Path:
@@ -153,7 +168,7 @@ class BackupManager:
 
     def _point_last_backup(self, target: Path) -> None:
         link = self.path / LAST_LINK
-        partial = self.path / (LAST_LINK + '.partial')
+        partial = self.path / (LAST_LINK + PARTIAL_SUFFIX)
         if partial.is_symlink() or partial.exists():
             partial.unlink()
         partial.symlink_to(target.name, target_is_directory=True)

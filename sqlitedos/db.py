@@ -7,24 +7,33 @@ only place that issues ``BEGIN``/``SAVEPOINT``/``COMMIT``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
+import errno
 import json
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import sys
 import threading
 import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 from sqlitedos.exceptions import (
+    AiidaException,
     CorruptStorage,
     IncompatibleExternalDependencies,
     IntegrityError,
     InvalidOperation,
     ReadOnlyError,
+    StorageBusyError,
+    StorageFullError,
+    StorageIOError,
+    StoragePermissionError,
     UnreachableStorage,
     ValidationError,
 )
@@ -41,8 +50,11 @@ __all__ = (
     'encode_json',
     'json_equal',
     'json_values_equal',
+    'json_depth_exceeds',
+    'json_text_depth_exceeds',
     'new_uuid',
     'now',
+    'storage_error',
     'translate_errors',
 )
 
@@ -72,9 +84,58 @@ class Fragment(NamedTuple):
 # --- value codecs -------------------------------------------------------------------------------------------------
 
 
+#: One encoder for every call: ``json.dumps`` with any non-default argument builds a new encoder each time.
+_encode_json = json.JSONEncoder(allow_nan=False).encode
+
+
 def encode_json(value: Any) -> str:
-    """Encode a value as aiida does: ``json.dumps`` defaults (ASCII only, ``', '`` and ``': '`` separators)."""
-    return json.dumps(value)
+    """Encode a value as aiida does: ``json.dumps`` defaults (ASCII only, ``', '`` and ``': '`` separators).
+
+    NaN and infinities raise ``ValueError``: ``json.dumps`` would write ``NaN``/``Infinity``, which is not JSON, and
+    SQLite's JSON functions (every attribute filter) then fail with ``malformed JSON``.
+    """
+    return _encode_json(value)
+
+
+#: The deepest nesting of JSON arrays and objects sqlitedos stores or reads from an archive. Python's ``json`` recurses
+#: once per level (``RecursionError`` near the interpreter's limit of 1000 frames, minus the caller's stack) and
+#: SQLite's JSON functions refuse input nested past their own JSON_MAX_DEPTH (2000, 1000 since 3.45); a value nested
+#: deeper than this breaks reading it back and every attribute filter. aiida's own data nests a few levels.
+JSON_MAX_DEPTH = 200
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth_exceeds(value: Any, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether a decoded JSON value nests arrays/objects deeper than ``limit`` (iterative: any depth is safe)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def json_text_depth_exceeds(text: str | bytes, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether JSON text nests arrays/objects deeper than ``limit``, found without parsing it (strings skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode('utf-8', 'replace')
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in '[{':
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ']}':
+            depth -= 1
+    return False
 
 
 def decode_json(cell: SQLValue) -> Any:
@@ -147,9 +208,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
     except sqlite3.OperationalError as exc:
         connection.close()
         if 'unable to open' not in str(exc) or os.access(Path(path).parent, os.W_OK):
-            raise CorruptStorage(
-                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
-            ) from exc
+            raise storage_error(exc, None if str(path) == ':memory:' else Path(path)) from exc
         raise UnreachableStorage(
             f'cannot read {str(path)!r} ({exc}): it is on read-only media with changes in {Path(path).name}-wal but no '
             f'{Path(path).name}-shm, which SQLite needs to read them; copy the folder to writable media and open the '
@@ -157,9 +216,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         ) from exc
     except sqlite3.DatabaseError as exc:
         connection.close()
-        raise CorruptStorage(
-            f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
-        ) from exc
+        raise storage_error(exc, None if str(path) == ':memory:' else Path(path)) from exc
     _register_functions(connection)
     return connection
 
@@ -174,7 +231,7 @@ def _open_uri(path: Path, uri: str) -> _Connection:
     try:
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, factory=_Connection)
     except sqlite3.OperationalError as exc:
-        raise UnreachableStorage(f'cannot open the database {str(path)!r}: {exc}') from exc
+        raise storage_error(exc, path) from exc
 
 
 class _Connection(sqlite3.Connection):
@@ -386,10 +443,19 @@ def _set_pragmas(connection: sqlite3.Connection) -> None:
         # Double-quoted strings are identifiers only: a typo in a column name fails instead of matching a string.
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)  # type: ignore[attr-defined]
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DDL, False)  # type: ignore[attr-defined]
-    (journal_mode,) = connection.execute('PRAGMA journal_mode').fetchone()
+    (journal_mode,) = connection.execute('PRAGMA main.journal_mode').fetchone()
     if journal_mode == 'wal':
         # In WAL mode NORMAL is durable against process crashes; only an OS crash may lose the last commits.
-        connection.execute('PRAGMA synchronous = NORMAL')
+        connection.execute('PRAGMA main.synchronous = NORMAL')
+
+
+def _main_database_path(connection: sqlite3.Connection) -> Path | None:
+    """The file of the connection's ``main`` database (None in memory), so that errors can name it."""
+    try:
+        rows = connection.execute('PRAGMA database_list').fetchall()
+    except sqlite3.Error:
+        return None
+    return next((Path(file) for _, name, file in rows if name == 'main' and file), None)
 
 
 def json_contains(container_text: SQLValue, contained_text: SQLValue) -> int | None:
@@ -454,6 +520,128 @@ def _same_scalar(left: Any, right: Any) -> bool:
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
+#: SQLite's primary result codes (the low byte of an extended code). https://www.sqlite.org/rescode.html
+SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT = 3, 5, 6, 8, 10, 11
+SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_TOOBIG, SQLITE_NOTADB = 13, 14, 18, 26
+#: Python < 3.11 has no ``sqlite_errorcode``: the primary code from SQLite's fixed English message instead
+#: (``sqlite3_errstr``, https://www.sqlite.org/c3ref/errcode.html).
+_CODE_BY_MESSAGE = (
+    ('database or disk is full', SQLITE_FULL),
+    ('disk I/O error', SQLITE_IOERR),
+    ('readonly', SQLITE_READONLY),
+    ('read-only', SQLITE_READONLY),
+    ('database is locked', SQLITE_BUSY),
+    ('database table is locked', SQLITE_LOCKED),
+    ('database disk image is malformed', SQLITE_CORRUPT),
+    ('file is not a database', SQLITE_NOTADB),
+    ('unable to open database file', SQLITE_CANTOPEN),
+    ('access permission denied', SQLITE_PERM),
+)
+#: Below this many free bytes on its file system, an I/O error of a database is taken to be a full disk: SQLite
+#: reports ENOSPC as SQLITE_FULL only from write(); from fsync, the WAL index or a journal it says "disk I/O error".
+NEARLY_FULL_BYTES = 1024 * 1024
+#: The first 16 bytes of every SQLite database file. https://www.sqlite.org/fileformat.html#the_database_header
+SQLITE_MAGIC = b'SQLite format 3\x00'
+#: The database file of the transaction running in this context, so that errors raised by statements can name it.
+_CURRENT_DATABASE: contextvars.ContextVar[Path | None] = contextvars.ContextVar('sqlitedos_database', default=None)
+
+
+def sqlite_primary_code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of ``exc``: from ``sqlite_errorcode`` (3.11+) or, failing that, its message."""
+    code = getattr(exc, 'sqlite_errorcode', None)
+    if isinstance(code, int):
+        return code & 0xFF
+    message = str(exc)
+    return next((code for text, code in _CODE_BY_MESSAGE if text in message), None)
+
+
+def _is_full(path: Path | None) -> bool:
+    folder = path.parent if path is not None else None
+    if folder is None:
+        return False
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _open_errno(path: Path) -> int | None:
+    """The errno of opening ``path`` for reading and writing ourselves (SQLite does not report it), or None."""
+    try:
+        descriptor = os.open(path, os.O_RDWR if os.access(path.parent, os.W_OK) else os.O_RDONLY)
+    except OSError as exc:
+        return exc.errno
+    os.close(descriptor)
+    return None
+
+
+def _has_sqlite_header(path: Path) -> bool | None:
+    """Whether ``path`` starts with SQLite's magic bytes; None if it cannot be read (not a question of its bytes)."""
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return None
+
+
+def storage_error(exc: sqlite3.Error, path: Path | None = None) -> AiidaException | sqlite3.Error:
+    """The exception of ``sqlitedos.exceptions`` that says what ``exc`` means for the storage, with a safe remedy.
+
+    ``CorruptStorage`` only when the bytes are wrong (SQLITE_CORRUPT, or SQLITE_NOTADB on a file that does not start
+    like a SQLite database); a full disk, an I/O error, a refused permission, read-only media and a lock held too
+    long each get their own class. An error that says nothing about the storage (a SQL mistake) is returned as is.
+    """
+    path = path if path is not None else _CURRENT_DATABASE.get()
+    where = repr(str(path)) if path is not None else 'the database'
+    code = sqlite_primary_code(exc)
+    if code == SQLITE_CANTOPEN and path is not None:
+        code = _cantopen_code(path)
+        if code is None:
+            return UnreachableStorage(f'cannot open the database {where}: {exc}; check that the folder exists')
+    if code == SQLITE_NOTADB and path is not None and _has_sqlite_header(path) is not False:
+        code = SQLITE_IOERR  # a SQLite file that could not be read as one: a read error, not damage
+    if code in (SQLITE_IOERR, SQLITE_FULL) and (code == SQLITE_FULL or _is_full(path)):
+        return StorageFullError(
+            f'the disk holding {where} is full ({exc}): free some space and retry; nothing committed was lost and the '
+            'storage needs no repair'
+        )
+    if code == SQLITE_IOERR:
+        return StorageIOError(
+            f'an I/O error occurred on {where} ({exc}): check the disk and free space (`dmesg`, `df`) and retry; the '
+            'data was not found damaged, so do not restore a backup unless `sqlitedos verify` reports damage'
+        )
+    if code == SQLITE_PERM:
+        return StoragePermissionError(
+            f'access to {where} was refused ({exc}): check the owner and mode of the storage folder and its files'
+        )
+    if code == SQLITE_READONLY:
+        return ReadOnlyError(
+            f'the storage is read-only: {exc} ({where}); open it on writable media or as a user who may write it'
+        )
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        return StorageBusyError(
+            f'{where} stayed locked by another process for more than {BUSY_TIMEOUT_MS // 1000} s ({exc}): retry when '
+            'it has finished'
+        )
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        return CorruptStorage(f'{where} is damaged ({exc}): run `sqlitedos verify` on it, or restore it from a backup')
+    return exc
+
+
+def _cantopen_code(path: Path) -> int | None:
+    """SQLITE_CANTOPEN refined by the errno of opening the file ourselves; None for a missing file."""
+    number = _open_errno(path)
+    if number in (errno.EACCES, errno.EPERM):
+        return SQLITE_PERM
+    if number == errno.EROFS:
+        return SQLITE_READONLY
+    if number == errno.ENOSPC:
+        return SQLITE_FULL
+    if number in (errno.ENOENT, errno.ENOTDIR):
+        return None
+    return SQLITE_IOERR
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Map ``sqlite3`` errors raised inside the block onto the exceptions of ``sqlitedos.exceptions``."""
@@ -461,24 +649,30 @@ def translate_errors() -> Iterator[None]:
         yield
     except sqlite3.IntegrityError as exc:
         raise IntegrityError(f'the write breaks an integrity rule of the storage: {exc}') from exc
-    except sqlite3.OperationalError as exc:
-        message = str(exc)
-        if 'readonly' in message or 'read-only' in message:
-            raise ReadOnlyError(f'the storage is read-only: {message}') from exc
-        raise
     except sqlite3.DataError as exc:
         # SQLITE_TOOBIG: a value longer than SQLITE_MAX_LENGTH (1e9 bytes by default); the database itself is fine.
         # https://www.sqlite.org/limits.html#max_length
         raise ValidationError(
             f'a value is too big for the database ({exc}): store large data as a file instead'
         ) from exc
+    except sqlite3.ProgrammingError:
+        raise  # a closed connection, a wrong number of parameters: a mistake of the caller
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.ProgrammingError) and 'closed' in str(exc):
+        translated = storage_error(exc)
+        if translated is exc and not isinstance(exc, sqlite3.OperationalError):
+            translated = CorruptStorage(f'the database is damaged: {exc}; run `sqlitedos verify` or restore a backup')
+        if translated is exc:
             raise
-        raise CorruptStorage(f'the database is damaged: {exc}; run `sqlitedos verify` or restore a backup') from exc
+        raise translated from exc
 
 
 # --- sessions and transactions ------------------------------------------------------------------------------------
+
+
+class RollbackAware(Protocol):
+    """Something written in a transaction that must forget it if the transaction does not commit."""
+
+    def _rolled_back(self) -> None: ...
 
 
 class Session:
@@ -487,6 +681,8 @@ class Session:
     At depth 0 ``transaction()`` opens a real transaction (``BEGIN IMMEDIATE`` by default, so a writer takes the
     write lock up front and never fails half way with SQLITE_BUSY); nested blocks are ``SAVEPOINT``s. A block that
     raises is rolled back to where it started and the exception propagates; the enclosing blocks carry on.
+    Objects given to ``on_rollback`` (entities) undo their in-memory state (a new pk) when their block is rolled back
+    or its final ``COMMIT`` fails, so that nothing in memory claims rows the database does not have.
     """
 
     #: The write transactions open in this process, by database file (device, inode): (thread id, session).
@@ -501,6 +697,20 @@ class Session:
         self.wrote = False
         self._wal_checked = not file_backed or read_only
         self._identity: tuple[int, int] | None = None
+        self.path = _main_database_path(connection) if file_backed else None
+        self._undo: list[list[RollbackAware]] = []
+
+    def on_rollback(self, written: RollbackAware) -> None:
+        """Call ``written._rolled_back()`` if the innermost open block is rolled back or never commits (no-op
+        outside one). An object, not a new callable: thousands of stores in one transaction would otherwise keep
+        thousands of fresh objects alive for the garbage collector to scan (measured: 15% of a store's time)."""
+        if self._undo:
+            self._undo[-1].append(written)
+
+    @staticmethod
+    def _run_undo(level: list[RollbackAware]) -> None:
+        for written in reversed(level):
+            written._rolled_back()
 
     @property
     def in_transaction(self) -> bool:
@@ -525,6 +735,13 @@ class Session:
             yield from self._savepoint()
 
     def _outer(self, mode: str) -> Iterator[sqlite3.Connection]:
+        token = _CURRENT_DATABASE.set(self.path)
+        try:
+            yield from self._outer_block(mode)
+        finally:
+            _CURRENT_DATABASE.reset(token)
+
+    def _outer_block(self, mode: str) -> Iterator[sqlite3.Connection]:
         identity = None
         if mode != 'DEFERRED':  # a read never changes the file, not even its journal mode
             identity = self._file_identity()
@@ -572,12 +789,14 @@ class Session:
 
     def _inside(self, mode: str) -> Iterator[sqlite3.Connection]:
         self.depth = 1
+        self._undo = [[]]
         try:
             yield self.connection
         except BaseException as exc:
             self.depth = 0
             with contextlib.suppress(sqlite3.Error):
                 self.connection.execute('ROLLBACK')
+            self._run_undo(self._undo.pop())
             if self.read_only and isinstance(exc, sqlite3.OperationalError) and 'readonly' in str(exc):
                 raise ReadOnlyError(
                     'the storage is opened read-only (asked for, or its folder is not writable), so it cannot be '
@@ -590,24 +809,52 @@ class Session:
                 self.connection.execute('COMMIT')
         except BaseException:
             if self.connection.in_transaction:
-                self.connection.execute('ROLLBACK')
+                with contextlib.suppress(sqlite3.Error):
+                    self.connection.execute('ROLLBACK')
+            self._run_undo(self._undo.pop())
             raise
+        self._undo.clear()
         if mode != 'DEFERRED':
             self.wrote = True
 
+    def _execute(self, sql: str) -> None:
+        """Run a transaction-control statement; a failure is translated (``translate_errors`` costs only then)."""
+        try:
+            self.connection.execute(sql)
+        except sqlite3.Error:
+            self._translate()
+
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
         name = f'sp_{self.depth}'
-        self.connection.execute(f'SAVEPOINT {name}')
-        self.depth += 1
+        connection, undo = self.connection, self._undo
         try:
-            yield self.connection
+            connection.execute(f'SAVEPOINT {name}')
+        except sqlite3.Error:
+            self._translate()
+        self.depth += 1
+        undo.append([])
+        try:
+            yield connection
         except BaseException:
             self.depth -= 1
-            self.connection.execute(f'ROLLBACK TO {name}')
-            self.connection.execute(f'RELEASE {name}')
+            self._run_undo(undo.pop())
+            self._execute(f'ROLLBACK TO {name}')
+            self._execute(f'RELEASE {name}')
             raise
         self.depth -= 1
-        self.connection.execute(f'RELEASE {name}')
+        level = undo.pop()
+        if level:
+            undo[-1].extend(level)  # the enclosing block now decides whether these rows stay
+        try:
+            connection.execute(f'RELEASE {name}')
+        except sqlite3.Error:
+            self._translate()
+
+    @staticmethod
+    def _translate() -> None:
+        """Re-raise the ``sqlite3`` error being handled as the exception ``translate_errors`` makes of it."""
+        with translate_errors():
+            raise
 
     def _switch_to_wal(self) -> None:
         """Switch a file database to WAL on its first write (persistent; aiida reads WAL databases fine)."""
@@ -615,11 +862,13 @@ class Session:
             return
         self._wal_checked = True
         try:
-            (mode,) = self.connection.execute('PRAGMA journal_mode').fetchone()
+            # Qualified with ``main``: an unqualified journal_mode pragma applies to every attached database too,
+            # which would turn an attached archive database into WAL (https://www.sqlite.org/pragma.html#syntax).
+            (mode,) = self.connection.execute('PRAGMA main.journal_mode').fetchone()
             if mode != 'wal':
-                (mode,) = self.connection.execute('PRAGMA journal_mode = WAL').fetchone()
+                (mode,) = self.connection.execute('PRAGMA main.journal_mode = WAL').fetchone()
             if mode == 'wal':
-                self.connection.execute('PRAGMA synchronous = NORMAL')
+                self.connection.execute('PRAGMA main.synchronous = NORMAL')
         except sqlite3.OperationalError:
             # Another process holds the database open in a way that prevents the switch: stay in the current mode.
             pass

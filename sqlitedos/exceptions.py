@@ -29,7 +29,11 @@ __all__ = (
     'NotExistentKeyError',
     'ReadOnlyError',
     'StorageBackupError',
+    'StorageBusyError',
+    'StorageFullError',
+    'StorageIOError',
     'StorageMigrationError',
+    'StoragePermissionError',
     'StoringNotAllowed',
     'UniquenessError',
     'UnreachableStorage',
@@ -118,6 +122,20 @@ class StorageBackupError(AiidaException):
     """A backup could not be made."""
 
 
+class StorageIOError(AiidaException):
+    """The operating system failed to read or write the storage (an I/O error): a condition of the disk or the
+    system, not damage found in the data. Retry once the cause is fixed; do not restore a backup over the storage
+    unless ``sqlitedos verify`` reports damage."""
+
+
+class StorageFullError(StorageIOError):
+    """The disk (or quota) holding the storage is full: free some space and retry; committed data is intact."""
+
+
+class StoragePermissionError(StorageIOError):
+    """The operating system refused access to a file of the storage (EACCES/EPERM): check its owner and mode."""
+
+
 class ClosedStorage(AiidaException):
     """The storage was closed; open a new storage object."""
 
@@ -128,6 +146,10 @@ class ReadOnlyError(AiidaException):
 
 class LockedProfileError(AiidaException):
     """The profile is in use by another process and the operation needs exclusive access."""
+
+
+class StorageBusyError(LockedProfileError):
+    """The database stayed locked by another process for longer than the busy timeout: retry when it is done."""
 
 
 class ExportValidationError(AiidaException):

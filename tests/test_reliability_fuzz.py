@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from sqlitedos import LinkType
 from sqlitedos.archive import import_archive
 from sqlitedos.exceptions import AiidaException
+from tests.querydicts import node_query
+from tests.test_query_property import FILTERS, eval_spec
 
 ALLOWED = (AiidaException, TypeError, ValueError)
 # Duplicate zip member names are part of the hostile input; huge generated values make hypothesis warn about reprs.
@@ -132,41 +135,131 @@ def attempt(storage: Any, action: Callable[[], Any]) -> bool:
 
 @pytest.fixture
 def seeded(storage: Any) -> Any:
-    """A storage with a few nodes, a link and a group to hit."""
+    """A storage with a few nodes (labels and attributes in the shapes the well-formed filters test), a link and a
+    group to hit."""
     data = storage.nodes.create(node_type=DATA_TYPE, user=storage.default_user, label='d')
     data.set_attribute('a', {'b': [1, 'two', None]})
     data.store()
     calc = storage.nodes.create(node_type=CALC_TYPE, user=storage.default_user, label='c').store()
     calc.add_incoming(data, LinkType.INPUT_CALC, 'x')
+    for label, attributes in SEED_NODES:
+        node = storage.nodes.create(node_type=DATA_TYPE, user=storage.default_user, label=label)
+        node.set_attribute_many(attributes)
+        node.store()
     storage.groups.create(label='g', user=storage.default_user).store()
     return storage
 
 
-@FUZZ
-@given(
-    node_filters=filters,
-    project=projections,
-    extra=st.dictionaries(st.sampled_from(['limit', 'offset', 'distinct', 'order_by', 'nope']), values, max_size=2),
-)
-def test_query_dicts(seeded: Any, node_filters: Any, project: Any, extra: Any) -> None:
-    query = {
-        'path': [{'entity_type': '', 'orm_base': 'node', 'tag': 'n'}],
-        'filters': {'n': node_filters},
-        'project': {'n': project},
-        **extra,
-    }
-    for run in (lambda: seeded.query().count(query), lambda: list(seeded.query().iterall(query, batch_size=2))):
-        attempt(seeded, run)
+#: More nodes for the well-formed queries to tell apart (labels and keys from ``test_query_property``'s alphabet).
+SEED_NODES = [
+    ('a%', {'a': 1, 'b': 'A'}),
+    ('Ab', {'a': [1, 'a'], '0': None}),
+    ('é1', {'b': {'a': 0.5}, 'a': True}),
+    ('', {'a': -2.5, 'b': [None, {'a': 'é'}]}),
+    ('b_\\', {'0': 'aAb', 'a': {'0': 3, 'b': []}}),
+]
 
 
-@FUZZ
-@given(
-    query=st.dictionaries(
-        st.sampled_from(['path', 'filters', 'project', 'order_by', 'limit']) | any_text, values, max_size=4
+def twin_rows(storage: Any) -> list[dict[str, Any]]:
+    """The seeded nodes as the Python twins of ``test_query_property`` see them."""
+    cursor = storage.get_session().execute('SELECT id, label, process_type, attributes FROM db_dbnode')
+    return [
+        {'id': pk, 'label': label, 'process_type': process, 'attributes': json.loads(attributes)}
+        for pk, label, process, attributes in cursor
+    ]
+
+
+class Tally:
+    """How many generated queries were tried, answered, and checked (against the Python twins or their count)."""
+
+    def __init__(self) -> None:
+        self.tried = self.answered = self.checked = 0
+
+    def assert_real_fraction(self, minimum: float) -> None:
+        assert self.tried >= 50, vars(self)
+        assert self.answered >= minimum * self.tried, vars(self)
+        assert self.checked >= minimum * self.tried, vars(self)
+
+
+def check_twin(storage: Any, spec: dict[str, Any], tally: Tally) -> None:
+    """A well-formed filter must be answered, and exactly as the operators' Python twins answer it."""
+    tally.tried += 1
+    query = node_query(spec, ['id'])
+    got = sorted(row[0] for row in storage.query().iterall(query))
+    expected = sorted(row['id'] for row in twin_rows(storage) if eval_spec(row, spec) is True)
+    assert got == expected, json.dumps(spec)
+    assert storage.query().count(query) == len(expected)
+    tally.answered += 1
+    tally.checked += 1
+
+
+def run_hostile(storage: Any, query: dict[str, Any], tally: Tally) -> None:
+    """A hostile query: refused cleanly, or answered with as many rows as its count says."""
+    tally.tried += 1
+    results: list[Any] = []
+    if attempt(storage, lambda: results.append(storage.query().count(query))):
+        tally.answered += 1
+        if attempt(storage, lambda: results.append(list(storage.query().iterall(query, batch_size=2)))):
+            if not query.get('limit') and not query.get('offset') and not query.get('distinct'):
+                assert results[0] == len(results[1]), query
+                tally.checked += 1
+
+
+def test_query_dicts(seeded: Any) -> None:
+    """Hostile filters, projections and options, mixed half and half with well-formed filters (checked against the
+    Python twins): a real fraction must be answered, and answered right."""
+    tally = Tally()
+
+    @FUZZ
+    @given(
+        case=st.tuples(st.just('twin'), FILTERS)
+        | st.tuples(
+            st.just('hostile'),
+            st.tuples(
+                filters,
+                projections,
+                st.dictionaries(
+                    st.sampled_from(['limit', 'offset', 'distinct', 'order_by', 'nope']), values, max_size=2
+                ),
+            ),
+        )
     )
-)
-def test_query_dicts_of_any_shape(seeded: Any, query: Any) -> None:
-    attempt(seeded, lambda: seeded.query().count(query))
+    def run(case: tuple[str, Any]) -> None:
+        kind, spec = case
+        if kind == 'twin':
+            check_twin(seeded, spec, tally)
+            return
+        node_filters, project, extra = spec
+        run_hostile(seeded, {**node_query(node_filters, project), **extra}, tally)
+
+    run()
+    tally.assert_real_fraction(0.4)
+
+
+def test_query_dicts_of_any_shape(seeded: Any) -> None:
+    """Top-level dicts of any shape, mixed with whole well-formed query dicts: the well-formed ones are answered
+    right, the others refused cleanly or answered consistently."""
+    tally = Tally()
+
+    @FUZZ
+    @given(
+        case=st.tuples(st.just('twin'), FILTERS)
+        | st.tuples(
+            st.just('hostile'),
+            st.dictionaries(
+                st.sampled_from(['path', 'filters', 'project', 'order_by', 'limit']) | any_text, values, max_size=4
+            ),
+        )
+    )
+    def run(case: tuple[str, Any]) -> None:
+        kind, spec = case
+        if kind == 'twin':
+            check_twin(seeded, spec, tally)
+        else:
+            run_hostile(seeded, spec, tally)
+
+    run()
+    tally.assert_real_fraction(0.4)
 
 
 @FUZZ

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader
+from sqlitedos.db import JSON_MAX_DEPTH, json_text_depth_exceeds
 from sqlitedos.exceptions import CorruptStorage, ImportValidationError
 from sqlitedos.tables import TABLES, quote_identifier
 
@@ -73,6 +74,7 @@ def check_archive_database(database: Path, reader: ArchiveReader) -> None:
         try:
             _check_identities(connection)
             _check_references(connection)
+            _check_json(connection)
             connection.execute(CREATE_KEYS)
             connection.execute(FILL_KEYS)
         except sqlite3.DatabaseError as exc:
@@ -83,6 +85,37 @@ def check_archive_database(database: Path, reader: ArchiveReader) -> None:
                 f'the archive lacks the repository object repo/{key} that one of its nodes references: the '
                 'archive is incomplete (nothing was imported)'
             )
+
+
+#: A row whose JSON text is invalid, or nested deeper than ``db.JSON_MAX_DEPTH`` (exactly, by a Python scan, only
+#: for the rare texts with more opening brackets than that in all). ``{column}``/``{table}`` come from ``tables.py``.
+BAD_JSON = """
+SELECT id FROM {table} WHERE {column} IS NOT NULL AND (
+    NOT json_valid({column})
+    OR (length({column}) - length(replace(replace({column}, '[', ''), '{{', '')) > :limit
+        AND sqlitedos_json_too_deep({column}))
+) LIMIT 1
+"""
+
+
+def _check_json(connection: sqlite3.Connection) -> None:
+    """Refuse an archive row whose JSON is invalid or nested too deeply to be read back or filtered on."""
+    connection.create_function('sqlitedos_json_too_deep', 1, _too_deep, deterministic=True)
+    for table in ENTITY_TABLES:
+        for column in TABLES[table].columns:
+            if column.kind != 'json':
+                continue
+            sql = BAD_JSON.format(table=quote_identifier(table), column=quote_identifier(column.name))
+            row = connection.execute(sql, {'limit': JSON_MAX_DEPTH}).fetchone()
+            if row is not None:
+                raise ImportValidationError(
+                    f'the archive row {row[0]} of {table} holds {column.name} that is not valid JSON or nests deeper '
+                    f'than {JSON_MAX_DEPTH} levels, which aiida never writes (nothing was imported)'
+                )
+
+
+def _too_deep(cell: object) -> int:
+    return int(isinstance(cell, (str, bytes)) and json_text_depth_exceeds(cell))
 
 
 def _check_identities(connection: sqlite3.Connection) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import shutil
+import socket
 import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +29,7 @@ from sqlitedos.archive.format import (
     Progress,
     open_database_readonly,
     report,
+    use_rollback_journal,
 )
 from sqlitedos.archive.repo_access import open_repository, read_objects
 from sqlitedos.db import Session, connect, decode_json, encode_json, translate_errors
@@ -43,6 +47,11 @@ __all__ = ('create_archive',)
 BATCH_SIZE = 1000
 #: Entity kinds that may start an export, and their tables.
 START_TABLES = {'node': 'db_dbnode', 'group': 'db_dbgroup', 'computer': 'db_dbcomputer', 'user': 'db_dbuser'}
+
+#: The hidden work folder of an export, made beside the target (the archive is renamed out of it at the end).
+WORKDIR_PREFIX = '.sqlitedos-export-'
+#: A work folder without an owner in its name (older sqlitedos) is taken as abandoned after this long untouched.
+STALE_WORKDIR_SECONDS = 24 * 3600
 
 ATTACH = 'ATTACH DATABASE ? AS archive'
 DETACH = 'DETACH DATABASE archive'
@@ -146,7 +155,8 @@ def create_archive(
     if storage.in_transaction:
         raise InvalidOperation('create_archive cannot run inside an open transaction: commit it first')
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix='.sqlitedos-export-', dir=target.parent) as workdir:
+    remove_stale_workdirs(target.parent)
+    with tempfile.TemporaryDirectory(prefix=_workdir_prefix(), dir=target.parent) as workdir:
         database = Path(workdir) / 'db.sqlite3'
         _create_archive_database(database)
         starting_set = _write_rows(
@@ -162,6 +172,7 @@ def create_archive(
         )
         if test_run:
             return target
+        use_rollback_journal(database)
         partial = Path(workdir) / 'archive.partial'
         writer = ArchiveWriter(partial, compression)
         try:
@@ -211,6 +222,43 @@ SPECIAL_FILES = (
     (stat.S_ISBLK, 'block device'),
     (stat.S_ISSOCK, 'socket'),
 )
+
+
+def _workdir_prefix() -> str:
+    """``.sqlitedos-export-<host>-<pid>-``: the work folder names its owner, so a later export can tell it is stale."""
+    return f'{WORKDIR_PREFIX}{socket.gethostname()}-{os.getpid()}-'
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def remove_stale_workdirs(folder: Path) -> list[Path]:
+    """Delete the work folders of exports into ``folder`` that were killed (their process on this host is gone), and
+    unowned ones (older naming) untouched for ``STALE_WORKDIR_SECONDS``; return what was deleted."""
+    removed = []
+    host = socket.gethostname()
+    for entry in folder.glob(WORKDIR_PREFIX + '*'):
+        try:
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            owner_host, _, rest = entry.name[len(WORKDIR_PREFIX) :].rpartition('-')[0].rpartition('-')
+            if rest.isdigit() and owner_host:
+                stale = owner_host == host and not _is_alive(int(rest))
+            else:
+                stale = time.time() - entry.stat().st_mtime > STALE_WORKDIR_SECONDS
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _resolve_entities(storage: StorageBackend, entities: Iterable[Any] | None) -> dict[str, list[int]] | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from sqlitedos.archive.zipio import STORED, ZipIndex, ZipStreamWriter
+from sqlitedos.db import JSON_MAX_DEPTH, json_text_depth_exceeds
 from sqlitedos.exceptions import CorruptStorage, ImportValidationError, IncompatibleStorageSchema
 
 __all__ = (
@@ -33,6 +34,7 @@ __all__ = (
     'ArchiveWriter',
     'Progress',
     'report',
+    'use_rollback_journal',
 )
 
 #: The only archive version this code reads and writes (aiida-core 2.x's ``sqlite_zip`` head).
@@ -52,6 +54,9 @@ SMALL_OBJECT = 256 * 1024
 #: Bytes of small objects held before a batch is compressed and written.
 PENDING_BYTES = 2 * 1024 * 1024
 COMPRESSION_THREADS = 2
+#: The largest ``metadata.json`` read: aiida's holds the export parameters and the starting set (uuids of the
+#: entities named at export, about 40 bytes each), a few kB for real archives.
+METADATA_MAX_BYTES = 64 * 1024 * 1024
 _KEY = re.compile(r'[0-9a-f]{64}')
 
 #: ``progress(stage, done, total)``, called as each stage advances.
@@ -122,22 +127,40 @@ class ArchiveReader:
             except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
                 raise CorruptStorage(f'{str(self.path)!r} is not a readable .aiida archive (zip file): {exc}') from exc
             self._check_members()
+            member = self._zip.find(METADATA_NAME)
+            self._check_metadata_size(member.size if member is not None else 0)
+            self._zip.check_ratios()  # a zip bomb among the objects is refused before any of them is written
             with self._zip_member(METADATA_NAME) as handle:
-                self.metadata = check_metadata(self._parse_json(handle.read()), str(self.path), check_version)
+                data = handle.read(METADATA_MAX_BYTES + 1)
+            self._check_metadata_size(len(data))
+            self.metadata = check_metadata(self._parse_json(data), str(self.path), check_version)
         except BaseException:
             self.close()
             raise
 
     @staticmethod
     def _parse_json(data: bytes) -> Any:
+        if json_text_depth_exceeds(data):
+            raise CorruptStorage(
+                f'the archive {METADATA_NAME} nests deeper than {JSON_MAX_DEPTH} levels, which aiida never writes: '
+                'refusing it'
+            )
         try:
             return json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise CorruptStorage(f'the archive {METADATA_NAME} is not valid JSON: {exc}') from exc
+
+    def _check_metadata_size(self, size: int) -> None:
+        if size > METADATA_MAX_BYTES:
+            raise CorruptStorage(
+                f'the archive {METADATA_NAME} of {str(self.path)!r} is {size} bytes, more than the '
+                f'{METADATA_MAX_BYTES} any real archive needs: refusing it'
+            )
 
     def _read_json(self, path: Path) -> Any:
         if not path.is_file():
             raise CorruptStorage(f'the archive folder {str(self.path)!r} has no {METADATA_NAME}')
+        self._check_metadata_size(path.stat().st_size)
         return self._parse_json(path.read_bytes())
 
     def _check_members(self) -> None:
@@ -347,6 +370,24 @@ class ArchiveWriter:
         self._pool.shutdown(cancel_futures=True)
         self._spill.unlink(missing_ok=True)
         self._database.unlink(missing_ok=True)
+
+
+def use_rollback_journal(path: Path) -> None:
+    """Make the private database file ``path`` a rollback-journal database, never WAL.
+
+    aiida-core opens an archive's database read-only from a temporary copy; a WAL header (bytes 18-19 of the file,
+    https://www.sqlite.org/fileformat.html#file_format_version_numbers) would make that need a ``-shm`` file and a
+    writable folder, and made our own import fail with ``database is locked``. Archives written by older sqlitedos
+    versions have that header; it is reset here on the private copy.
+    """
+    try:
+        connection = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            connection.execute('PRAGMA journal_mode = DELETE')
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise CorruptStorage(f'the archive {DATABASE_NAME} is not a SQLite database: {exc}') from exc
 
 
 def open_database_readonly(path: Path) -> sqlite3.Connection:

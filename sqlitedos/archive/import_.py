@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlitedos.archive.checks import archive_connection, check_archive_database
-from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader, Progress, report
+from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader, Progress, report, use_rollback_journal
 from sqlitedos.archive.repo_access import has_objects, open_repository, repository_is_empty, write_objects
 from sqlitedos.db import decode_json, encode_datetime, encode_json, now, translate_errors
 from sqlitedos.exceptions import (
@@ -271,6 +271,7 @@ def import_archive(
     with ArchiveReader(path) as reader, tempfile.TemporaryDirectory(prefix='sqlitedos-import-') as workdir:
         report(progress, 'Reading archive', 0, 1)
         database = reader.extract_database(Path(workdir) / DATABASE_NAME)
+        use_rollback_journal(database)
         report(progress, 'Reading archive', 1, 1)
         check_archive_database(database, reader)
         _check_against_storage(storage, database, create_group and group_id is None, group_id)

@@ -43,6 +43,12 @@ READ_CHUNK = 1024 * 1024
 #: Compressed bytes read at a time from a large member (inflated at most ``READ_CHUNK`` at a time).
 RAW_CHUNK = 64 * 1024
 ENTRY_BATCH = 2000
+#: A member whose content is more than this many times its compressed size is refused, upfront from the sizes the
+#: central directory declares and again while it is inflated. Deflate's ceiling is about 1032:1 (a zip bomb); real
+#: archive members stay far below (aiida's database and text files inflate 3-20 times, binary data less).
+MAX_COMPRESSION_RATIO = 200
+#: Members inflating to at most this many bytes are never refused for their ratio (a small file of zeros is fine).
+RATIO_FREE_BYTES = 64 * 1024 * 1024
 
 CREATE_MEMBERS = """
 CREATE TABLE member (
@@ -52,6 +58,10 @@ CREATE TABLE member (
 """
 CREATE_MEMBER_INDEX = 'CREATE INDEX member_name ON member (name)'
 INSERT_MEMBER = 'INSERT INTO member VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
+SELECT_BOMB = """
+SELECT name, method, flags, crc, compressed, size, offset FROM member
+WHERE method = ? AND size > ? AND size > ? * max(compressed, 1) ORDER BY position LIMIT 1
+"""
 SELECT_MEMBER = 'SELECT name, method, flags, crc, compressed, size, offset FROM member WHERE name = ? LIMIT 1'
 
 
@@ -166,6 +176,17 @@ class ZipIndex:
 
     # --- members ---------------------------------------------------------------------------------------------------
 
+    def first_bomb(self) -> Member | None:
+        """The first member whose declared sizes pass ``MAX_COMPRESSION_RATIO`` (checked before anything is read)."""
+        row = self._index.execute(SELECT_BOMB, (DEFLATED, RATIO_FREE_BYTES, MAX_COMPRESSION_RATIO)).fetchone()
+        return None if row is None else Member(*row)
+
+    def check_ratios(self) -> None:
+        """``CorruptStorage`` if any member is declared to inflate past ``MAX_COMPRESSION_RATIO``."""
+        member = self.first_bomb()
+        if member is not None:
+            _check_ratio(self.path, member, member.size, member.compressed)
+
     def first_missing(self, database: Path, table: str, prefix: str) -> str | None:
         """The first ``key`` of ``table`` in the SQLite file ``database`` without a member ``prefix + key``."""
         self._index.execute('ATTACH DATABASE ? AS keys', (str(database),))
@@ -193,7 +214,8 @@ class ZipIndex:
             raise _corrupt(self.path, f'the local header of {member.name!r} is damaged')
         fields = LOCAL.unpack(header)
         start = member.offset + LOCAL.size + fields[10] + fields[11]
-        if member.compressed <= SMALL_MEMBER:
+        _check_ratio(self.path, member, member.size, member.compressed)
+        if member.compressed <= SMALL_MEMBER and member.size <= SMALL_MEMBER:
             raw = self._pread(member.compressed, start)
             data = _inflate_all(raw, member, self.path)
             return io.BytesIO(data)  # type: ignore[return-value]
@@ -218,11 +240,35 @@ def _zip64_values(extra: bytes, size: int, compressed: int, offset: int) -> tupl
     return size, compressed, offset
 
 
+def _check_ratio(path: Path, member: Member, size: int, compressed: int) -> None:
+    """Refuse a member inflating (or declared to inflate) past ``MAX_COMPRESSION_RATIO``: a zip bomb."""
+    if member.method == DEFLATED and size > RATIO_FREE_BYTES and size > MAX_COMPRESSION_RATIO * max(compressed, 1):
+        raise _corrupt(
+            path,
+            f'the member {member.name!r} inflates {size} bytes from {compressed} compressed ones, more than '
+            f'{MAX_COMPRESSION_RATIO} times: refusing it as a zip bomb (real archives stay far below)',
+        )
+
+
+def _oversized(path: Path, member: Member) -> CorruptStorage:
+    return _corrupt(
+        path, f'the member {member.name!r} holds more than the {member.size} bytes its header declares: refusing it'
+    )
+
+
 def _inflate_all(raw: bytes, member: Member, path: Path) -> bytes:
     if len(raw) != member.compressed:
         raise _corrupt(path, f'the member {member.name!r} is truncated')
     try:
-        data = raw if member.method == STORED else zlib.decompress(raw, -15)
+        if member.method == STORED:
+            data = raw
+        else:
+            # Never more than the declared size plus one byte: a member that lies about its size is refused at once.
+            inflater = zlib.decompressobj(-15)
+            data = inflater.decompress(raw, member.size + 1)
+            if len(data) > member.size or inflater.unconsumed_tail:
+                raise _oversized(path, member)
+            data += inflater.flush()
     except zlib.error as exc:
         raise _corrupt(path, f'the member {member.name!r} is damaged ({exc})') from exc
     if len(data) != member.size or zlib.crc32(data) != member.crc:
@@ -277,6 +323,11 @@ class _MemberStream(io.RawIOBase):
             self._buffer, self._offset = self._fill(), 0
             self._crc = zlib.crc32(self._buffer, self._crc)
             self._size += len(self._buffer)
+            # Output never passes the declared size, and the declared size passed the ratio check when the archive
+            # was opened: so no member inflates past MAX_COMPRESSION_RATIO of its compressed size, whatever it holds.
+            # (A ratio of the bytes consumed so far would refuse honest files that start with a long run of zeros.)
+            if self._size > self._member.size:
+                raise _oversized(self._index.path, self._member)
             if not self._buffer and (self._size != self._member.size or self._crc != self._member.crc):
                 raise _corrupt(self._index.path, f'the member {self._member.name!r} is damaged (CRC-32 or size)')
         count = min(len(buffer), len(self._buffer) - self._offset)

@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from sqlitedos import __version__
-from sqlitedos.exceptions import AiidaException, MultipleObjectsError, NotExistent
+from sqlitedos.db import storage_error
+from sqlitedos.exceptions import AiidaException, MultipleObjectsError, NotExistent, StorageIOError
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
 DEFAULT_EMAIL = 'aiida@localhost'
@@ -116,6 +117,11 @@ class SqlitedosGroup(click.Group):
                 raise click.ClickException(
                     f'the repository container is read-only ({first_line}): this command needs to write to it'
                 ) from exc
+            original = getattr(exc, 'orig', None)
+            if isinstance(original, sqlite3.Error):
+                translated = storage_error(original)
+                if isinstance(translated, StorageIOError):  # a full disk or an I/O error of the pack index
+                    raise click.ClickException(f'the repository container: {translated}') from exc
             raise click.ClickException(
                 f'the repository container cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); '
                 'run `sqlitedos verify PATH`, and restore the container from a backup'

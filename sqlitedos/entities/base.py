@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from typing_extensions import Self
 
-from sqlitedos.db import decode_datetime, decode_json, encode_datetime, encode_json, new_uuid, now, translate_errors
+from sqlitedos.db import (
+    JSON_MAX_DEPTH,
+    decode_datetime,
+    decode_json,
+    encode_datetime,
+    encode_json,
+    new_uuid,
+    now,
+    translate_errors,
+)
 from sqlitedos.exceptions import InvalidOperation, NotExistent, NotExistentAttributeError, ValidationError
 from sqlitedos.tables import TABLES, Table, quote_identifier
 
@@ -52,9 +61,10 @@ def _clean_scalar(value: Any) -> Any:
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
-    if isinstance(value, numbers.Real) and (math.isnan(value) or math.isinf(value)):
-        raise ValidationError(f'nan and inf/-inf can not be serialized to the database: {value!r}')
     if isinstance(value, (numbers.Real, Decimal)):
+        # Decimal is not a numbers.Real, and Decimal('sNaN') cannot even be converted to float: ask it directly.
+        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+            raise ValidationError(f'nan and inf/-inf can not be serialized to the database: {value!r}')
         text = f'{value:.{FLOAT_PRECISION}g}'
         cleaned = float(text)
         if 'e' in text and cleaned.is_integer():
@@ -63,16 +73,24 @@ def _clean_scalar(value: Any) -> Any:
     raise ValidationError(f'type `{type(value).__name__}` is not supported as it is not json-serializable: {value!r}')
 
 
-def clean_value(value: Any) -> Any:
+def clean_value(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` cleaned as aiida cleans attributes and extras; ``ValidationError`` for what JSON cannot hold.
 
     Mappings stay mappings, other iterables (not strings) become lists, integers become ``int``, floats are rounded
-    to 14 significant digits (and become ``int`` when that rounding is integral in exponent form).
+    to 14 significant digits (and become ``int`` when that rounding is integral in exponent form). NaN and infinities
+    are refused, and so is nesting deeper than ``db.JSON_MAX_DEPTH``.
     """
-    if isinstance(value, Mapping):
-        return {key: clean_value(item) for key, item in value.items()}
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        return [clean_value(item) for item in value]
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (Mapping, Iterable)):
+        if _depth >= JSON_MAX_DEPTH:
+            raise ValidationError(
+                f'the value nests lists/dictionaries deeper than {JSON_MAX_DEPTH} levels, which cannot be stored and '
+                'read back: flatten it, or store it as a file'
+            )
+        if isinstance(value, Mapping):
+            return {key: clean_value(item, _depth + 1) for key, item in value.items()}
+        return [clean_value(item, _depth + 1) for item in value]
     return _clean_scalar(value)
 
 
@@ -80,8 +98,8 @@ def encode_json_checked(value: Any) -> str:
     """``encode_json`` raising ``ValidationError`` (naming the value) for what JSON cannot hold."""
     try:
         return encode_json(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f'the value cannot be stored as JSON ({exc}): {value!r}') from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f'the value cannot be stored as JSON ({exc!r}): {str(value)[:200]}') from exc
 
 
 def _encode_datetime(value: Any) -> str:
@@ -289,7 +307,13 @@ class BackendEntity:
         params = self._params()
         with self._backend.transaction() as connection, translate_errors():
             self._id = connection.execute(self._INSERT, params).fetchone()[0]
+            self._backend._session().on_rollback(self)
         return self
+
+    def _rolled_back(self) -> None:
+        """Forget the pk of a store whose transaction was rolled back or failed to commit: the entity is unstored
+        again, so a retry stores it."""
+        self._id = None
 
     def _check_backend_open(self) -> None:
         self._backend._session()

@@ -210,7 +210,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
         if self._id is not None:
             return self
         backend = self._backend
-        backend._session()
+        session = backend._session()
         row = self._row
         attributes, extras = row['attributes'], row['extras']
         if clean:
@@ -239,10 +239,11 @@ class BackendNode(ExtrasMixin, BackendEntity):
                 seen: set[tuple[Any, ...]] = set()
                 for source, link_type, link_label in links:
                     self._insert_link(connection, source, pk, LinkType(link_type), link_label, fresh=seen)
-        self._id = pk
+            self._id = pk
+            row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
+            session.on_rollback(self)  # a failed commit makes it unstored again (cleaned values are kept)
         if self._repository is not None:
-            self._repository.discard_pending()
-        row['attributes'], row['extras'], row['ctime'], row['mtime'] = attributes, extras, ctime, mtime
+            self._repository.discard_pending()  # committed (or inside an outer block): the container has them
         return self
 
     # --- links ------------------------------------------------------------------------------------------------

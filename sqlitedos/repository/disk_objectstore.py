@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sqlitedos.db import connect
-from sqlitedos.exceptions import AiidaException, CorruptStorage, LockedProfileError, UnreachableStorage
+from sqlitedos.exceptions import (
+    AiidaException,
+    CorruptStorage,
+    LockedProfileError,
+    StorageIOError,
+    StoragePermissionError,
+    UnreachableStorage,
+)
 from sqlitedos.repository.abstract import (
     AbstractRepositoryBackend,
     ObjectNotFoundError,
@@ -200,9 +207,17 @@ def read_container_id(folder: str | Path) -> str:
             'or point the profile at the right storage folder'
         )
     try:
-        config = json.loads(config_path.read_text('utf-8'))
+        data = config_path.read_bytes()
+    except OSError as exc:  # the disk, not the content: an I/O error or a refused permission is no damage
+        denied = isinstance(exc, PermissionError)
+        raise (StoragePermissionError if denied else StorageIOError)(
+            f'the repository container configuration {str(config_path)!r} cannot be read ({exc}): check the disk '
+            'and the permissions of the folder, and retry'
+        ) from exc
+    try:
+        config = json.loads(data.decode('utf-8'))
         container_id = config['container_id']
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise CorruptStorage(
             f'the repository container configuration {str(config_path)!r} cannot be read ({exc!r}); '
             'restore it from a backup'

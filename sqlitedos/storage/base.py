@@ -81,7 +81,8 @@ _REQUIRED_COLUMNS = frozenset(
 )
 _MTIME_COLUMNS = {'db_dbnode': 'mtime', 'db_dbcomment': 'mtime'}
 #: ``json.dumps`` with its defaults (aiida's format), minus two Python call layers per value on the bulk path.
-_encode_json_fast = json.JSONEncoder().encode
+#: ``allow_nan=False`` as in ``db.encode_json``: NaN/Infinity are not JSON and break every attribute filter.
+_encode_json_fast = json.JSONEncoder(allow_nan=False).encode
 
 
 def _bulk_encode_json(value: Any) -> str:

@@ -22,6 +22,7 @@ from sqlitedos.db import (
     encode_datetime,
     encode_json,
     now,
+    storage_error,
     translate_errors,
 )
 from sqlitedos.exceptions import (
@@ -222,9 +223,12 @@ def _read_version(connection: sqlite3.Connection, path: Path) -> str | None:
     try:
         return migrate.read_version(connection)
     except sqlite3.DatabaseError as exc:
-        raise CorruptStorage(
-            f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup'
-        ) from exc
+        translated = storage_error(exc, path)
+        if translated is exc:
+            translated = CorruptStorage(
+                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup'
+            )
+        raise translated from exc
 
 
 class SqliteDosStorage(StorageBackend):
