@@ -349,9 +349,7 @@ class _Keeper:
             connection.execute('SELECT count(*) FROM sqlite_master').fetchone()  # opens the WAL: makes -wal, -shm
         except sqlite3.DatabaseError as exc:
             connection.close()
-            raise CorruptStorage(
-                f'{str(path)!r} is not a readable SQLite database ({exc}); restore it from a backup.'
-            ) from exc
+            raise storage_error(exc, path) from exc  # a full disk here is not damage (making -wal/-shm)
         keeper = cls.registry[str(path)] = cls(path, connection, entries, (status.st_atime_ns, status.st_mtime_ns))
         return keeper
 

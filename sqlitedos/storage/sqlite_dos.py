@@ -31,6 +31,7 @@ from sqlitedos.exceptions import (
     InvalidOperation,
     LockedProfileError,
     ReadOnlyError,
+    StorageIOError,
     StorageMigrationError,
     UnreachableStorage,
 )
@@ -155,7 +156,7 @@ class SqliteDosMigrator:
             self._create_database(container_id)
         except BaseException as exc:
             self._remove_partial_storage(created[-1] if created else None)
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, (sqlite3.Error, StorageIOError)):  # StorageIOError: a full disk, an I/O error
                 raise StorageMigrationError(
                     f'could not create the storage in {str(root)!r} ({exc}); nothing was left behind: free some '
                     'space (or fix the cause) and initialise again'
