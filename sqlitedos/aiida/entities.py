@@ -1,0 +1,204 @@
+"""aiida's backend entity and collection classes over sqlitedos' own: each class is both (sqlitedos' first in the
+MRO, so its code runs; aiida's abstract class second, so aiida's front end accepts the object)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiida.orm import implementation as aiida_impl
+
+from sqlitedos import entities as sd
+from sqlitedos.aiida.errors import translated_errors, translating_methods
+
+__all__ = (
+    'ADOPTED_CLASSES',
+    'SqlitedosAuthInfo',
+    'SqlitedosAuthInfoCollection',
+    'SqlitedosComment',
+    'SqlitedosCommentCollection',
+    'SqlitedosComputer',
+    'SqlitedosComputerCollection',
+    'SqlitedosGroup',
+    'SqlitedosGroupCollection',
+    'SqlitedosLog',
+    'SqlitedosLogCollection',
+    'SqlitedosNode',
+    'SqlitedosNodeCollection',
+    'SqlitedosUser',
+    'SqlitedosUserCollection',
+    'adopt',
+)
+
+
+def _backend_node(node: Any) -> Any:
+    """The backend node of ``node`` (an aiida ORM node or a backend node)."""
+    return getattr(node, 'backend_entity', node)
+
+
+def _link_value(link_type: Any) -> str:
+    """The string value of a link type (aiida's ``LinkType`` enum, sqlitedos' or a plain string)."""
+    return getattr(link_type, 'value', link_type)
+
+
+@translating_methods
+class SqlitedosUser(sd.BackendUser, aiida_impl.BackendUser):
+    """A user (``db_dbuser``)."""
+
+
+@translating_methods
+class SqlitedosComputer(sd.BackendComputer, aiida_impl.BackendComputer):
+    """A computer (``db_dbcomputer``)."""
+
+    def copy(self) -> SqlitedosComputer:
+        """An unstored copy with a new uuid."""
+        with translated_errors():
+            return adopt(super().copy())
+
+
+@translating_methods
+class SqlitedosAuthInfo(sd.BackendAuthInfo, aiida_impl.BackendAuthInfo):
+    """The authorisation info of a user on a computer (``db_dbauthinfo``)."""
+
+
+@translating_methods
+class SqlitedosNode(sd.BackendNode, aiida_impl.BackendNode):
+    """A node (``db_dbnode``)."""
+
+    def store(self, links: Iterable[tuple[Any, Any, str]] | None = None, clean: bool = True) -> SqlitedosNode:
+        """Store the node with its cached incoming links (triples of source node, link type, label)."""
+        triples = [(_backend_node(source), _link_value(kind), label) for source, kind, label in links or ()]
+        with translated_errors():
+            super().store(triples, clean=clean)
+        return self
+
+    def add_incoming(self, source: Any, link_type: Any, link_label: str) -> None:
+        """Add a link from the stored node ``source``; ``TypeError`` unless it is a node of this plugin."""
+        if not isinstance(source, SqlitedosNode):
+            raise TypeError(f'source must be a {SqlitedosNode.__name__}, got {type(source).__name__}: {source!r}')
+        with translated_errors():
+            super().add_incoming(source, _link_value(link_type), link_label)
+
+    def clone(self) -> SqlitedosNode:
+        """An unstored copy (new uuid, no links)."""
+        return adopt(super().clone())
+
+
+@translating_methods
+class SqlitedosGroup(sd.BackendGroup, aiida_impl.BackendGroup):
+    """A group (``db_dbgroup``)."""
+
+    @property
+    def nodes(self) -> list[SqlitedosNode]:
+        """The nodes of the group, in id order."""
+        with translated_errors():
+            return [adopt(node) for node in sd.BackendGroup.nodes.fget(self)]  # type: ignore[attr-defined]
+
+    def add_nodes(self, nodes: Iterable[Any], **kwargs: Any) -> None:
+        """Add stored nodes (ORM or backend nodes) to the group."""
+        with translated_errors():
+            super().add_nodes([_backend_node(node) for node in nodes], **kwargs)
+
+    def remove_nodes(self, nodes: Iterable[Any], **kwargs: Any) -> None:
+        """Remove nodes (ORM or backend nodes) from the group."""
+        with translated_errors():
+            super().remove_nodes([_backend_node(node) for node in nodes], **kwargs)
+
+
+@translating_methods
+class SqlitedosComment(sd.BackendComment, aiida_impl.BackendComment):
+    """A comment on a node (``db_dbcomment``)."""
+
+
+@translating_methods
+class SqlitedosLog(sd.BackendLog, aiida_impl.BackendLog):
+    """A log record of a node (``db_dblog``)."""
+
+
+#: sqlitedos entity class -> the plugin class that extends it.
+ADOPTED_CLASSES: dict[type, type] = {
+    sd.BackendUser: SqlitedosUser,
+    sd.BackendComputer: SqlitedosComputer,
+    sd.BackendAuthInfo: SqlitedosAuthInfo,
+    sd.BackendNode: SqlitedosNode,
+    sd.BackendGroup: SqlitedosGroup,
+    sd.BackendComment: SqlitedosComment,
+    sd.BackendLog: SqlitedosLog,
+}
+
+
+def adopt(entity: Any) -> Any:
+    """``entity`` as an instance of the plugin class, if it is one of sqlitedos' entity classes (no copy made).
+
+    The plugin classes add methods only, never state, so the object is re-classed in place: a query's entities
+    cost nothing extra however many rows come back.
+    """
+    cls = ADOPTED_CLASSES.get(type(entity))
+    if cls is not None:
+        entity.__class__ = cls
+    return entity
+
+
+@translating_methods
+class SqlitedosUserCollection(sd.BackendUserCollection, aiida_impl.BackendUserCollection):
+    ENTITY_CLASS = SqlitedosUser
+
+    def create(self, email: str, **kwargs: Any) -> SqlitedosUser:
+        """A new, unstored user; names not given (None) are empty, as aiida stores them."""
+        names = {key: '' if value is None else value for key, value in kwargs.items()}
+        with translated_errors():
+            return SqlitedosUser(self._backend, email, **names)
+
+
+@translating_methods
+class SqlitedosComputerCollection(sd.BackendComputerCollection, aiida_impl.BackendComputerCollection):
+    ENTITY_CLASS = SqlitedosComputer
+
+    def create(self, **kwargs: Any) -> SqlitedosComputer:
+        with translated_errors():
+            return SqlitedosComputer(self._backend, **kwargs)
+
+
+@translating_methods
+class SqlitedosAuthInfoCollection(sd.BackendAuthInfoCollection, aiida_impl.BackendAuthInfoCollection):
+    ENTITY_CLASS = SqlitedosAuthInfo
+
+    def create(self, **kwargs: Any) -> SqlitedosAuthInfo:
+        with translated_errors():
+            return SqlitedosAuthInfo(self._backend, **kwargs)
+
+
+@translating_methods
+class SqlitedosNodeCollection(sd.BackendNodeCollection, aiida_impl.BackendNodeCollection):
+    ENTITY_CLASS = SqlitedosNode
+
+    def create(self, node_type: str, user: Any, **kwargs: Any) -> SqlitedosNode:
+        with translated_errors():
+            return SqlitedosNode(self._backend, node_type, user, **kwargs)
+
+
+@translating_methods
+class SqlitedosGroupCollection(sd.BackendGroupCollection, aiida_impl.BackendGroupCollection):
+    ENTITY_CLASS = SqlitedosGroup
+
+    def create(self, label: str, user: Any, **kwargs: Any) -> SqlitedosGroup:
+        with translated_errors():
+            return SqlitedosGroup(self._backend, label, user, **kwargs)
+
+
+@translating_methods
+class SqlitedosCommentCollection(sd.BackendCommentCollection, aiida_impl.BackendCommentCollection):
+    ENTITY_CLASS = SqlitedosComment
+
+    def create(self, node: Any, user: Any, content: str | None = None, **kwargs: Any) -> SqlitedosComment:
+        with translated_errors():
+            return SqlitedosComment(self._backend, node, user, content, **kwargs)
+
+
+@translating_methods
+class SqlitedosLogCollection(sd.BackendLogCollection, aiida_impl.BackendLogCollection):
+    ENTITY_CLASS = SqlitedosLog
+
+    def create(self, **kwargs: Any) -> SqlitedosLog:
+        with translated_errors():
+            return SqlitedosLog(self._backend, **kwargs)
