@@ -3,13 +3,17 @@ MRO, so its code runs; aiida's abstract class second, so aiida's front end accep
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from aiida.common import exceptions as aiida_exceptions
 from aiida.orm import implementation as aiida_impl
 
 from sqlitedos import entities as sd
 from sqlitedos.aiida.errors import translated_errors, translating_methods
+from sqlitedos.db import translate_errors
+from sqlitedos.entities.nodes import INSERT_LINK
 
 __all__ = (
     'ADOPTED_CLASSES',
@@ -41,13 +45,49 @@ def _link_value(link_type: Any) -> str:
     return getattr(link_type, 'value', link_type)
 
 
+def _identities(backend: Any) -> weakref.WeakValueDictionary:
+    identities = backend.__dict__.get('_identities')
+    if identities is None:
+        identities = backend.__dict__['_identities'] = weakref.WeakValueDictionary()
+    return identities
+
+
+def merge(entity: Any) -> Any:
+    """The one live object of ``entity``'s row in its storage, refreshed with ``entity``'s (newer) row values.
+
+    aiida's SQLAlchemy session hands out one model object per row, expired on every commit, so two ORM objects of
+    one row see each other's writes; this identity map gives the plugin the same behaviour.
+    """
+    identities = _identities(entity._backend)
+    key = (entity.TABLE_NAME, entity._id)
+    existing = identities.get(key)
+    if existing is None or existing is entity:
+        identities[key] = entity
+        return entity
+    existing._raw, existing._decoded = entity._raw, entity._decoded
+    return existing
+
+
+class _Identity:
+    """One object per stored row and storage (see ``merge``)."""
+
+    @classmethod
+    def from_row(cls, backend: Any, row: Any) -> Any:
+        return merge(super().from_row(backend, row))  # type: ignore[misc]
+
+    def store(self, *args: Any, **kwargs: Any) -> Any:
+        with translated_errors():
+            super().store(*args, **kwargs)  # type: ignore[misc]
+        return merge(self)
+
+
 @translating_methods
-class SqlitedosUser(sd.BackendUser, aiida_impl.BackendUser):
+class SqlitedosUser(_Identity, sd.BackendUser, aiida_impl.BackendUser):
     """A user (``db_dbuser``)."""
 
 
 @translating_methods
-class SqlitedosComputer(sd.BackendComputer, aiida_impl.BackendComputer):
+class SqlitedosComputer(_Identity, sd.BackendComputer, aiida_impl.BackendComputer):
     """A computer (``db_dbcomputer``)."""
 
     def copy(self) -> SqlitedosComputer:
@@ -57,27 +97,45 @@ class SqlitedosComputer(sd.BackendComputer, aiida_impl.BackendComputer):
 
 
 @translating_methods
-class SqlitedosAuthInfo(sd.BackendAuthInfo, aiida_impl.BackendAuthInfo):
+class SqlitedosAuthInfo(_Identity, sd.BackendAuthInfo, aiida_impl.BackendAuthInfo):
     """The authorisation info of a user on a computer (``db_dbauthinfo``)."""
 
 
 @translating_methods
-class SqlitedosNode(sd.BackendNode, aiida_impl.BackendNode):
+class SqlitedosNode(_Identity, sd.BackendNode, aiida_impl.BackendNode):
     """A node (``db_dbnode``)."""
 
     def store(self, links: Iterable[tuple[Any, Any, str]] | None = None, clean: bool = True) -> SqlitedosNode:
-        """Store the node with its cached incoming links (triples of source node, link type, label)."""
-        triples = [(_backend_node(source), _link_value(kind), label) for source, kind, label in links or ()]
-        with translated_errors():
-            super().store(triples, clean=clean)
+        """Store the node with its cached incoming links (triples of source node, link type, label).
+
+        aiida's front end has validated the links when they were cached (as for aiida's own backends, the storage
+        inserts them as given): sqlitedos' own checks would also reject what aiida allows, for example two links
+        cached before either target was stored.
+        """
+        rows = [(_backend_node(source).pk, label, _link_value(kind)) for source, kind, label in links or ()]
+        with translated_errors(), self._backend.transaction() as connection:
+            try:
+                super().store(None, clean=clean)
+                if rows:
+                    with translate_errors():
+                        connection.executemany(
+                            INSERT_LINK, [(source, self._id, label, kind) for source, label, kind in rows]
+                        )
+            except BaseException:
+                self._id = None
+                raise
         return self
 
     def add_incoming(self, source: Any, link_type: Any, link_label: str) -> None:
-        """Add a link from the stored node ``source``; ``TypeError`` unless it is a node of this plugin."""
+        """Add a link from the stored node ``source`` (validated by aiida's front end, as for aiida's backends)."""
         if not isinstance(source, SqlitedosNode):
             raise TypeError(f'source must be a {SqlitedosNode.__name__}, got {type(source).__name__}: {source!r}')
-        with translated_errors():
-            super().add_incoming(source, _link_value(link_type), link_label)
+        if not self.is_stored:
+            raise aiida_exceptions.ModificationNotAllowed('node has to be stored when adding an incoming link')
+        if not source.is_stored:
+            raise aiida_exceptions.ModificationNotAllowed('source node has to be stored when adding a link from it')
+        with translated_errors(), self._backend.transaction() as connection, translate_errors():
+            connection.execute(INSERT_LINK, (source.pk, self._id, link_label, _link_value(link_type)))
 
     def clone(self) -> SqlitedosNode:
         """An unstored copy (new uuid, no links)."""
@@ -85,7 +143,7 @@ class SqlitedosNode(sd.BackendNode, aiida_impl.BackendNode):
 
 
 @translating_methods
-class SqlitedosGroup(sd.BackendGroup, aiida_impl.BackendGroup):
+class SqlitedosGroup(_Identity, sd.BackendGroup, aiida_impl.BackendGroup):
     """A group (``db_dbgroup``)."""
 
     @property
@@ -106,12 +164,12 @@ class SqlitedosGroup(sd.BackendGroup, aiida_impl.BackendGroup):
 
 
 @translating_methods
-class SqlitedosComment(sd.BackendComment, aiida_impl.BackendComment):
+class SqlitedosComment(_Identity, sd.BackendComment, aiida_impl.BackendComment):
     """A comment on a node (``db_dbcomment``)."""
 
 
 @translating_methods
-class SqlitedosLog(sd.BackendLog, aiida_impl.BackendLog):
+class SqlitedosLog(_Identity, sd.BackendLog, aiida_impl.BackendLog):
     """A log record of a node (``db_dblog``)."""
 
 
@@ -134,9 +192,10 @@ def adopt(entity: Any) -> Any:
     cost nothing extra however many rows come back.
     """
     cls = ADOPTED_CLASSES.get(type(entity))
-    if cls is not None:
-        entity.__class__ = cls
-    return entity
+    if cls is None:
+        return entity
+    entity.__class__ = cls
+    return merge(entity)
 
 
 @translating_methods

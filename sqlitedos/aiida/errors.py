@@ -18,6 +18,10 @@ from sqlitedos import exceptions as sqlitedos_exceptions
 
 __all__ = ('aiida_error_class', 'translated_errors', 'translating', 'translating_methods')
 
+#: aiida's SQL backends raise ``IntegrityError`` where sqlitedos names the broken rule (a duplicate group label):
+#: the translated class is both, so either ``except`` catches it.
+ALSO_RAISED_AS = {'UniquenessError': ('IntegrityError',)}
+
 F = TypeVar('F', bound=Callable[..., Any])
 T = TypeVar('T', bound=type)
 
@@ -30,6 +34,9 @@ def aiida_error_class(cls: type[BaseException]) -> type[BaseException]:
     if cls.__module__ == sqlitedos_exceptions.__name__:
         same_name = getattr(aiida_exceptions, cls.__name__, None)
         if isinstance(same_name, type) and issubclass(same_name, aiida_exceptions.AiidaException):
+            also = tuple(getattr(aiida_exceptions, name) for name in ALSO_RAISED_AS.get(cls.__name__, ()))
+            if also:
+                return type(cls.__name__, (same_name, *also), {'__module__': __name__, '__doc__': cls.__doc__})
             return same_name
     bases = tuple(dict.fromkeys(aiida_error_class(base) for base in cls.__bases__))
     return type(cls.__name__, bases, {'__module__': __name__, '__doc__': cls.__doc__})

@@ -14,6 +14,41 @@ from sqlitedos.storage.base import StorageBackend as SqlitedosStorageBackend
 __all__ = ('SqlitedosQueryBuilder',)
 
 
+def _without_empty_fields(spec: Any) -> Any:
+    """A tag's filter spec without fields whose operator dict is empty: aiida reads ``{'mtime': {}}`` as no
+    condition on ``mtime``. Logical keys (``and``, ``or``, ...) hold lists of such specs."""
+    if not isinstance(spec, dict):
+        return spec
+    cleaned = {}
+    for key, value in spec.items():
+        if key in LOGICAL and isinstance(value, list):
+            cleaned[key] = [_without_empty_fields(item) for item in value]
+        elif value != {}:
+            cleaned[key] = value
+    return cleaned
+
+
+def _has_empty_field(spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return False
+    return any(
+        any(_has_empty_field(item) for item in value) if key in LOGICAL and isinstance(value, list) else value == {}
+        for key, value in spec.items()
+    )
+
+
+def normalised(data: dict) -> dict:
+    """aiida's query dict in the form sqlitedos' compiler takes (only empty operator dicts of a field differ)."""
+    filters = data.get('filters')
+    if not filters or not any(_has_empty_field(spec) for spec in filters.values()):
+        return data
+    return {**data, 'filters': {tag: _without_empty_fields(spec) for tag, spec in filters.items()}}
+
+
+#: Keys of a filter spec that combine conditions rather than name a field.
+LOGICAL = frozenset({'and', 'or', '~and', '~or', '!and', '!or'})
+
+
 def _adopt_row(row: list[Any]) -> list[Any]:
     for index, value in enumerate(row):
         if hasattr(value, '_backend'):
@@ -30,21 +65,23 @@ class SqlitedosQueryBuilder(BackendQueryBuilder):
 
     def count(self, data: dict) -> int:
         with translated_errors():
-            return self._query.count(data)
+            return self._query.count(normalised(data))
 
     def first(self, data: dict) -> list[Any] | None:
         with translated_errors():
-            row = self._query.first(data)
+            row = self._query.first(normalised(data))
         return None if row is None else _adopt_row(row)
 
     def iterall(self, data: dict, batch_size: int | None = None) -> Iterator[list[Any]]:
-        with translated_errors():
-            for row in self._query.iterall(data, batch_size):
+        """The rows, inside a transaction (unless one is open): writes made while iterating commit together at the
+        end, or are rolled back if the iteration is abandoned (as with aiida's own backends)."""
+        with translated_errors(), self._backend._iteration_transaction():
+            for row in self._query.iterall(normalised(data), batch_size):
                 yield _adopt_row(row)
 
     def iterdict(self, data: dict, batch_size: int | None = None) -> Iterator[dict[str, dict[str, Any]]]:
-        with translated_errors():
-            for row in self._query.iterdict(data, batch_size):
+        with translated_errors(), self._backend._iteration_transaction():
+            for row in self._query.iterdict(normalised(data), batch_size):
                 for values in row.values():
                     for key, value in values.items():
                         if hasattr(value, '_backend'):
@@ -57,11 +94,11 @@ class SqlitedosQueryBuilder(BackendQueryBuilder):
 
     def as_sql(self, data: dict, inline: bool = False) -> str:
         with translated_errors():
-            return self._query.as_sql(data, inline=inline)
+            return self._query.as_sql(normalised(data), inline=inline)
 
     def analyze_query(self, data: dict, execute: bool = True, verbose: bool = False) -> str:
         with translated_errors():
-            return self._query.analyze_query(data, execute=execute, verbose=verbose)
+            return self._query.analyze_query(normalised(data), execute=execute, verbose=verbose)
 
     def get_creation_statistics(self, user_pk: int | None = None) -> dict[str, Any]:
         with translated_errors():

@@ -88,6 +88,13 @@ class _PluginStorage:
             with translated_errors():
                 manager.__exit__(None, None, None)
 
+    def _iteration_transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """The transaction a query iteration runs in: none if one is open, else a deferred one (readers take no
+        write lock; a write inside it takes the lock then)."""
+        if self.in_transaction:
+            return contextlib.nullcontext()
+        return self._session().transaction('DEFERRED')  # type: ignore[attr-defined]
+
     def bulk_insert(
         self, entity_type: Any, rows: Sequence[Mapping[str, Any]], allow_defaults: bool = False
     ) -> list[int]:
@@ -232,6 +239,10 @@ class SqliteTempStorage(_PluginStorage, SqlitedosTempStorage, AiidaStorageBacken
         with translated_errors():
             SqlitedosTempStorage.__init__(self, profile)
         self._init_aiida()
+
+    def _iteration_transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """Iterations take turns with other threads' transactions on the one in-memory connection."""
+        return contextlib.nullcontext() if self.in_transaction else self.transaction()
 
     def get_repository(self) -> SqlitedosSandboxRepository:
         """The sandbox repository as aiida's repository backend (erased on close)."""
