@@ -137,6 +137,36 @@ class SqlitedosNode(_Identity, sd.BackendNode, aiida_impl.BackendNode):
         with translated_errors(), self._backend.transaction() as connection, translate_errors():
             connection.execute(INSERT_LINK, (source.pk, self._id, link_label, _link_value(link_type)))
 
+    @property
+    def label(self) -> str:
+        return self._row['label']
+
+    @label.setter
+    def label(self, value: str | None) -> None:
+        with translated_errors():
+            self._set_field('label', '' if value is None else value)
+
+    @property
+    def description(self) -> str:
+        return self._row['description']
+
+    @description.setter
+    def description(self, value: str | None) -> None:
+        with translated_errors():
+            self._set_field('description', '' if value is None else value)
+
+    @property
+    def repository_metadata(self) -> dict[str, Any]:
+        """The node's virtual file tree."""
+        return self._row['repository_metadata'] or {}
+
+    @repository_metadata.setter
+    def repository_metadata(self, value: dict[str, Any]) -> None:
+        """Set the file tree; written at once on a stored node (aiida adds files to unsealed process nodes, and its
+        front end decides which nodes are still mutable)."""
+        with translated_errors():
+            self._set_field('repository_metadata', dict(value))
+
     def clone(self) -> SqlitedosNode:
         """An unstored copy (new uuid, no links)."""
         return adopt(super().clone())
@@ -232,6 +262,10 @@ class SqlitedosNodeCollection(sd.BackendNodeCollection, aiida_impl.BackendNodeCo
     ENTITY_CLASS = SqlitedosNode
 
     def create(self, node_type: str, user: Any, **kwargs: Any) -> SqlitedosNode:
+        """A new, unstored node; a label or description of None is empty, as aiida stores it."""
+        for name in ('label', 'description'):
+            if name in kwargs and kwargs[name] is None:
+                kwargs[name] = ''
         with translated_errors():
             return SqlitedosNode(self._backend, node_type, user, **kwargs)
 
