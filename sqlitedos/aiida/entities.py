@@ -11,8 +11,9 @@ from aiida.common import exceptions as aiida_exceptions
 from aiida.orm import implementation as aiida_impl
 
 from sqlitedos import entities as sd
+from sqlitedos import exceptions as sd_exceptions
 from sqlitedos.aiida.errors import translated_errors, translating_methods
-from sqlitedos.db import translate_errors
+from sqlitedos.db import now, translate_errors
 from sqlitedos.entities.nodes import INSERT_LINK
 
 __all__ = (
@@ -58,6 +59,8 @@ def merge(entity: Any) -> Any:
     aiida's SQLAlchemy session hands out one model object per row, expired on every commit, so two ORM objects of
     one row see each other's writes; this identity map gives the plugin the same behaviour.
     """
+    if entity._id is None:
+        return entity
     identities = _identities(entity._backend)
     key = (entity.TABLE_NAME, entity._id)
     existing = identities.get(key)
@@ -66,6 +69,58 @@ def merge(entity: Any) -> Any:
         return entity
     existing._raw, existing._decoded = entity._raw, entity._decoded
     return existing
+
+
+def reload_all(backend: Any) -> None:
+    """Re-read every live entity of ``backend`` from the database (after a rollback, as SQLAlchemy expires its
+    objects): values changed inside the rolled-back block are forgotten; an entity whose row is gone (its insert was
+    rolled back) becomes unstored again."""
+    identities = backend.__dict__.get('_identities')
+    if not identities:
+        return
+    connection = backend.get_session()
+    for key, entity in list(identities.items()):
+        with translate_errors():
+            cursor = connection.execute(entity._SELECT_BY_ID, (entity._id,))
+            values = cursor.fetchone()
+        if values is None:
+            entity._id = None
+            identities.pop(key, None)
+            continue
+        entity._raw = dict(zip([column[0] for column in cursor.description], values))
+        entity._decoded = None
+
+
+def reload_rows(backend: Any, table: str, pks: Iterable[int]) -> None:
+    """Re-read the live entities of rows ``pks`` of ``table`` (after a bulk update changed them underneath)."""
+    identities = backend.__dict__.get('_identities')
+    if not identities:
+        return
+    connection = backend.get_session()
+    for pk in pks:
+        entity = identities.get((table, pk))
+        if entity is None:
+            continue
+        with translate_errors():
+            cursor = connection.execute(entity._SELECT_BY_ID, (pk,))
+            values = cursor.fetchone()
+        if values is not None:
+            entity._raw = dict(zip([column[0] for column in cursor.description], values))
+            entity._decoded = None
+
+
+def unwrap_base_types(value: Any) -> Any:
+    """``value`` with aiida's ``BaseType`` nodes (``Int``, ``Str``, ...) replaced by their values, as aiida's
+    ``clean_value`` does."""
+    from aiida.orm.nodes.data.base import BaseType
+
+    if isinstance(value, BaseType):
+        return value.value
+    if isinstance(value, dict):
+        return {key: unwrap_base_types(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unwrap_base_types(item) for item in value]
+    return value
 
 
 class _Identity:
@@ -79,6 +134,14 @@ class _Identity:
         with translated_errors():
             super().store(*args, **kwargs)  # type: ignore[misc]
         return merge(self)
+
+    def _dict_set_many(self, column: str, values: Any, reset: bool = False) -> None:
+        try:
+            super()._dict_set_many(column, values, reset)  # type: ignore[misc]
+        except sd_exceptions.ValidationError:
+            # aiida also accepts its ``BaseType`` nodes as values (their value is stored): retried only then, so
+            # plain values pay nothing extra.
+            super()._dict_set_many(column, unwrap_base_types(values), reset)  # type: ignore[misc]
 
 
 @translating_methods
@@ -115,7 +178,16 @@ class SqlitedosNode(_Identity, sd.BackendNode, aiida_impl.BackendNode):
         rows = [(_backend_node(source).pk, label, _link_value(kind)) for source, kind, label in links or ()]
         with translated_errors(), self._backend.transaction() as connection:
             try:
-                super().store(None, clean=clean)
+                try:
+                    super().store(None, clean=clean)
+                except sd_exceptions.ValidationError:
+                    if not clean:
+                        raise
+                    row = self._row
+                    row['attributes'], row['extras'] = (
+                        unwrap_base_types(row[name]) for name in ('attributes', 'extras')
+                    )
+                    super().store(None, clean=clean)
                 if rows:
                     with translate_errors():
                         connection.executemany(
@@ -125,6 +197,19 @@ class SqlitedosNode(_Identity, sd.BackendNode, aiida_impl.BackendNode):
                 self._id = None
                 raise
         return self
+
+    def clean_values(self) -> None:
+        """Clean attributes and extras as aiida does (its ``BaseType`` nodes become their values)."""
+        with translated_errors():
+            try:
+                super().clean_values()
+            except sd_exceptions.ValidationError:
+                self._unwrap_base_types()
+                super().clean_values()
+
+    def _unwrap_base_types(self) -> None:
+        row = self._row
+        row['attributes'], row['extras'] = (unwrap_base_types(row[name]) for name in ('attributes', 'extras'))
 
     def add_incoming(self, source: Any, link_type: Any, link_label: str) -> None:
         """Add a link from the stored node ``source`` (validated by aiida's front end, as for aiida's backends)."""
@@ -215,6 +300,33 @@ ADOPTED_CLASSES: dict[type, type] = {
 }
 
 
+class _AiidaCollection:
+    """aiida's collection semantics: ``delete_many`` takes QueryBuilder filters (``and``/``or``, operators)."""
+
+    def delete_many(self, filters: Any) -> list[int]:
+        """Delete the entities matching aiida QueryBuilder ``filters``; their pks (``ValidationError`` if empty)."""
+        if not isinstance(filters, dict):
+            raise TypeError('filters must be a dictionary')
+        if not filters:
+            raise aiida_exceptions.ValidationError('filters must not be empty')
+        orm_base = self.ENTITY_CLASS.ORM_BASE  # type: ignore[attr-defined]
+        query = {
+            'path': [{'entity_type': orm_base, 'orm_base': orm_base, 'tag': 'entity'}],
+            'filters': {'entity': filters},
+            'project': {'entity': [{'id': {}}]},
+        }
+        pks = [pk for (pk,) in self._backend.query().iterall(query)]  # type: ignore[attr-defined]
+        with translated_errors():
+            self._delete_ids(pks, strict=False)  # type: ignore[attr-defined]
+        return pks
+
+    def _delete_one(self, pk: int, what: str) -> None:
+        if not isinstance(pk, int) or isinstance(pk, bool):
+            raise TypeError(f'the {what} id must be an int, got {pk!r}')
+        if not self.delete_many({'id': pk}):
+            raise aiida_exceptions.NotExistent(f"{what} with id '{pk}' not found")
+
+
 def adopt(entity: Any) -> Any:
     """``entity`` as an instance of the plugin class, if it is one of sqlitedos' entity classes (no copy made).
 
@@ -266,6 +378,8 @@ class SqlitedosNodeCollection(sd.BackendNodeCollection, aiida_impl.BackendNodeCo
         for name in ('label', 'description'):
             if name in kwargs and kwargs[name] is None:
                 kwargs[name] = ''
+        if kwargs.get('ctime') is None:
+            kwargs['ctime'] = now()  # aiida sets the creation time when the node is made, not when stored
         with translated_errors():
             return SqlitedosNode(self._backend, node_type, user, **kwargs)
 
@@ -280,17 +394,27 @@ class SqlitedosGroupCollection(sd.BackendGroupCollection, aiida_impl.BackendGrou
 
 
 @translating_methods
-class SqlitedosCommentCollection(sd.BackendCommentCollection, aiida_impl.BackendCommentCollection):
+class SqlitedosCommentCollection(_AiidaCollection, sd.BackendCommentCollection, aiida_impl.BackendCommentCollection):
     ENTITY_CLASS = SqlitedosComment
 
+    def delete(self, comment_id: int) -> None:
+        """Delete a comment; ``NotExistent`` if there is none with that id."""
+        self._delete_one(comment_id, 'Comment')
+
     def create(self, node: Any, user: Any, content: str | None = None, **kwargs: Any) -> SqlitedosComment:
+        if kwargs.get('ctime') is None:
+            kwargs['ctime'] = now()  # aiida sets the creation time when the comment is made, not when stored
         with translated_errors():
             return SqlitedosComment(self._backend, node, user, content, **kwargs)
 
 
 @translating_methods
-class SqlitedosLogCollection(sd.BackendLogCollection, aiida_impl.BackendLogCollection):
+class SqlitedosLogCollection(_AiidaCollection, sd.BackendLogCollection, aiida_impl.BackendLogCollection):
     ENTITY_CLASS = SqlitedosLog
+
+    def delete(self, log_id: int) -> None:
+        """Delete a log record; ``NotExistent`` if there is none with that id."""
+        self._delete_one(log_id, 'Log')
 
     def create(self, **kwargs: Any) -> SqlitedosLog:
         with translated_errors():

@@ -83,6 +83,7 @@ class _PluginStorage:
             yield connection
         except BaseException:
             if not manager.__exit__(*sys.exc_info()):
+                entities.reload_all(self)  # forget what the rolled-back block changed, as aiida's session does
                 raise
         else:
             with translated_errors():
@@ -104,8 +105,15 @@ class _PluginStorage:
 
     def bulk_update(self, entity_type: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Update rows of an entity type (aiida's ``EntityTypes``) by id, in one transaction."""
+        from aiida.common.exceptions import IntegrityError
+
+        for row in rows:
+            if 'id' not in row:
+                raise IntegrityError(f"'id' field not given for {_value(entity_type)}: {set(row)}")
         with translated_errors():
             super().bulk_update(_value(entity_type), rows)  # type: ignore[misc]
+            table = self._get_mapper_from_entity(entity_type, True).table
+        entities.reload_rows(self, table, [row['id'] for row in rows])
 
     def _get_mapper_from_entity(self, entity_type: Any, with_pk: bool) -> Any:
         return super()._get_mapper_from_entity(_value(entity_type), with_pk)  # type: ignore[misc]
