@@ -496,7 +496,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=wl.DEFAULT_N)
     p.add_argument('--reps', type=int, default=wl.DEFAULT_REPS)
-    p.add_argument('--backends', default='dos,temp', help='comma list of: dos, temp, plugin (sqlitedos.dos)')
+    p.add_argument('--backends', default='dos,temp,plugin', help='comma list of: dos, temp, plugin (sqlitedos.dos)')
     p.add_argument('--workloads', default=','.join(ALL_DOS))
     p.add_argument('--aiida-path', default=None, help='AIIDA_PATH for the profiles (default: a new temporary folder)')
     p.add_argument('--out', required=True, help='where the JSON list of records goes')
