@@ -71,6 +71,18 @@ def merge(entity: Any) -> Any:
     return existing
 
 
+def _reload(entity: Any, connection: Any) -> bool:
+    """Re-read ``entity``'s row (decoded on next use); False if the row is gone."""
+    with translate_errors():
+        cursor = connection.execute(entity._SELECT_BY_ID, (entity._id,))
+        values = cursor.fetchone()
+    if values is None:
+        return False
+    entity._raw = dict(zip([column[0] for column in cursor.description], values))
+    entity._decoded = None
+    return True
+
+
 def reload_all(backend: Any) -> None:
     """Re-read every live entity of ``backend`` from the database (after a rollback, as SQLAlchemy expires its
     objects): values changed inside the rolled-back block are forgotten; an entity whose row is gone (its insert was
@@ -80,15 +92,9 @@ def reload_all(backend: Any) -> None:
         return
     connection = backend.get_session()
     for key, entity in list(identities.items()):
-        with translate_errors():
-            cursor = connection.execute(entity._SELECT_BY_ID, (entity._id,))
-            values = cursor.fetchone()
-        if values is None:
+        if not _reload(entity, connection):
             entity._id = None
             identities.pop(key, None)
-            continue
-        entity._raw = dict(zip([column[0] for column in cursor.description], values))
-        entity._decoded = None
 
 
 def reload_rows(backend: Any, table: str, pks: Iterable[int]) -> None:
@@ -99,14 +105,8 @@ def reload_rows(backend: Any, table: str, pks: Iterable[int]) -> None:
     connection = backend.get_session()
     for pk in pks:
         entity = identities.get((table, pk))
-        if entity is None:
-            continue
-        with translate_errors():
-            cursor = connection.execute(entity._SELECT_BY_ID, (pk,))
-            values = cursor.fetchone()
-        if values is not None:
-            entity._raw = dict(zip([column[0] for column in cursor.description], values))
-            entity._decoded = None
+        if entity is not None:
+            _reload(entity, connection)
 
 
 def unwrap_base_types(value: Any) -> Any:
@@ -183,10 +183,7 @@ class SqlitedosNode(_Identity, sd.BackendNode, aiida_impl.BackendNode):
                 except sd_exceptions.ValidationError:
                     if not clean:
                         raise
-                    row = self._row
-                    row['attributes'], row['extras'] = (
-                        unwrap_base_types(row[name]) for name in ('attributes', 'extras')
-                    )
+                    self._unwrap_base_types()
                     super().store(None, clean=clean)
                 if rows:
                     with translate_errors():
