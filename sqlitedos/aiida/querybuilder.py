@@ -133,8 +133,8 @@ class SqlitedosQueryBuilder(BackendQueryBuilder):
             for row in self.iterdict(data, batch_size):
                 yield [value for values in row.values() for value in values.values()]
             return
-        with translated_errors(), self._backend._iteration_transaction():
-            for row in self._query.iterall(data, batch_size):
+        with translated_errors():
+            for row in self._backend._iterate(self._query.iterall(data, batch_size)):
                 yield _adopt_row(row)
 
     def iterdict(self, data: dict, batch_size: int | None = None) -> Iterator[dict[str, dict[str, Any]]]:
@@ -142,8 +142,8 @@ class SqlitedosQueryBuilder(BackendQueryBuilder):
         tags = link_star_tags(data)
         if tags:
             data = with_link_columns(data, tags)
-        with translated_errors(), self._backend._iteration_transaction():
-            for row in self._query.iterdict(data, batch_size):
+        with translated_errors():
+            for row in self._backend._iterate(self._query.iterdict(data, batch_size)):
                 if tags:
                     row = _quadruples(row, tags)
                 for values in row.values():

@@ -7,10 +7,12 @@ aiida's enums, its ORM ``default_user``, its profile lock for full maintenance, 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import sys
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -76,6 +78,8 @@ class _PluginStorage:
 
         Exceptions of the block itself pass unchanged: sqlitedos' own code inside it catches its own classes.
         """
+        if not self.in_transaction and self._iterations():
+            self._begin_iteration_transaction()
         manager = super().transaction()  # type: ignore[misc]
         with translated_errors():
             connection = manager.__enter__()
@@ -89,12 +93,49 @@ class _PluginStorage:
             with translated_errors():
                 manager.__exit__(None, None, None)
 
-    def _iteration_transaction(self) -> contextlib.AbstractContextManager[Any]:
-        """The transaction a query iteration runs in: none if one is open, else a deferred one (readers take no
-        write lock; a write inside it takes the lock then)."""
+    def _iterate(self, rows: Iterator[Any]) -> Iterator[Any]:
+        """Yield ``rows`` (a query's), as aiida iterates: writes made while iterating commit together when the
+        iteration ends, or roll back if it is abandoned.
+
+        Reading takes no lock. The transaction starts at the first write inside the loop (``transaction``), after
+        the rest of the rows have been read: a read snapshot cannot become a write transaction once another process
+        has committed (SQLite's ``SQLITE_BUSY_SNAPSHOT``), so draining first is what keeps "database is locked" away.
+        """
         if self.in_transaction:
-            return contextlib.nullcontext()
-        return self._session().transaction('DEFERRED')  # type: ignore[attr-defined]
+            yield from rows
+            return
+        iteration = _Iteration(rows)
+        active = self._iterations()
+        active.append(iteration)
+        try:
+            yield from iteration
+        except BaseException:
+            iteration.finish(self, sys.exc_info())
+            raise
+        else:
+            iteration.finish(self, (None, None, None))
+        finally:
+            active.remove(iteration)
+
+    def _iterations(self) -> list[_Iteration]:
+        """The query iterations running in this thread, outermost first."""
+        local = self.__dict__.get('_iteration_local')
+        if local is None:
+            local = self.__dict__.setdefault('_iteration_local', threading.local())
+        if not hasattr(local, 'active'):
+            local.active = []
+        return local.active
+
+    def _begin_iteration_transaction(self) -> None:
+        """Before the first write inside running iterations: read their remaining rows, then open the transaction
+        that the outermost one commits or rolls back."""
+        active = self._iterations()
+        for iteration in active:
+            iteration.drain()
+        owner = active[0]
+        owner.transaction = super().transaction()  # type: ignore[misc]
+        with translated_errors():
+            owner.transaction.__enter__()
 
     def bulk_insert(
         self, entity_type: Any, rows: Sequence[Mapping[str, Any]], allow_defaults: bool = False
@@ -122,6 +163,37 @@ class _PluginStorage:
         """The plugin entity of a backend entity or of a raw row (with its ``orm_base`` or table name)."""
         with translated_errors():
             return entities.adopt(super().get_backend_entity(model, orm_base))  # type: ignore[misc]
+
+
+class _Iteration:
+    """One running query iteration: its rows (read ahead once a write starts) and the transaction it owns."""
+
+    def __init__(self, rows: Iterator[Any]) -> None:
+        self.rows = rows
+        self.ahead: collections.deque[Any] = collections.deque()
+        self.transaction: Any = None
+
+    def __iter__(self) -> _Iteration:
+        return self
+
+    def __next__(self) -> Any:
+        return self.ahead.popleft() if self.ahead else next(self.rows)
+
+    def drain(self) -> None:
+        """Read the remaining rows now (this ends the query's read of the database)."""
+        self.ahead.extend(self.rows)
+
+    def finish(self, storage: Any, exc_info: Any) -> None:
+        """Commit (``exc_info`` all None) or roll back the transaction that writes inside the loop opened."""
+        transaction, self.transaction = self.transaction, None
+        if transaction is None:
+            return
+        if exc_info[0] is None:
+            with translated_errors():
+                transaction.__exit__(None, None, None)
+        else:
+            transaction.__exit__(*exc_info)
+            entities.reload_all(storage)
 
 
 class _DosCliModel(AiiDABaseModel):
@@ -248,9 +320,17 @@ class SqliteTempStorage(_PluginStorage, SqlitedosTempStorage, AiidaStorageBacken
             SqlitedosTempStorage.__init__(self, profile)
         self._init_aiida()
 
-    def _iteration_transaction(self) -> contextlib.AbstractContextManager[Any]:
-        """Iterations take turns with other threads' transactions on the one in-memory connection."""
-        return contextlib.nullcontext() if self.in_transaction else self.transaction()
+    def _iterate(self, rows: Iterator[Any]) -> Iterator[Any]:
+        """Yield ``rows`` inside a transaction (one connection serves every thread of the in-memory storage, so
+        iterations take turns with other threads' transactions)."""
+        if self.in_transaction:
+            yield from rows
+            return
+        with self.transaction():
+            yield from rows
+
+    def _iterations(self) -> list[Any]:
+        return []
 
     def get_repository(self) -> SqlitedosSandboxRepository:
         """The sandbox repository as aiida's repository backend (erased on close)."""
