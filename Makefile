@@ -10,10 +10,14 @@ VENV_AIIDA := .venv-aiida
 AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage
 N ?= 10000
+AIIDA_TESTS ?= ../shared/aiida-tests
+AIIDA_SUITE_OUT ?= $(CURDIR)/.aiida-suite
+AIIDA_SUITE_PATHS ?= tests/orm tests/engine tests/tools/archive
+
 #: a comma list of bench workloads (W1..W7, cold, rss), e.g. `make bench WORKLOADS=W4`; empty: all of them
 WORKLOADS ?=
 
-.PHONY: help install test test-tools crashtest demo bench bench-aiida bench-scale interop lint clean
+.PHONY: help install test test-tools crashtest demo bench bench-aiida bench-scale interop aiida-suite lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -48,8 +52,23 @@ $(VENV_AIIDA)/.stamp: pyproject.toml
 	$(VENV_AIIDA)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
+$(VENV_AIIDA)/.stamp-suite: $(VENV_AIIDA)/.stamp
+	$(VENV_AIIDA)/bin/pip install --quiet 'pytest==8.3.5' pytest-timeout pytest-regressions pytest-asyncio \
+		pytest-datadir pytest-rerunfailures pgtest sphinx
+	$(VENV_AIIDA)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
 interop: $(VENV_AIIDA)/.stamp ## check compatibility with aiida-core both ways (installs it into .venv-aiida)
 	$(VENV_AIIDA)/bin/python -m pytest -q tests/interop -p no:cacheprovider
+
+aiida-suite: $(VENV_AIIDA)/.stamp-suite ## aiida-core's own tests on core.sqlite_dos and sqlitedos.dos, compared (AIIDA_TESTS=DIR)
+	bash $(AIIDA_TESTS)/run.sh $(CURDIR)/$(VENV_AIIDA)/bin/python core.sqlite_dos $(AIIDA_SUITE_OUT)/core.sqlite_dos \
+		$(AIIDA_SUITE_PATHS) || true
+	bash $(AIIDA_TESTS)/run.sh $(CURDIR)/$(VENV_AIIDA)/bin/python sqlitedos.dos $(AIIDA_SUITE_OUT)/sqlitedos.dos \
+		$(AIIDA_SUITE_PATHS) || true
+	$(PYTHON) tests/aiida_suite/compare.py $(AIIDA_SUITE_OUT)/core.sqlite_dos/junit.xml \
+		$(AIIDA_SUITE_OUT)/sqlitedos.dos/junit.xml tests/aiida_suite/expected_failures.txt
+
 
 bench: $(VENV)/.stamp ## run the benchmarks against the raw sqlite3/disk-objectstore limits (WORKLOADS=W4 for one)
 	$(VENV)/bin/python bench/run.py --n $(N) $(if $(WORKLOADS),--workloads $(WORKLOADS))
@@ -69,5 +88,5 @@ lint: $(VENV)/.stamp ## check style with ruff and types with mypy (versions pinn
 	$(VENV)/bin/mypy
 
 clean: ## remove the virtual environments and build output
-	rm -rf $(VENV) $(VENV_AIIDA) build dist .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_AIIDA) $(AIIDA_SUITE_OUT) build dist .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

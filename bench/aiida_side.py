@@ -28,6 +28,8 @@ from workloads import log
 
 ALL_DOS = ['W1', 'W2', 'W3', 'W4', 'cold', 'W5', 'W6', 'W7']
 ALL_TEMP = ['W1', 'W2', 'W3', 'W4']
+#: The sqlitedos.dos storage plugin (sqlitedos under aiida's own ORM): backend ``aiida-plugin``.
+ALL_PLUGIN = ['W1', 'W2', 'W3', 'W4', 'W8']
 
 
 def verdi(*args: str) -> None:
@@ -38,6 +40,31 @@ def verdi(*args: str) -> None:
 def new_dos_profile(name: str) -> None:
     verdi('presto', '--profile-name', name)
     verdi('-p', name, 'config', 'set', 'logging.aiida_loglevel', 'WARNING')  # no REPORT chatter from export etc.
+
+
+def new_plugin_profile(name: str, folder: Path) -> None:
+    """A profile on the ``sqlitedos.dos`` storage plugin (``verdi profile setup``, as a user would make it)."""
+    verdi(
+        'profile',
+        'setup',
+        'sqlitedos.dos',
+        '-n',
+        '--profile-name',
+        name,
+        '--email',
+        f'{name}@bench.example',
+        '--first-name',
+        'Bench',
+        '--last-name',
+        'Mark',
+        '--institution',
+        'sqlitedos',
+        '--broker',
+        'none',
+        '--filepath',
+        str(folder),
+    )
+    verdi('-p', name, 'config', 'set', 'logging.aiida_loglevel', 'WARNING')
 
 
 def drop_dos_profile(name: str) -> None:
@@ -150,8 +177,13 @@ def w3_chain(rec: Recorder, n: int) -> int:
 
 
 def _dbapi_connection(storage):
-    """The sqlite3.Connection under the storage's SQLAlchemy session (works for the file and the in-memory DB)."""
+    """The sqlite3.Connection under the storage's SQLAlchemy session (works for the file and the in-memory DB); the
+    sqlitedos plugin's session is the sqlite3.Connection itself."""
+    import sqlite3
+
     session = storage.get_session()
+    if isinstance(session, sqlite3.Connection):
+        return session
     return session.connection().connection.dbapi_connection
 
 
@@ -292,6 +324,58 @@ def w7_delete(rec: Recorder, n: int, w1_pks: list[int], w2_pks: list[int], root:
     assert len(deleted) == 1 + 2 * wl.chain_shape(n), len(deleted)
 
 
+CONCURRENT_SCRIPT = """
+import sys, time
+from aiida import load_profile, orm
+load_profile(sys.argv[1])
+role, seconds = sys.argv[2], float(sys.argv[3])
+done = locked = other = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        if role == 'writer':
+            orm.Dict({'w': done}).store()
+        else:
+            orm.QueryBuilder().append(orm.Dict, filters={'attributes.w': {'>': 5}}).count()
+        done += 1
+    except Exception as exc:
+        if 'database is locked' in str(exc):
+            locked += 1
+        else:
+            other += 1
+print(done, locked, other)
+"""
+
+
+def w8_concurrency(rec: Recorder, profile: str, writers: int = 3, readers: int = 2, seconds: float = 12.0) -> None:
+    """3 writer and 2 reader processes through aiida's ORM for ``seconds``: operations and "database is locked"."""
+    roles = ['writer'] * writers + ['reader'] * readers
+    procs = [
+        subprocess.Popen(
+            [sys.executable, '-c', CONCURRENT_SCRIPT, profile, role, str(seconds)], stdout=subprocess.PIPE, text=True
+        )
+        for role in roles
+    ]
+    totals = {'writer': [0, 0, 0], 'reader': [0, 0, 0]}
+    for role, proc in zip(roles, procs):
+        out, _ = proc.communicate()
+        for index, value in enumerate(out.split()[-3:]):
+            totals[role][index] += int(value)
+    locked = totals['writer'][1] + totals['reader'][1]
+    other = totals['writer'][2] + totals['reader'][2]
+    rec.add(
+        'W8',
+        f'concurrent({writers}w+{readers}r) writes',
+        totals['writer'][0],
+        'stores',
+        seconds,
+        database_locked=locked,
+        other_errors=other,
+        reads=totals['reader'][0],
+    )
+    log(f'W8: writes {totals["writer"]}, reads {totals["reader"]} (done, locked, other)')
+
+
 # -------------------------------------------------------------------------------------------------------------- worker
 
 
@@ -311,12 +395,16 @@ def worker(args) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f'aiida-bench-{tag}-'))
     profiles = []
     try:
+        main = f'bench-{tag}'
         if args.worker == 'dos':
-            main = f'bench-{tag}'
             imp = f'bench-{tag}-import'
             for name in [main] + ([imp] if 'W6' in wanted else []):
                 new_dos_profile(name)
                 profiles.append(name)
+            load_profile(main, allow_switch=True)
+        elif args.worker == 'plugin':
+            new_plugin_profile(main, workdir / 'storage')
+            profiles.append(main)
             load_profile(main, allow_switch=True)
         else:
             from aiida.storage.sqlite_temp import SqliteTempBackend
@@ -332,6 +420,8 @@ def worker(args) -> None:
         root = w3_chain(rec, n) if 'W3' in wanted else None
         if 'W4' in wanted:
             w4_queries(rec, n, root if root is not None else -1, storage)
+        if 'W8' in wanted and args.worker in ('dos', 'plugin'):
+            w8_concurrency(rec, main)
         if args.worker == 'dos':
             if 'cold' in wanted and w1_pks and w2_pks:
                 cold_start(rec, n, main)
@@ -356,7 +446,11 @@ def worker(args) -> None:
 def parent(args) -> None:
     records: list[dict] = []
     wanted = args.workloads.split(',')
-    plan = [('dos', [w for w in ALL_DOS if w in wanted]), ('temp', [w for w in ALL_TEMP if w in wanted])]
+    plan = [
+        ('dos', [w for w in ALL_DOS + ['W8'] if w in wanted]),
+        ('temp', [w for w in ALL_TEMP if w in wanted]),
+        ('plugin', [w for w in ALL_PLUGIN if w in wanted]),
+    ]
     failed = False
     for rep in range(args.reps):
         for backend, workloads in plan:
@@ -402,12 +496,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=wl.DEFAULT_N)
     p.add_argument('--reps', type=int, default=wl.DEFAULT_REPS)
-    p.add_argument('--backends', default='dos,temp', help='comma list of: dos, temp')
+    p.add_argument('--backends', default='dos,temp,plugin', help='comma list of: dos, temp, plugin (sqlitedos.dos)')
     p.add_argument('--workloads', default=','.join(ALL_DOS))
     p.add_argument('--aiida-path', default=None, help='AIIDA_PATH for the profiles (default: a new temporary folder)')
     p.add_argument('--out', required=True, help='where the JSON list of records goes')
     p.add_argument('--keep', action='store_true', help='keep the profiles and archives (debugging)')
-    p.add_argument('--worker', choices=['dos', 'temp'], help=argparse.SUPPRESS)
+    p.add_argument('--worker', choices=['dos', 'temp', 'plugin'], help=argparse.SUPPRESS)
     p.add_argument('--rep', type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     own_path = args.aiida_path is None

@@ -27,6 +27,7 @@ LAYERS = [
     ('storage',),
     ('archive', 'backup', 'verify', 'graph'),
     ('cli', '__main__'),
+    ('aiida',),
 ]
 
 
@@ -134,3 +135,27 @@ def test_function_level_imports_are_counted(tmp_path: Path) -> None:
         'def f():\n    from sqlitedos.storage.base import StorageBackend\n'
     )
     assert imported_modules(module, tmp_path) == [('sqlitedos.storage.base', False)]
+
+
+def aiida_importers() -> set[Path]:
+    """The package's modules that import aiida-core anywhere (module level or in a function)."""
+    found = set()
+    for path in PACKAGE.rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text('utf-8'))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or '']
+            else:
+                continue
+            if any(name == 'aiida' or name.startswith('aiida.') for name in names):
+                found.add(path.relative_to(PACKAGE))
+    return found
+
+
+def test_only_the_aiida_plugin_imports_aiida() -> None:
+    """aiida-core is the optional extra ``[aiida]``: only ``sqlitedos/aiida/`` imports it."""
+    importers = aiida_importers()
+    plugin = {path for path in importers if path.parts[0] == 'aiida'}
+    assert len(plugin) >= 4, 'the plugin modules import aiida, so the scan does see imports'
+    assert sorted(map(str, importers - plugin)) == []
