@@ -493,16 +493,18 @@ def json_values_equal(stored: Any, value: Any) -> bool:
     return bool(stored == value)
 
 
-def _contains(container: Any, contained: Any) -> bool:
+def _contains(container: Any, contained: Any, top: bool = True) -> bool:
+    """PostgreSQL's jsonb ``@>``: structures must match, except that a top-level array contains a primitive value
+    that is one of its elements (``[1, 2] @> 1``); below the top a primitive matches only a primitive, so
+    ``[[1, 0], [0, 2]] @> [2]`` is false (https://www.postgresql.org/docs/current/datatype-json.html)."""
     if isinstance(container, dict):
         return isinstance(contained, dict) and all(
-            key in container and _contains(container[key], value) for key, value in contained.items()
+            key in container and _contains(container[key], value, False) for key, value in contained.items()
         )
     if isinstance(container, list):
         if not isinstance(contained, list):
-            # PostgreSQL: an array contains a primitive value that is one of its elements.
-            return not isinstance(contained, dict) and any(_same_scalar(item, contained) for item in container)
-        return all(any(_contains(item, wanted) for item in container) for wanted in contained)
+            return top and not isinstance(contained, dict) and any(_same_scalar(item, contained) for item in container)
+        return all(any(_contains(item, wanted, False) for item in container) for wanted in contained)
     return _same_scalar(container, contained)
 
 

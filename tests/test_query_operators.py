@@ -171,3 +171,21 @@ def test_like_twin_escapes():
     assert like_to_regex('a\\%b%').fullmatch('a%bcd')
     assert not like_to_regex('a\\%b%').fullmatch('axbcd')
     assert like_to_regex('A_', ignore_case=True).fullmatch('ab')
+
+
+@pytest.mark.parametrize(
+    ('container', 'contained', 'expected'),
+    [
+        ([1, 2], 1, 1),  # a top-level array contains a primitive element
+        ([[1, 0], [0, 2]], [2], 0),  # below the top a primitive does not match an array (aiida's PostgreSQL test)
+        ([[1, 0], [0, 2]], [[2]], 1),
+        ({'a': [1, 2]}, {'a': 1}, 0),
+        ({'a': [1, 2]}, {'a': [1]}, 1),
+        ([True], [1], 0),
+    ],
+)
+def test_json_contains_follows_postgresql(container: object, contained: object, expected: int) -> None:
+    """``contains`` is PostgreSQL's jsonb ``@>``, whose primitive-in-array exception holds at the top level only."""
+    from sqlitedos.db import encode_json, json_contains
+
+    assert json_contains(encode_json(container), encode_json(contained)) == expected

@@ -197,3 +197,17 @@ def test_of_type_null_matches_a_missing_key(fixture_storage, manifest):
     assert 0 < len(expected) < len(manifest['nodes'])
     negated = qb(fixture_storage).append(entity_type='', filters={'attributes.value': {'!of_type': 'null'}})
     assert negated.count() == len(manifest['nodes']) - len(expected)
+
+
+def test_outer_filters_in_where_gives_aiidas_answer(fixture_storage):
+    """``query(outer_filters_in_where=True)`` (what the aiida plugin uses) filters the outer vertex in ``WHERE``,
+    as aiida-core does: Int nodes without a matching input are dropped instead of kept with ``None``."""
+    query = qb(fixture_storage).append(entity_type='data.core.int.Int.', tag='i', project='id')
+    query.append(entity_type='', with_outgoing='i', outerjoin=True, filters={'id': {'>': 0}}, project='id')
+    data = query.as_dict()
+    ours = fixture_storage.query().all(data)
+    aiidas = fixture_storage.query(outer_filters_in_where=True).all(data)
+    assert any(row[1] is None for row in ours)
+    assert aiidas and all(row[1] is not None for row in aiidas)
+    assert {tuple(row) for row in aiidas} == {tuple(row) for row in ours if row[1] is not None}
+    assert fixture_storage.query().all(data) == ours  # the cache keeps the two compilations apart

@@ -107,7 +107,8 @@ class SqlitedosQueryBuilder(BackendQueryBuilder):
 
     def __init__(self, backend: Any) -> None:
         super().__init__(backend)
-        self._query = SqlitedosStorageBackend.query(backend)
+        # aiida's own answers for outer joins with filters: its tests and its users' code rely on them
+        self._query = SqlitedosStorageBackend.query(backend, outer_filters_in_where=True)
 
     def count(self, data: dict) -> int:
         data = normalised(data)

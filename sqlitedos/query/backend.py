@@ -219,9 +219,10 @@ class PreparedQuery:
 class QueryBackend:
     """aiida's ``BackendQueryBuilder`` for sqlitedos: each method takes a query dict."""
 
-    def __init__(self, backend: StorageBackend, cache: QueryCache) -> None:
+    def __init__(self, backend: StorageBackend, cache: QueryCache, *, outer_filters_in_where: bool = False) -> None:
         self._backend = backend
         self._cache = cache
+        self._outer_filters_in_where = outer_filters_in_where
 
     # --- compiling ------------------------------------------------------------------------------------------------
 
@@ -238,9 +239,12 @@ class QueryBackend:
             key: str | None = json.dumps(data, check_circular=False)
         except (TypeError, ValueError):
             key = None
+        if key is not None and self._outer_filters_in_where:
+            key = 'outer-filters-in-where ' + key
         reader = self._cache.compiled(key) if key is not None else None
         if reader is None:
-            reader = RowReader(compile_query(parse_query(data)), self._build_entity)
+            compiled = compile_query(parse_query(data), outer_filters_in_where=self._outer_filters_in_where)
+            reader = RowReader(compiled, self._build_entity)
             if key is not None:
                 self._cache.remember_compiled(key, reader)
         return reader

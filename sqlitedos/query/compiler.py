@@ -79,9 +79,12 @@ class Context:
 
     ``not_indexed``: the first table is read in primary-key order (``NOT INDEXED``), the walk of ``PkWalk``.
     ``recursive``: for each recursive vertex index, what its edge carries (``joins.RecursiveColumns``).
+    ``outer_filters_in_where``: the filters of an outer-joined vertex go into ``WHERE``, as aiida-core writes them
+    (unmatched rows then fail them), not into its ``ON`` clause (docs/query-semantics.md, the aiida plugin).
     """
 
     not_indexed: bool = False
+    outer_filters_in_where: bool = False
     recursive: dict[int, joins_module.RecursiveColumns] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
 
@@ -107,8 +110,8 @@ def _recursive_columns(query: ParsedQuery, vertex: Vertex) -> joins_module.Recur
     return joins_module.RecursiveColumns.NODES
 
 
-def compile_query(query: ParsedQuery | dict) -> Compiled:
-    """Compile a parsed query (or parse and compile a query dict)."""
+def compile_query(query: ParsedQuery | dict, *, outer_filters_in_where: bool = False) -> Compiled:
+    """Compile a parsed query (or parse and compile a query dict); ``outer_filters_in_where``: see ``Context``."""
     parsed = query if isinstance(query, ParsedQuery) else parse_query(query)
     recursive = {
         vertex.index: _recursive_columns(parsed, vertex)
@@ -116,7 +119,9 @@ def compile_query(query: ParsedQuery | dict) -> Compiled:
         if vertex.join is not None and vertex.join.kind == 'recursive'
     }
     projections = tuple(compile_projection(spec, _alias_of(parsed, spec.tag)) for spec in parsed.projections)
-    statement = _write_statement(parsed, projections, Context(recursive=recursive))
+    statement = _write_statement(
+        parsed, projections, Context(recursive=recursive, outer_filters_in_where=outer_filters_in_where)
+    )
     return Compiled(
         statement.sql,
         statement.params,
@@ -138,7 +143,12 @@ def _alias_of(query: ParsedQuery, tag: str) -> str:
 
 def _write_statement(query: ParsedQuery, projections: tuple[Projection, ...], ctx: Context) -> Fragment:
     ctes, from_clause = _from_clause(query, ctx)
-    outer_tags = {tag for vertex in query.vertices if vertex.outer for tag in (vertex.tag, vertex.edge_tag)}
+    outer_tags = {
+        tag
+        for vertex in query.vertices
+        if vertex.outer and not ctx.outer_filters_in_where
+        for tag in (vertex.tag, vertex.edge_tag)
+    }
     where = [
         compile_filter(node, _alias_of(query, tag)) for tag, node in query.filters.items() if tag not in outer_tags
     ]
@@ -180,7 +190,7 @@ def _from_clause(query: ParsedQuery, ctx: Context) -> tuple[list[Fragment], Frag
                 )
             )
         vertex_on = edge_on = None
-        if vertex.outer:
+        if vertex.outer and not ctx.outer_filters_in_where:
             vertex_on = _optional_filter(query.filters.get(vertex.tag), vertex.alias)
             if vertex.edge_has_columns:
                 edge_on = _optional_filter(query.filters.get(vertex.edge_tag), vertex.edge_alias)

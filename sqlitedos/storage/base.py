@@ -281,9 +281,13 @@ class StorageBackend:
         """The calling thread's ``sqlite3`` connection (aiida returns its SQLAlchemy session here)."""
         return self._session().connection
 
-    def query(self) -> QueryBackend:
-        """The backend query builder: runs query dicts (``count``, ``first``, ``iterall``, ``iterdict``, ...)."""
-        return QueryBackend(self, self._query_cache)
+    def query(self, *, outer_filters_in_where: bool = False) -> QueryBackend:
+        """The backend query builder: runs query dicts (``count``, ``first``, ``iterall``, ``iterdict``, ...).
+
+        ``outer_filters_in_where``: answer ``outerjoin=True`` as aiida-core does (the outer vertex's filters in
+        ``WHERE``), for code that relies on aiida's answers (the aiida plugin); by default they go into ``ON``.
+        """
+        return QueryBackend(self, self._query_cache, outer_filters_in_where=outer_filters_in_where)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
