@@ -5,7 +5,8 @@ MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV := .venv
+# one venv per interpreter: `make test PYTHON=python3.10 VENV=.venv-py310`
+VENV ?= .venv
 VENV_AIIDA := .venv-aiida
 AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage

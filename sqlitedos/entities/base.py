@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from typing_extensions import Self
-
 from sqlitedos.db import decode_datetime, decode_json, encode_datetime, encode_json, new_uuid, now, translate_errors
 from sqlitedos.exceptions import InvalidOperation, NotExistent, NotExistentAttributeError, ValidationError
 from sqlitedos.tables import TABLES, Table, quote_identifier
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # type hints only: the package needs nothing beyond the stdlib at run time
+
     from sqlitedos.storage.base import StorageBackend
 
 __all__ = (
