@@ -11,8 +11,9 @@ VENV_AIIDA := .venv-aiida
 AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage
 N ?= 10000
+DEST ?=
 
-.PHONY: help install test demo bench bench-aiida interop lint clean
+.PHONY: help install test demo vendor bench bench-aiida interop lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +31,10 @@ test: $(VENV)/.stamp ## run the test suite
 
 demo: $(VENV)/.stamp ## initialise a storage folder and show what it is
 	$(VENV)/bin/python -m sqlitedos demo $(DEMO_DIR)
+
+vendor: ## copy the package (schema inside) to DEST/sqlitedos/, for use without pip: make vendor DEST=dir
+	@test -n "$(DEST)" || { echo 'usage: make vendor DEST=dir' >&2; exit 2; }
+	$(PYTHON) -m sqlitedos.vendor $(DEST)
 
 $(VENV_AIIDA)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV_AIIDA)

@@ -794,6 +794,16 @@ def demo(ctx: click.Context, path: Path | None) -> None:
         run_demo(path, click.echo, bars)
 
 
+@cli.command('vendor')
+@click.argument('dest', metavar='DIR', type=click.Path(file_okay=False, path_type=Path))
+@click.option('--replace', is_flag=True, help='Replace DIR/sqlitedos if it is a previous vendored copy.')
+def vendor_command(dest: Path, replace: bool) -> None:
+    """Copy the package, schema inside, to DIR/sqlitedos/: put DIR (or a zip of it) on sys.path to use it unpip'd."""
+    from sqlitedos.vendor import vendor
+
+    click.echo(f'Wrote {vendor(dest, replace=replace)}')
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``sqlitedos`` command and ``python -m sqlitedos``."""
     cli.main(args=argv, prog_name='sqlitedos')

@@ -7,6 +7,7 @@ order. ``plan()`` reads and checks every pending file before anything is written
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sqlite3
@@ -14,11 +15,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlitedos.db import Session
 from sqlitedos.exceptions import IncompatibleStorageSchema, StorageMigrationError
 
-__all__ = ('Step', 'apply', 'create_schema', 'plan', 'read_version', 'revisions', 'stamp', 'version_head')
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = (
+    'Step',
+    'apply',
+    'create_schema',
+    'plan',
+    'read_version',
+    'revisions',
+    'schema_files',
+    'stamp',
+    'version_head',
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,22 +59,39 @@ class Step:
     statements: tuple[str, ...]
 
 
-def schema_dir() -> Path:
-    """The folder of the schema files: packaged ``sqlitedos/schema`` in a wheel, the repository's ``schema/`` else."""
+def schema_files() -> Traversable:
+    """The folder of the schema files, found through ``importlib.resources`` (so a zip on ``sys.path`` works too).
+
+    ``sqlitedos/schema`` inside the package (a wheel, or a copy made by ``python -m sqlitedos vendor``) comes first;
+    in a source checkout or an editable install, the repository's top-level ``schema/`` (the source of truth).
+    """
     packaged = resources.files('sqlitedos') / 'schema'
     if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / 'schema'
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / 'schema'
+    if checkout.is_dir():
+        return checkout
+    raise StorageMigrationError(
+        f'the schema files are missing: neither {packaged} nor {checkout} is a folder; a copy of the package made '
+        "by hand must include them: make it with `python -m sqlitedos vendor DIR` (or copy a wheel's sqlitedos/)"
+    )
 
 
-def revisions() -> list[tuple[str, Path]]:
-    """All revisions ``(name, file)`` in the order they apply."""
+@functools.lru_cache(maxsize=1)
+def _revisions() -> tuple[tuple[str, Traversable], ...]:
     found = []
-    for path in schema_dir().iterdir():
-        match = _REVISION_FILE.match(path.name)
+    for entry in schema_files().iterdir():
+        match = _REVISION_FILE.match(entry.name)
         if match:
-            found.append((match['revision'], path))
-    return sorted(found)
+            found.append((match['revision'], entry))
+    if not found:
+        raise StorageMigrationError(f'no schema files (main_NNNN_*.sql) found in {schema_files()}')
+    return tuple(sorted(found, key=lambda item: item[0]))
+
+
+def revisions() -> list[tuple[str, Traversable]]:
+    """All revisions ``(name, file)`` in the order they apply."""
+    return list(_revisions())
 
 
 def version_head() -> str:
@@ -138,7 +170,7 @@ def apply(session: Session, steps: list[Step]) -> None:
 def stamp(connection: sqlite3.Connection, revision: str) -> None:
     """Record ``revision`` as the database's version without running anything (inside the caller's transaction)."""
     if connection.execute(HAS_VERSION_TABLE).fetchone() is None:
-        for statement in split_statements((schema_dir() / VERSION_TABLE_FILE).read_text('utf-8')):
+        for statement in split_statements((schema_files() / VERSION_TABLE_FILE).read_text('utf-8')):
             connection.execute(statement)
     connection.execute(DELETE_VERSION)
     connection.execute(INSERT_VERSION, (revision,))

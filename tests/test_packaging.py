@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_vendoring import STDLIB_SCRIPT, run_child
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / 'sqlitedos'
 
@@ -25,7 +27,7 @@ LAYERS = [
     ('query',),
     ('repository',),
     ('storage',),
-    ('archive', 'backup', 'verify', 'graph'),
+    ('archive', 'backup', 'verify', 'graph', 'vendor'),
     ('cli', '__main__'),
 ]
 
@@ -45,6 +47,13 @@ def test_wheel_ships_the_schema_files(tmp_path: Path) -> None:
         assert f'sqlitedos/schema/{name}' in names
     assert 'sqlitedos/py.typed' in names
     assert not any(name.startswith(('tests/', 'bench/')) for name in names)
+    # The wheel is a zip with sqlitedos/ (schema inside) at its root: on sys.path as it is, it runs, stdlib only.
+    work = tmp_path / 'work'
+    work.mkdir()
+    result, modules = run_child([wheel], STDLIB_SCRIPT, str(work))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)['file'].startswith(str(wheel))
+    assert modules == ['sqlitedos']
 
 
 def test_import_is_light() -> None:
