@@ -147,6 +147,19 @@ class SqliteDosMigrator:
         self._create_database(container_id)
         return True
 
+    def initialise_database(self) -> None:
+        """Create the database at the head schema in a folder whose container exists (aiida's second step).
+
+        As aiida does: the schema straight at head (no migrations replayed), the container's uuid recorded as the
+        repository uuid, the version stamped; plus the profile's default user, as ``initialise`` makes it.
+        """
+        if self.filepath_database.exists():
+            raise InvalidOperation(
+                f'the database {str(self.filepath_database)!r} already exists: migrate it instead '
+                '(`SqliteDosStorage.migrate(profile)`), or initialise with reset=True to erase it'
+            )
+        self._create_database(read_container_id(self.filepath_container))
+
     def _erase_contents(self) -> None:
         for name in (FILENAME_DATABASE, FILENAME_DATABASE + '-wal', FILENAME_DATABASE + '-shm'):
             with contextlib.suppress(FileNotFoundError):

@@ -96,6 +96,10 @@ class SqliteTempBackend(StorageBackend):
         self._finalizer()
         self._erase_repository()
 
+    def delete(self) -> None:
+        """Delete the storage and all its data: the in-memory database (so the storage is closed) and the sandbox."""
+        self.close()
+
     # --- repository and maintenance ---------------------------------------------------------------------------
 
     def get_repository(self) -> SandboxShaRepositoryBackend:
