@@ -56,14 +56,69 @@ def test_wheel_ships_the_schema_files(tmp_path: Path) -> None:
     assert modules == ['sqlitedos']
 
 
+#: Modules that opening a folder storage and counting its nodes must not import (each costs ms of every cold start).
+NOT_ON_THE_COLD_PATH = (
+    'bz2',
+    'click',
+    'disk_objectstore',
+    'hashlib',
+    'importlib.resources',
+    'logging',
+    'lzma',
+    'random',
+    'shutil',
+    'sqlalchemy',
+    'sqlitedos.archive',
+    'sqlitedos.storage.sqlite_zip',
+    'tempfile',
+    'zipfile',
+)
+#: Report the modules a script imported beyond what the interpreter had loaded before it ran.
+NEW_MODULES = """
+import json, sys
+before = set(sys.modules)
+{body}
+print(json.dumps(sorted(set(sys.modules) - before - {{'json'}})))
+"""
+
+
+def new_modules(body: str, *args: str) -> list[str]:
+    code = NEW_MODULES.format(body=body)
+    result = subprocess.run([sys.executable, '-c', code, *args], check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 def test_import_is_light() -> None:
-    code = (
-        'import sys, json, sqlitedos; '
-        'print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in '
-        '("disk_objectstore", "sqlalchemy", "click", "aiida", "pydantic", "alembic"))))'
+    """``import sqlitedos`` imports nothing but the package: every public name loads on first use."""
+    imported = new_modules('import sqlitedos')
+    assert set(imported) <= {'sqlitedos', '__future__'}, imported
+    assert not any(name.split('.')[0] in ('disk_objectstore', 'sqlalchemy', 'click', 'aiida') for name in imported)
+
+
+def test_public_names_load_on_first_use() -> None:
+    import sqlitedos
+
+    for name in sqlitedos.__all__:
+        assert getattr(sqlitedos, name) is not None
+    assert sqlitedos.SqliteDosStorage.__module__ == 'sqlitedos.storage.sqlite_dos'
+    assert sqlitedos.exceptions.NotExistent.__name__ == 'NotExistent'
+    assert set(sqlitedos.__all__) <= set(dir(sqlitedos))
+    with pytest.raises(AttributeError, match='no attribute'):
+        sqlitedos.NoSuchName  # noqa: B018
+
+
+def test_cold_start_imports_only_what_it_needs(fixture_profile_path: Path) -> None:
+    """Open the aiida-made folder and count its nodes with the QueryBuilder: none of the heavy modules load."""
+    body = (
+        'from sqlitedos import QueryBuilder, SqliteDosStorage\n'
+        "storage = SqliteDosStorage(SqliteDosStorage.create_profile('cold', filepath=sys.argv[1]))\n"
+        "print(QueryBuilder(backend=storage).append(entity_type='', orm_base='node').count())\n"
+        'storage.close()'
     )
-    result = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True, text=True, cwd=ROOT)
-    assert json.loads(result.stdout) == []
+    imported = new_modules(body, str(fixture_profile_path))
+    assert 'sqlitedos.storage.sqlite_dos' in imported and 'sqlitedos.query.compiler' in imported
+    offenders = [name for name in imported if name.startswith(NOT_ON_THE_COLD_PATH)]
+    assert offenders == []
 
 
 def layer_of(module: str) -> int | None:

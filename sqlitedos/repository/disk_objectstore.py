@@ -9,9 +9,7 @@ import contextlib
 import dataclasses
 import io
 import json
-import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -36,6 +34,8 @@ except ImportError:  # pragma: no cover - Windows: no flock, no cross-process ma
     fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    import logging
+
     from disk_objectstore import Container
 
 __all__ = (
@@ -46,7 +46,13 @@ __all__ = (
     'read_container_id',
 )
 
-LOGGER = logging.getLogger('sqlitedos.repository')
+
+def _logger() -> logging.Logger:
+    import logging  # on first message: opening a storage imports no logging
+
+    return logging.getLogger('sqlitedos.repository')
+
+
 BYTES_TO_MB = 1 / 1024**2
 
 #: The container settings aiida uses for a new storage (``psql_dos/backend.py::CONTAINER_DEFAULTS``).
@@ -229,7 +235,7 @@ def _packing(packs: Path) -> Iterator[None]:
         _flock_waiting(descriptor, fcntl.LOCK_EX, PACK_LOCK_TIMEOUT, packs / '.')
         for stale in packs.glob('*.lock'):
             if stale.stem.isdigit():
-                LOGGER.warning('Removing the pack lock %s left by an interrupted packing', stale)
+                _logger().warning('Removing the pack lock %s left by an interrupted packing', stale)
                 stale.unlink(missing_ok=True)
         yield
     finally:
@@ -376,6 +382,8 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
     def erase(self) -> None:
         """Delete the container folder and everything in it (a missing folder is fine)."""
         self.close()
+        import shutil
+
         shutil.rmtree(self._folder, ignore_errors=True)
         self._config = None
 
@@ -516,7 +524,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             'clean_storage': clean_storage,
             'do_vacuum': do_vacuum,
         }
-        LOGGER.info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
+        _logger().info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
         if dry_run:
             return report
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
 import threading
 import weakref
@@ -164,6 +163,8 @@ class SqliteDosMigrator:
         for name in (FILENAME_DATABASE, FILENAME_DATABASE + '-wal', FILENAME_DATABASE + '-shm'):
             with contextlib.suppress(FileNotFoundError):
                 (self.filepath_root / name).unlink()
+        import shutil  # only to erase: opening a storage does not import it
+
         shutil.rmtree(self.filepath_container, ignore_errors=True)
 
     def _create_database(self, container_id: str) -> None:
@@ -311,6 +312,8 @@ class SqliteDosStorage(StorageBackend):
         with self.transaction() as connection:
             for table in reversed(TABLE_ORDER):
                 connection.execute(f'DELETE FROM {quote_identifier(table)}')
+            import shutil
+
             shutil.rmtree(self.filepath_container, ignore_errors=True)
             container_id = init_container(self.filepath_container)
             connection.execute(
@@ -325,6 +328,8 @@ class SqliteDosStorage(StorageBackend):
     def delete(self) -> None:
         """Close the storage and delete the whole folder (database, ``-wal``/``-shm`` files and container)."""
         self.close()
+        import shutil
+
         shutil.rmtree(self.filepath_root, ignore_errors=True)
 
     # --- repository and maintenance ---------------------------------------------------------------------------
