@@ -1,8 +1,8 @@
 """Vendoring: a copy of the package that works from ``sys.path`` alone (a folder or a zip), without pip.
 
-``vendor(dest)`` writes ``dest/sqlitedos/`` with the schema files inside it (``sqlitedos/schema/``, as in the
-wheel), so ``importlib.resources`` finds them wherever the copy goes. The stdlib is enough for the temp backend,
-queries and archives; folder storages need disk-objectstore importable beside it, the command line click.
+``vendor(dest)`` writes ``dest/sqlitedos/`` with the schema files and the LICENSE inside it (as in the wheel), so
+``importlib.resources`` finds them wherever the copy goes. The stdlib is enough for the temp backend, queries and
+archives; folder storages need disk-objectstore importable beside it, the command line click.
 
 ``python -m sqlitedos vendor DIR`` and ``make vendor DEST=DIR`` run it; ``python -m sqlitedos.vendor DIR`` runs it
 from a source checkout without installing anything.
@@ -54,6 +54,9 @@ def vendor(dest: str | Path, *, replace: bool = False) -> Path:
         _copy_tree(resources.files(PACKAGE), staging)
         if not (staging / 'schema').is_dir():
             _copy_tree(schema_files(), staging / 'schema')
+        checkout_license = Path(__file__).resolve().parent.parent / 'LICENSE'
+        if not (staging / 'LICENSE').is_file() and checkout_license.is_file():
+            shutil.copyfile(checkout_license, staging / 'LICENSE')  # MIT: the notice goes with every copy
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -34,6 +35,8 @@ LAYERS = [
 
 @pytest.mark.slow
 def test_wheel_ships_the_schema_files(tmp_path: Path) -> None:
+    import sqlitedos
+
     subprocess.run(
         [sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps', '--wheel-dir', str(tmp_path), str(ROOT)],
         check=True,
@@ -46,6 +49,9 @@ def test_wheel_ships_the_schema_files(tmp_path: Path) -> None:
     for name in schema_files:
         assert f'sqlitedos/schema/{name}' in names
     assert 'sqlitedos/py.typed' in names
+    assert 'sqlitedos/LICENSE' in names  # the MIT notice travels with a copy of sqlitedos/
+    metadata = zipfile.ZipFile(wheel).read(f'sqlitedos-{sqlitedos.__version__}.dist-info/METADATA').decode()
+    assert f'\nVersion: {sqlitedos.__version__}\n' in metadata
     assert not any(name.startswith(('tests/', 'bench/')) for name in names)
     # The wheel is a zip with sqlitedos/ (schema inside) at its root: on sys.path as it is, it runs, stdlib only.
     work = tmp_path / 'work'
@@ -119,6 +125,51 @@ def test_cold_start_imports_only_what_it_needs(fixture_profile_path: Path) -> No
     assert 'sqlitedos.storage.sqlite_dos' in imported and 'sqlitedos.query.compiler' in imported
     offenders = [name for name in imported if name.startswith(NOT_ON_THE_COLD_PATH)]
     assert offenders == []
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    """pyproject.toml reads the version from ``sqlitedos/__init__.py``; the installed metadata and --version agree."""
+    import importlib.metadata
+
+    import sqlitedos
+
+    pyproject = (ROOT / 'pyproject.toml').read_text('utf-8')
+    assert re.search(r'^version\s*=', pyproject, flags=re.MULTILINE) is None, 'no second, static version'
+    assert re.search(r"^dynamic = \['version'\]", pyproject, flags=re.MULTILINE)
+    assert re.search(r"^\[tool\.hatch\.version\]\npath = 'sqlitedos/__init__\.py'$", pyproject, flags=re.MULTILINE)
+    assert re.fullmatch(r'\d+\.\d+\.\d+', sqlitedos.__version__)
+    assert importlib.metadata.version('sqlitedos') == sqlitedos.__version__
+    result = subprocess.run(
+        [sys.executable, '-m', 'sqlitedos', '--version'], check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == f'sqlitedos, version {sqlitedos.__version__}'
+
+
+def test_license_and_changelog() -> None:
+    license_text = (ROOT / 'LICENSE').read_text('utf-8')
+    assert license_text.startswith('MIT License\n')
+    assert 'Copyright (c) 2026 the sqlitedos developers' in license_text
+    assert "license = {text = 'MIT'}" in (ROOT / 'pyproject.toml').read_text('utf-8')
+    import sqlitedos
+
+    changelog = (ROOT / 'CHANGELOG.md').read_text('utf-8')
+    assert f'## [{sqlitedos.__version__}]' in changelog
+
+
+def test_ci_runs_the_lowest_and_highest_supported_python() -> None:
+    """The Pythons pyproject.toml declares: CI runs the suite on the lowest (requires-python) and the highest."""
+    pyproject = (ROOT / 'pyproject.toml').read_text('utf-8')
+    declared = sorted(
+        re.findall(r"'Programming Language :: Python :: (3\.\d+)'", pyproject), key=lambda v: int(v.split('.')[1])
+    )
+    assert re.search(r"^requires-python = '>=(3\.\d+)'$", pyproject, flags=re.MULTILINE)[1] == declared[0]
+    ci = (ROOT / '.ci' / 'run').read_text('utf-8')
+    assert re.search(r'^SUPPORTED_ENDS=\((\S+) (\S+)\)$', ci, flags=re.MULTILINE).groups() == (
+        declared[0],
+        declared[-1],
+    )
+    assert 'make test PYTHON="$python" VENV=' in ci
+    assert re.search(r'^VENV \?= \.venv$', (ROOT / 'Makefile').read_text('utf-8'), flags=re.MULTILINE)
 
 
 def layer_of(module: str) -> int | None:

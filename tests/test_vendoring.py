@@ -136,6 +136,7 @@ def test_vendored_copy_has_the_schema_inside(vendored: Path) -> None:
     schema = sorted(path.name for path in (ROOT / 'schema').glob('*.sql'))
     assert schema and sorted(path.name for path in (vendored / 'sqlitedos' / 'schema').glob('*.sql')) == schema
     assert (vendored / 'sqlitedos' / 'py.typed').is_file()
+    assert (vendored / 'sqlitedos' / 'LICENSE').read_text('utf-8') == (ROOT / 'LICENSE').read_text('utf-8')
 
 
 @pytest.mark.parametrize('form', ['folder', 'zip'])
