@@ -106,7 +106,7 @@ def _new_temp_folder() -> str:
 class TempStorageModel:
     """Configuration of the in-memory storage (``core.sqlite_temp``): where its sandbox repository lives."""
 
-    filepath: str = field(default_factory=lambda: _new_temp_folder())
+    filepath: str = field(default_factory=_new_temp_folder)
 
     def __post_init__(self) -> None:
         self.filepath = filepath_is_absolute(self.filepath)

@@ -243,3 +243,19 @@ def test_a_copy_without_the_schema_names_the_remedy(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert 'StorageMigrationError: the schema files are missing' in result.stderr
     assert 'python -m sqlitedos vendor DIR' in result.stderr
+
+
+def test_a_vendored_zip_vendors_itself_again(vendored_zip: Path, tmp_path: Path) -> None:
+    """``vendor`` reads the package through importlib.resources, so it copies from a zip as from a folder."""
+    result, _ = run_child(
+        [vendored_zip], 'from sqlitedos.vendor import vendor\nprint(vendor(sys.argv[1]))', str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == tmp_path / 'sqlitedos'
+    assert (tmp_path / 'sqlitedos' / 'schema' / 'main_0001_initial.sql').is_file()
+    assert (tmp_path / 'sqlitedos' / 'LICENSE').is_file()
+    work = tmp_path / 'work'
+    work.mkdir()
+    result, modules = run_child([tmp_path], STDLIB_SCRIPT, str(work))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)['nodes'] == 2
