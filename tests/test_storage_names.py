@@ -90,17 +90,24 @@ def test_initialise_session_on_a_closed_temp_backend(temp_storage: Any) -> None:
         temp_storage._initialise_session()
 
 
-def test_temp_backend_delete_erases_data_and_sandbox(tmp_path: Path) -> None:
+def test_temp_backend_delete_erases_the_sandbox(tmp_path: Path) -> None:
+    """SPEC 4.2: ``delete()`` of the temp backend erases its sandbox (files gone); the storage goes on with a new one."""
     storage = SqliteTempBackend(SqliteTempBackend.create_profile(filepath=str(tmp_path / 'sandbox')))
-    node = storage.nodes.create(node_type=DATA_TYPE, user=storage.default_user)
-    node.repository.put_object_from_filelike(io.BytesIO(b'data'), 'a.txt')
-    node.store()
-    assert any(path.is_file() for path in (tmp_path / 'sandbox').rglob('*'))
-    storage.delete()
+    try:
+        node = storage.nodes.create(node_type=DATA_TYPE, user=storage.default_user)
+        node.repository.put_object_from_filelike(io.BytesIO(b'data'), 'a.txt')
+        node.store()
+        key = node.repository.get_object('a.txt').key
+        assert storage.get_repository().has_object(key)
+        assert any(path.is_file() for path in (tmp_path / 'sandbox').rglob('*'))
+        storage.delete()
+        assert not any(path.is_file() for path in (tmp_path / 'sandbox').rglob('*'))
+        assert not storage.is_closed
+        assert not storage.get_repository().has_object(key)
+        assert storage.get_repository().put_object_from_filelike(io.BytesIO(b'data')) == key  # a new sandbox
+    finally:
+        storage.close()
     assert not any(path.is_file() for path in (tmp_path / 'sandbox').rglob('*'))
-    assert storage.is_closed
-    with pytest.raises(ClosedStorage):
-        storage.nodes.count()
 
 
 def test_migrator_initialise_database_next_to_an_existing_container(tmp_path: Path) -> None:

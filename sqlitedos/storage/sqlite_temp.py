@@ -97,8 +97,11 @@ class SqliteTempBackend(StorageBackend):
         self._erase_repository()
 
     def delete(self) -> None:
-        """Delete the storage and all its data: the in-memory database (so the storage is closed) and the sandbox."""
-        self.close()
+        """Erase the sandbox repository and its files, as aiida does (the in-memory database goes with ``close()``).
+
+        The storage stays open; a file written afterwards goes into a new, empty sandbox.
+        """
+        self._erase_repository()
 
     # --- repository and maintenance ---------------------------------------------------------------------------
 
