@@ -117,6 +117,16 @@ def check_sqlite_version() -> None:
         )
 
 
+def sqlite_uri(path: str | os.PathLike[str]) -> str:
+    """The ``file:`` URI of a database path for ``sqlite3.connect(uri=True)``, without a query part.
+
+    SQLite decodes ``%HH`` escapes and ends the path at ``?`` or ``#``, so only those three are escaped
+    (https://www.sqlite.org/uri.html); ``Path.as_uri()`` would do, but imports ``urllib.parse`` on Python 3.13.
+    """
+    text = str(Path(path).absolute())
+    return 'file:' + text.replace('%', '%25').replace('?', '%3F').replace('#', '%23')
+
+
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
     """Open a connection with every pragma set, before any transaction can start.
 
@@ -128,7 +138,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         connection = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
     else:
         mode = 'ro' if read_only else 'rw'
-        uri = f'{Path(path).absolute().as_uri()}?mode={mode}'
+        uri = f'{sqlite_uri(path)}?mode={mode}'
         try:
             connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.OperationalError as exc:

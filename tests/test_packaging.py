@@ -219,3 +219,38 @@ def test_modules_import_only_from_the_layers_above() -> None:
             if top_level and there is not None and there > here:
                 offences.append(f'{path.relative_to(ROOT)} imports {module}')
     assert offences == []
+
+
+# '%' and '?' are left out: disk-objectstore's own SQLAlchemy URL breaks on them when the container is created.
+@pytest.mark.parametrize('name', ['plain', 'with space', 'hash#tag', 'ünïcode'])
+def test_storage_paths_with_uri_characters_open(tmp_path: Path, name: str) -> None:
+    """``db.connect`` writes the ``file:`` URI itself (no urllib on the cold path); ``#`` must be escaped."""
+    from sqlitedos import SqliteDosStorage
+
+    profile = SqliteDosStorage.create_profile('uri', filepath=tmp_path / name / 'store', default_user_email='a@b.c')
+    assert SqliteDosStorage.initialise(profile)
+    with SqliteDosStorage(profile) as storage:
+        storage.nodes.create(node_type='data.core.int.Int.', user=storage.default_user).store()
+    with SqliteDosStorage(profile) as storage:
+        assert storage.nodes.count() == 1
+    assert sorted(path.name for path in (tmp_path / name / 'store').iterdir() if 'sqlite' in path.name)[0] == (
+        'database.sqlite'
+    )
+    assert [path.name for path in tmp_path.iterdir()] == [name]  # nothing opened or created beside it
+
+
+def test_connect_escapes_every_uri_character(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sqlitedos.db import connect
+
+    names = ['per%cent', 'per%25cent', 'quest?ion=1', 'hash#tag', 'with space', 'ünïcode']
+    for name in names:
+        sqlite3.connect(tmp_path / name).close()
+        connection = connect(tmp_path / name)
+        connection.execute('CREATE TABLE t (x)')
+        connection.close()
+        readonly = connect(tmp_path / name, read_only=True)
+        assert readonly.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [('t',)]
+        readonly.close()
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)  # no file opened under another name
