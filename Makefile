@@ -5,7 +5,8 @@ MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV := .venv
+# one venv per interpreter: `make test PYTHON=python3.10 VENV=.venv-py310`
+VENV ?= .venv
 VENV_AIIDA := .venv-aiida
 AIIDA_VERSION := 2.9.4
 DEMO_DIR ?= $(shell mktemp -d)/demo-storage
@@ -17,7 +18,9 @@ AIIDA_SUITE_PATHS ?= tests/orm tests/engine tests/tools/archive
 #: a comma list of bench workloads (W1..W7, cold, rss), e.g. `make bench WORKLOADS=W4`; empty: all of them
 WORKLOADS ?=
 
-.PHONY: help install test test-tools crashtest demo bench bench-aiida bench-scale interop aiida-suite lint clean
+DEST ?=
+
+.PHONY: help install test test-tools crashtest demo vendor bench bench-aiida bench-scale interop aiida-suite lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +47,10 @@ test-tools: ## install strace, which the fault-injection tests need (root, apt-g
 
 demo: $(VENV)/.stamp ## initialise a storage folder and show what it is
 	$(VENV)/bin/python -m sqlitedos demo $(DEMO_DIR)
+
+vendor: ## copy the package (schema inside) to DEST/sqlitedos/, for use without pip: make vendor DEST=dir
+	@test -n "$(DEST)" || { echo 'usage: make vendor DEST=dir' >&2; exit 2; }
+	$(PYTHON) -m sqlitedos.vendor $(DEST)
 
 $(VENV_AIIDA)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV_AIIDA)

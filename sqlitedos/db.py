@@ -189,6 +189,16 @@ def check_sqlite_version() -> None:
         )
 
 
+def sqlite_uri(path: str | os.PathLike[str]) -> str:
+    """The ``file:`` URI of a database path for ``sqlite3.connect(uri=True)``, without a query part.
+
+    SQLite decodes ``%HH`` escapes and ends the path at ``?`` or ``#``, so only those three are escaped
+    (https://www.sqlite.org/uri.html); ``Path.as_uri()`` would do, but imports ``urllib.parse`` on Python 3.13.
+    """
+    text = str(Path(path).absolute())
+    return 'file:' + text.replace('%', '%25').replace('?', '%3F').replace('#', '%23')
+
+
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
     """Open a connection with every pragma set, before any transaction can start.
 
@@ -202,7 +212,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
     elif read_only:
         connection = _open_read_only(Path(path))
     else:
-        connection = _open_uri(Path(path), f'{Path(path).absolute().as_uri()}?mode=rw')
+        connection = _open_uri(Path(path), f'{sqlite_uri(path)}?mode=rw')
     try:
         _set_pragmas(connection)
     except sqlite3.OperationalError as exc:
@@ -283,7 +293,7 @@ def _open_read_only(path: Path) -> _Connection:
     - otherwise (a folder this process cannot write, on media others can) ``UnreachableStorage``.
     """
     absolute = path.absolute()
-    uri = f'{absolute.as_uri()}?mode=ro'
+    uri = f'{sqlite_uri(absolute)}?mode=ro'
     with _Keeper.lock:
         keeper = _Keeper.registry.get(str(absolute))
         if keeper is None:
@@ -343,7 +353,7 @@ class _Keeper:
         """Record the folder, open the keeper connection and register it (the caller holds ``lock``)."""
         entries = sorted(os.listdir(path.parent))
         status = os.stat(path.parent)
-        connection = _open_uri(path, f'{path.as_uri()}?mode=rw')
+        connection = _open_uri(path, f'{sqlite_uri(path)}?mode=rw')
         try:
             connection.execute('PRAGMA query_only = ON')
             connection.execute('SELECT count(*) FROM sqlite_master').fetchone()  # opens the WAL: makes -wal, -shm

@@ -7,20 +7,33 @@ order. ``plan()`` reads and checks every pending file before anything is written
 
 from __future__ import annotations
 
-import logging
+import functools
 import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlitedos.db import Session
 from sqlitedos.exceptions import IncompatibleStorageSchema, StorageMigrationError
 
-__all__ = ('Step', 'apply', 'create_schema', 'plan', 'read_version', 'revisions', 'stamp', 'version_head')
+if TYPE_CHECKING:
+    import logging
+    from importlib.resources.abc import Traversable
 
-LOGGER = logging.getLogger(__name__)
+__all__ = (
+    'Step',
+    'apply',
+    'create_schema',
+    'plan',
+    'read_version',
+    'revisions',
+    'schema_files',
+    'stamp',
+    'version_head',
+)
+
 
 _REVISION_FILE = re.compile(r'^(?P<revision>main_\d{4}[a-z]?)_[a-z0-9_]+\.sql$')
 VERSION_TABLE_FILE = 'alembic_version.sql'
@@ -44,22 +57,47 @@ class Step:
     statements: tuple[str, ...]
 
 
-def schema_dir() -> Path:
-    """The folder of the schema files: packaged ``sqlitedos/schema`` in a wheel, the repository's ``schema/`` else."""
-    packaged = resources.files('sqlitedos') / 'schema'
+def schema_files() -> Traversable:
+    """The folder of the schema files, found as ``importlib.resources`` finds package data (so a zip works too).
+
+    ``sqlitedos/schema`` inside the package (a wheel, or a copy made by ``python -m sqlitedos vendor``) comes first;
+    in a source checkout or an editable install, the repository's top-level ``schema/`` (the source of truth).
+    """
+    package = Path(__file__).parent
+    if (package / '__init__.py').is_file():
+        # A package on the file system: importlib.resources would return this same folder, at the cost of importing
+        # importlib.resources, importlib.readers, zipfile and tempfile (~4 ms of every cold start).
+        packaged: Traversable = package / 'schema'
+    else:
+        from importlib import resources
+
+        packaged = resources.files('sqlitedos') / 'schema'
     if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / 'schema'
+        return packaged
+    checkout = package.resolve().parent / 'schema'
+    if checkout.is_dir():
+        return checkout
+    raise StorageMigrationError(
+        f'the schema files are missing: neither {packaged} nor {checkout} is a folder; a copy of the package made '
+        "by hand must include them: make it with `python -m sqlitedos vendor DIR` (or copy a wheel's sqlitedos/)"
+    )
 
 
-def revisions() -> list[tuple[str, Path]]:
-    """All revisions ``(name, file)`` in the order they apply."""
+@functools.lru_cache(maxsize=1)
+def _revisions() -> tuple[tuple[str, Traversable], ...]:
     found = []
-    for path in schema_dir().iterdir():
-        match = _REVISION_FILE.match(path.name)
+    for entry in schema_files().iterdir():
+        match = _REVISION_FILE.match(entry.name)
         if match:
-            found.append((match['revision'], path))
-    return sorted(found)
+            found.append((match['revision'], entry))
+    if not found:
+        raise StorageMigrationError(f'no schema files (main_NNNN_*.sql) found in {schema_files()}')
+    return tuple(sorted(found, key=lambda item: item[0]))
+
+
+def revisions() -> list[tuple[str, Traversable]]:
+    """All revisions ``(name, file)`` in the order they apply."""
+    return list(_revisions())
 
 
 def version_head() -> str:
@@ -132,13 +170,13 @@ def apply(session: Session, steps: list[Step]) -> None:
             raise StorageMigrationError(
                 f'migrating to {step.revision} failed: {exc}; the database was left as it was before that step'
             ) from exc
-        LOGGER.info('migrated the database to %s', step.revision)
+        _logger().info('migrated the database to %s', step.revision)
 
 
 def stamp(connection: sqlite3.Connection, revision: str) -> None:
     """Record ``revision`` as the database's version without running anything (inside the caller's transaction)."""
     if connection.execute(HAS_VERSION_TABLE).fetchone() is None:
-        for statement in split_statements((schema_dir() / VERSION_TABLE_FILE).read_text('utf-8')):
+        for statement in split_statements((schema_files() / VERSION_TABLE_FILE).read_text('utf-8')):
             connection.execute(statement)
     connection.execute(DELETE_VERSION)
     connection.execute(INSERT_VERSION, (revision,))
@@ -160,11 +198,17 @@ def create_schema(connection: sqlite3.Connection, *, until: str | None = None, v
 def _warn_calcjob_hashes(connection: sqlite3.Connection) -> None:
     (count,) = connection.execute(COUNT_CALCJOBS_WITH_HASH).fetchone()
     if count:
-        LOGGER.warning(
+        _logger().warning(
             'migration main_0002 removes the hash extras of %d CalcJobNodes; recompute them with '
             '`verdi node rehash -e aiida.node:process.calculation.calcjob` if you use caching',
             count,
         )
+
+
+def _logger() -> logging.Logger:
+    import logging  # imported when there is something to say: opening a storage stays free of it
+
+    return logging.getLogger(__name__)
 
 
 #: Python that runs before a revision's SQL, in the same transaction.

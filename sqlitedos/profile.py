@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -97,11 +96,17 @@ class StorageModel:
     filepath_is_absolute = staticmethod(filepath_is_absolute)
 
 
+def _new_temp_folder() -> str:
+    import tempfile  # only for a temp storage without a filepath: folder storages never need it
+
+    return tempfile.mkdtemp()
+
+
 @dataclass
 class TempStorageModel:
     """Configuration of the in-memory storage (``core.sqlite_temp``): where its sandbox repository lives."""
 
-    filepath: str = field(default_factory=tempfile.mkdtemp)
+    filepath: str = field(default_factory=_new_temp_folder)
 
     def __post_init__(self) -> None:
         self.filepath = filepath_is_absolute(self.filepath)

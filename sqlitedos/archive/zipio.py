@@ -344,6 +344,12 @@ DATA_DESCRIPTOR_FLAG = 0x08
 ZIP64_EXTRA = struct.Struct('<2H2Q')  # id, length, size, compressed size (the local header form)
 
 
+def _raw_deflate(data: bytes, level: int) -> bytes:
+    """Raw deflate (no zlib header) of ``data``: ``zlib.compress(data, level, wbits)`` needs Python 3.11."""
+    deflater = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return deflater.compress(data) + deflater.flush()
+
+
 def _dos_time(date_time: tuple[int, ...]) -> tuple[int, int]:
     year, month, day, hour, minute, second = date_time[:6]
     return (hour << 11) | (minute << 5) | (second // 2), ((year - 1980) << 9) | (month << 5) | day
@@ -370,7 +376,7 @@ class ZipStreamWriter:
 
     def compress(self, data: bytes) -> bytes:
         """The member data as it is stored (raw deflate at the writer's level, or as is); thread-safe."""
-        return zlib.compress(data, self.compression, -15) if self.method == DEFLATED else data
+        return _raw_deflate(data, self.compression) if self.method == DEFLATED else data
 
     def write_bytes(
         self,
@@ -384,7 +390,7 @@ class ZipStreamWriter:
         """Add a member whose content is ``data``; ``stored_data`` is ``compress(data)`` if already computed."""
         method = self.method if method is None else method
         if stored_data is None:
-            stored_data = zlib.compress(data, self.compression, -15) if method == DEFLATED else data
+            stored_data = _raw_deflate(data, self.compression) if method == DEFLATED else data
         crc = zlib.crc32(data)
         offset = self._handle.tell()
         encoded = name.encode('utf-8')

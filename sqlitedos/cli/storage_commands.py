@@ -232,3 +232,13 @@ def migrate(path: Path) -> None:
         click.echo(f'{path} is already at the current schema version {after}')
     else:
         click.echo(f'Migrated {path} from {before} to {after}')
+
+
+@cli.command('vendor')
+@click.argument('dest', metavar='DIR', type=click.Path(file_okay=False, path_type=Path))
+@click.option('--replace', is_flag=True, help='Replace DIR/sqlitedos if it is a previous vendored copy.')
+def vendor_command(dest: Path, replace: bool) -> None:
+    """Copy the package, schema inside, to DIR/sqlitedos/: put DIR (or a zip of it) on sys.path to use it unpip'd."""
+    from sqlitedos.vendor import vendor
+
+    click.echo(f'Wrote {vendor(dest, replace=replace)}')

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from typing_extensions import Self
-
 from sqlitedos.db import (
     JSON_MAX_DEPTH,
     decode_datetime,
@@ -28,6 +26,8 @@ from sqlitedos.exceptions import InvalidOperation, NotExistent, NotExistentAttri
 from sqlitedos.tables import TABLES, Table, quote_identifier
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # type hints only: the package needs nothing beyond the stdlib at run time
+
     from sqlitedos.storage.base import StorageBackend
 
 __all__ = (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
 import io
 import re
 import weakref
@@ -49,9 +48,16 @@ def check_key(key: Any) -> str:
     return key
 
 
+def _sha256() -> Any:
+    """A new sha256 hash object; ``hashlib`` (a few ms with OpenSSL) is imported on first use, not on open."""
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def sha256_of_stream(handle: BinaryIO) -> str:
     """The sha256 hex digest of everything left in a binary stream, read in chunks."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     for chunk in iter(lambda: handle.read(CHUNK_SIZE), b''):
         digest.update(chunk)
     return digest.hexdigest()
@@ -95,14 +101,14 @@ class VerifyingReader(ReadOnlyStream):
         super().__init__()
         self._stream = stream
         self._key = key
-        self._digest: Any = hashlib.sha256()
+        self._digest: Any = _sha256()
         self._position = 0
         self._hashed = 0
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._position = self._stream.seek(offset, whence)
         if self._position == 0:
-            self._digest, self._hashed = hashlib.sha256(), 0
+            self._digest, self._hashed = _sha256(), 0
         return self._position
 
     def read(self, size: int | None = -1) -> bytes:

@@ -10,9 +10,7 @@ import dataclasses
 import errno
 import io
 import json
-import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -44,6 +42,8 @@ except ImportError:  # pragma: no cover - Windows: no flock, no cross-process ma
     fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    import logging
+
     from disk_objectstore import Container
 
 __all__ = (
@@ -55,7 +55,13 @@ __all__ = (
     'repack_leftovers',
 )
 
-LOGGER = logging.getLogger('sqlitedos.repository')
+
+def _logger() -> logging.Logger:
+    import logging  # on first message: opening a storage imports no logging
+
+    return logging.getLogger('sqlitedos.repository')
+
+
 BYTES_TO_MB = 1 / 1024**2
 
 #: The container settings aiida uses for a new storage (``psql_dos/backend.py::CONTAINER_DEFAULTS``).
@@ -318,7 +324,7 @@ def finish_interrupted_repack(folder: Path) -> list[str]:
             done.append(f'removed packs/{stale.name}')
     if done:
         _fsync_folder(packs)
-        LOGGER.warning('Interrupted repack of %s: %s', folder, '; '.join(done))
+        _logger().warning('Interrupted repack of %s: %s', folder, '; '.join(done))
     return done
 
 
@@ -357,7 +363,7 @@ def drop_dead_tails(folder: Path, before: dict[int, int]) -> None:
                 path.unlink()
             elif size > end:
                 os.truncate(path, end)
-            LOGGER.warning('Cut pack %s back from %d to %d bytes after a failed packing', path, size, end)
+            _logger().warning('Cut pack %s back from %d to %d bytes after a failed packing', path, size, end)
     finally:
         index.close()
 
@@ -491,7 +497,7 @@ def _packing(packs: Path) -> Iterator[None]:
         _flock_waiting(descriptor, fcntl.LOCK_EX, PACK_LOCK_TIMEOUT, packs / '.')
         for stale in packs.glob('*.lock'):
             if stale.stem.isdigit():
-                LOGGER.warning('Removing the pack lock %s left by an interrupted packing', stale)
+                _logger().warning('Removing the pack lock %s left by an interrupted packing', stale)
                 stale.unlink(missing_ok=True)
         yield
     finally:
@@ -643,6 +649,8 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
     def erase(self) -> None:
         """Delete the container folder and everything in it (a missing folder is fine)."""
         self.close()
+        import shutil
+
         shutil.rmtree(self._folder, ignore_errors=True)
         self._config = None
 
@@ -811,7 +819,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             'clean_storage': clean_storage,
             'do_vacuum': do_vacuum,
         }
-        LOGGER.info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
+        _logger().info('Repository maintenance (%s): %r', 'dry run' if dry_run else 'live' if live else 'full', report)
         if not live:
             report['repack_leftovers'] = leftovers
         if dry_run:

@@ -199,6 +199,8 @@ class StorageBackend:
     """Base class of the storage backends: a profile, per-thread sessions and the transaction API."""
 
     read_only: ClassVar[bool] = False
+    #: aiida's cache of ``default_user`` (None until first asked for, and after ``reset_default_user``).
+    _default_user: BackendUser | None = None
 
     def __init__(self, profile: Profile) -> None:
         self._profile = profile
@@ -276,6 +278,16 @@ class StorageBackend:
         with self._sessions_lock:
             self._sessions.append(session)
         return session
+
+    def _initialise_session(self) -> None:
+        """Open the calling thread's connection now, rather than on first use (aiida creates its SQLAlchemy session
+        factory here); a closed storage object is never reopened: ``ClosedStorage``."""
+        self._session()
+
+    @property
+    def _session_factory(self) -> Callable[[], sqlite3.Connection] | None:
+        """aiida's session factory: called, it gives the calling thread's connection; None once closed."""
+        return None if self._closed else self.get_session
 
     def get_session(self) -> sqlite3.Connection:
         """The calling thread's ``sqlite3`` connection (aiida returns its SQLAlchemy session here)."""

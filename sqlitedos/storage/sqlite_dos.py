@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import shutil
 import sqlite3
 import threading
 import weakref
@@ -166,6 +165,8 @@ class SqliteDosMigrator:
 
     def _remove_partial_storage(self, created: Path | None) -> None:
         """Undo a failed ``initialise``: delete the folder it created, or the container and partial database."""
+        import shutil
+
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
             return
@@ -174,10 +175,25 @@ class SqliteDosMigrator:
             with contextlib.suppress(FileNotFoundError):
                 (self.filepath_root / name).unlink()
 
+    def initialise_database(self) -> None:
+        """Create the database at the head schema in a folder whose container exists (aiida's second step).
+
+        As aiida does: the schema straight at head (no migrations replayed), the container's uuid recorded as the
+        repository uuid, the version stamped; plus the profile's default user, as ``initialise`` makes it.
+        """
+        if self.filepath_database.exists():
+            raise InvalidOperation(
+                f'the database {str(self.filepath_database)!r} already exists: migrate it instead '
+                '(`SqliteDosStorage.migrate(profile)`), or initialise with reset=True to erase it'
+            )
+        self._create_database(read_container_id(self.filepath_container))
+
     def _erase_contents(self) -> None:
         for name in (FILENAME_DATABASE, FILENAME_DATABASE + '-wal', FILENAME_DATABASE + '-shm'):
             with contextlib.suppress(FileNotFoundError):
                 (self.filepath_root / name).unlink()
+        import shutil  # only to erase: opening a storage does not import it
+
         shutil.rmtree(self.filepath_container, ignore_errors=True)
 
     def _create_database(self, container_id: str) -> None:
@@ -333,6 +349,8 @@ class SqliteDosStorage(StorageBackend):
         with self.transaction() as connection:
             for table in reversed(TABLE_ORDER):
                 connection.execute(f'DELETE FROM {quote_identifier(table)}')
+            import shutil
+
             shutil.rmtree(self.filepath_container, ignore_errors=True)
             container_id = init_container(self.filepath_container)
             connection.execute(
@@ -347,6 +365,8 @@ class SqliteDosStorage(StorageBackend):
     def delete(self) -> None:
         """Close the storage and delete the whole folder (database, ``-wal``/``-shm`` files and container)."""
         self.close()
+        import shutil
+
         shutil.rmtree(self.filepath_root, ignore_errors=True)
 
     # --- repository and maintenance ---------------------------------------------------------------------------

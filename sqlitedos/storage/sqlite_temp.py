@@ -96,6 +96,13 @@ class SqliteTempBackend(StorageBackend):
         self._finalizer()
         self._erase_repository()
 
+    def delete(self) -> None:
+        """Erase the sandbox repository and its files, as aiida does (the in-memory database goes with ``close()``).
+
+        The storage stays open; a file written afterwards goes into a new, empty sandbox.
+        """
+        self._erase_repository()
+
     # --- repository and maintenance ---------------------------------------------------------------------------
 
     def get_repository(self) -> SandboxShaRepositoryBackend:
