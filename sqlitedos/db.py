@@ -11,10 +11,8 @@ import contextvars
 import datetime as dt
 import errno
 import json
-import logging
 import os
 import re
-import shutil
 import sqlite3
 import sys
 import threading
@@ -58,7 +56,6 @@ __all__ = (
     'translate_errors',
 )
 
-LOGGER = logging.getLogger(__name__)
 
 SQLValue = str | int | float | bytes | None
 Params = tuple[SQLValue, ...]
@@ -304,7 +301,9 @@ def _open_read_only(path: Path) -> _Connection:
             if reason is not None:
                 if reason == 'read-only mount' and _no_frames(wal) and str(absolute) not in _WARNED:
                     _WARNED.add(str(absolute))
-                    LOGGER.warning(
+                    import logging  # only for this warning: opening a storage imports no logging
+
+                    logging.getLogger(__name__).warning(
                         '%s is on a read-only mount of a writable file system: it is read as immutable, so writes '
                         'made meanwhile through another mount are not seen (and may give wrong results); close '
                         'the writers, or read a copy',
@@ -570,6 +569,8 @@ def _is_full(path: Path | None) -> bool:
     if folder is None:
         return False
     try:
+        import shutil  # only after an error: shutil imports bz2 and lzma
+
         return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
     except OSError:
         return False
