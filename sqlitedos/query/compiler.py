@@ -22,6 +22,13 @@ __all__ = ('Compiled', 'Context', 'PkWalk', 'compile_filter', 'compile_query')
 
 #: Filter keys that no index serves: a walk in primary-key order is never slowed by an index they would have used.
 _UNINDEXED_COLUMNS = frozenset({'attributes', 'extras'})
+#: The node columns an ordered walk can follow, and the index it walks (``None``: the primary key, ``NOT INDEXED``).
+#: The names are aiida's schema's (``schema/main_0001_initial.sql``); both columns are NOT NULL.
+WALK_INDEXES: dict[str, str | None] = {
+    'id': None,
+    'ctime': 'ix_db_dbnode_db_dbnode_ctime',
+    'mtime': 'ix_db_dbnode_db_dbnode_mtime',
+}
 
 
 # --- filters ------------------------------------------------------------------------------------------------------
@@ -53,11 +60,15 @@ def compile_filter(node: Filter | None, alias: str) -> Fragment:
 
 @dataclass(frozen=True)
 class PkWalk:
-    """A query's primary-key-order variant (``sql``, same parameters) and the probe that decides when to use it."""
+    """A query's walk in the order it asks for (``sql``, same parameters) and the probe that decides when to use it.
+
+    ``index`` is the index walked: None for the primary key (``ORDER BY id``), else the ``ctime``/``mtime`` index.
+    """
 
     sql: str
     probe: Fragment
     rows_needed: int
+    index: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,10 +89,13 @@ class Context:
     """Collects one statement: its fragments in order, and the flags that decide how parts of it are written.
 
     ``not_indexed``: the first table is read in primary-key order (``NOT INDEXED``), the walk of ``PkWalk``.
+    ``indexed_by``: the first table is read through that index (``INDEXED BY``, a name of ``WALK_INDEXES``), the
+    walk of ``PkWalk`` in ``ctime``/``mtime`` order.
     ``recursive``: for each recursive vertex index, what its edge carries (``joins.RecursiveColumns``).
     """
 
     not_indexed: bool = False
+    indexed_by: str | None = None
     recursive: dict[int, joins_module.RecursiveColumns] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
 
@@ -160,6 +174,9 @@ def _write_statement(query: ParsedQuery, projections: tuple[Projection, ...], ct
 def _from_clause(query: ParsedQuery, ctx: Context) -> tuple[list[Fragment], Fragment]:
     first = query.vertices[0]
     hint = ' NOT INDEXED' if ctx.not_indexed else ''
+    if ctx.indexed_by is not None:
+        assert ctx.indexed_by in WALK_INDEXES.values()
+        hint = f' INDEXED BY {ctx.indexed_by}'
     ctes: list[Fragment] = []
     clauses: list[Part] = [f'FROM {quote_identifier(first.table.name)} AS {first.alias}{hint}']
     for vertex in query.vertices[1:]:
@@ -240,16 +257,20 @@ def _single_column(node: Filter | None) -> str | None:
 def _pk_walk(
     query: ParsedQuery, projections: tuple[Projection, ...], recursive: dict[int, joins_module.RecursiveColumns]
 ) -> PkWalk | None:
-    """The alternative plan for "the newest (or oldest) N nodes of a type": walk the primary key, no index.
+    """The alternative plan for "the newest (or oldest) N nodes of a type": walk the order asked for, no type index.
 
     SQLite estimates a ``node_type`` range to be selective and so sorts every node of the type to return N of them;
-    when the type is common, walking ids in order and stopping after N matches is far cheaper. The choice needs the
-    data (how common the type is), so it is made when the query runs (``QueryBackend``), with the probe given here.
+    when the type is common, walking ids (``ORDER BY id``: the primary key, ``NOT INDEXED``) or the ``ctime`` or
+    ``mtime`` index (``INDEXED BY``) in order and stopping after N matches is far cheaper. The choice needs the data
+    (how common the type is), so it is made when the query runs (``QueryBackend``), with the probe given here.
     """
     if len(query.vertices) != 1 or query.limit is None or query.vertices[0].table.name != 'db_dbnode':
         return None
     vertex = query.vertices[0]
-    if len(query.order) != 1 or query.order[0].field.column != 'id':
+    if len(query.order) != 1:
+        return None
+    term = query.order[0]
+    if term.field.column not in WALK_INDEXES or term.field.path or term.cast is not None:
         return None
     node = query.filters.get(vertex.tag)
     parts = node.parts if isinstance(node, Combination) and node.glue == 'AND' and not node.negate else (node,)
@@ -261,9 +282,12 @@ def _pk_walk(
     type_filters = [part for part, column in zip(parts, columns) if column == 'node_type' and part is not None]
     probe = compile_filter(type_filters[0] if len(type_filters) == 1 else Combination('AND', tuple(type_filters)), 't0')
     table = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
-    walk = _write_statement(query, projections, Context(not_indexed=True, recursive=recursive))
+    index = WALK_INDEXES[term.field.column]
+    ctx = Context(not_indexed=index is None, indexed_by=index, recursive=recursive)
+    walk = _write_statement(query, projections, ctx)
     return PkWalk(
         sql=walk.sql,
         probe=join_fragments([f'SELECT count(*) FROM (SELECT 1 {table} WHERE ', probe, ' LIMIT ?)']),
         rows_needed=query.limit + (query.offset or 0),
+        index=index,
     )
