@@ -255,25 +255,34 @@ class QueryBackend:
         return PreparedQuery(self, self._reader(data))
 
     def _choose_plan(self, compiled: Compiled) -> str:
-        """The SQL to run: the primary-key walk where the query allows it and the node type is common enough.
+        """The SQL to run: the walk in the order asked for (primary key, or the ctime/mtime index) where the query
+        allows it and the node type is common enough, and common where the walk starts.
 
-        Walking ids costs about ``needed * total / matching`` rows, sorting the type's nodes ``matching`` rows: the
-        walk wins when ``matching`` exceeds ``sqrt(needed * total)``, counted (up to that bound, on the index) with a
-        factor 4 of margin for the other filters. The choice is remembered until the database changes (this
-        connection's commits or another's).
+        Walking costs about ``needed * total / matching`` rows if the type is spread evenly, sorting the type's
+        nodes ``matching`` rows: the walk wins when ``matching`` exceeds ``bound = sqrt(needed * total)``, counted
+        (up to that bound, on the index) with a factor 4 of margin for the other filters. Types are often not spread
+        evenly (the newest nodes are all calculations, say), so the first ``bound`` rows of the walk itself must
+        also hold the ``needed`` rows. The choice is remembered until the database changes (this connection's
+        commits or another's).
         """
         walk = compiled.pk_walk
         if walk is None:
             return compiled.sql
         connection = self._connection()
         stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
-        key = (walk.probe.sql, walk.probe.params, walk.rows_needed)
+        key = (walk.sql, walk.probe.params, walk.rows_needed)
         known = self._cache.plan(key, stamp)
         if known is None:
             total = self._execute(MAX_NODE_ID, ()).fetchone()[0] or 0
             bound = min(math.isqrt(4 * walk.rows_needed * total) + 1, 2**63 - 1)
             (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
             known = common >= bound
+            if known:
+                # Common, but maybe not where the walk starts (the newest nodes of other types, say): the walk must
+                # find the rows it needs within the same bound of rows read.
+                prefix = walk.prefix_probe
+                (found,) = self._execute(prefix.sql, (bound, *prefix.params)).fetchone()
+                known = found >= walk.rows_needed
             self._cache.remember_plan(key, stamp, known)
         return walk.sql if known else compiled.sql
 

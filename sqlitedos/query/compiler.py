@@ -69,6 +69,8 @@ class PkWalk:
     probe: Fragment
     rows_needed: int
     index: str | None = None
+    #: Counts the type's nodes among the first ``?`` rows of the walk (the bound is the first parameter).
+    prefix_probe: Fragment = Fragment('')
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,17 @@ def _pk_walk(
     index = WALK_INDEXES[term.field.column]
     ctx = Context(not_indexed=index is None, indexed_by=index, recursive=recursive)
     walk = _write_statement(query, projections, ctx)
+    hint = ' NOT INDEXED' if index is None else f' INDEXED BY {index}'
+    prefix = [
+        f'SELECT count(*) FROM (SELECT {vertex.alias}.{quote_identifier("node_type")} {table}{hint} ORDER BY ',
+        *order_terms(term, vertex.alias),
+        f' LIMIT ?) AS {vertex.alias} WHERE ',
+        probe,
+    ]
     return PkWalk(
         sql=walk.sql,
         probe=join_fragments([f'SELECT count(*) FROM (SELECT 1 {table} WHERE ', probe, ' LIMIT ?)']),
         rows_needed=query.limit + (query.offset or 0),
         index=index,
+        prefix_probe=join_fragments(prefix),
     )
