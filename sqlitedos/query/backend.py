@@ -261,8 +261,8 @@ class QueryBackend:
         Walking costs about ``needed * total / matching`` rows if the type is spread evenly, sorting the type's
         nodes ``matching`` rows: the walk wins when ``matching`` exceeds ``bound = sqrt(needed * total)``, counted
         (up to that bound, on the index) with a factor 4 of margin for the other filters. Types are often not spread
-        evenly (the newest nodes are all calculations, say), so the first ``bound`` rows of the walk itself must
-        also hold the ``needed`` rows. The choice is remembered until the database changes (this connection's
+        evenly (the newest nodes are all calculations, say), so the first ``bound`` rows of a ctime/mtime walk (a
+        row lookup per index entry) must also hold the ``needed`` rows. The choice is remembered until the database changes (this connection's
         commits or another's).
         """
         walk = compiled.pk_walk
@@ -277,9 +277,10 @@ class QueryBackend:
             bound = min(math.isqrt(4 * walk.rows_needed * total) + 1, 2**63 - 1)
             (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
             known = common >= bound
-            if known:
-                # Common, but maybe not where the walk starts (the newest nodes of other types, say): the walk must
-                # find the rows it needs within the same bound of rows read.
+            if known and walk.index is not None:
+                # Common, but maybe not where an index walk starts (the newest nodes of other types, say): it must
+                # find the rows it needs within the same bound of rows read. (The primary-key walk reads rows in
+                # storage order, several times cheaper a row than the type index plan: it is not held to this.)
                 prefix = walk.prefix_probe
                 (found,) = self._execute(prefix.sql, (bound, *prefix.params)).fetchone()
                 known = found >= walk.rows_needed
