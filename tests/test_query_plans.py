@@ -246,3 +246,71 @@ def test_a_common_type_far_from_where_the_walk_starts_is_sorted() -> None:
         assert CTIME_INDEX in oldest_dicts, oldest_dicts  # from the old end the walk finds them at once
     finally:
         storage.close()
+
+
+# --- links between nodes of two types -----------------------------------------------------------------------------
+
+
+def typed_link_query(storage, keyword: str, first: int, second: int, threshold: int | None) -> dict:
+    qb = QueryBuilder(backend=storage).append(entity_type=TYPES[first], orm_base='node', tag='c', project=['id'])
+    qb.append(entity_type=TYPES[second], orm_base='node', tag='d', project=['id'], **{keyword: 'c'})
+    if threshold is not None:
+        qb.add_filter('d', {'attributes.i': {'>': threshold}})
+    return qb.as_dict()
+
+
+def add_links(storage, links: list[tuple[int, int]], count: int) -> None:
+    rows = [
+        {'input_id': 1 + a % count, 'output_id': 1 + b % count, 'label': f'l{index}', 'type': 'input_calc'}
+        for index, (a, b) in enumerate(links)
+    ]
+    storage.bulk_insert(EntityTypes.LINK, rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kinds=st.lists(st.integers(0, 2), min_size=1, max_size=30),
+    links=st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=40),
+    keyword=st.sampled_from(['with_incoming', 'with_outgoing']),
+    first=st.integers(0, 2),
+    second=st.integers(0, 2),
+    threshold=st.one_of(st.none(), st.integers(-1, 30)),
+)
+def test_the_link_scan_returns_the_rows_of_the_type_index_plan(kinds, links, keyword, first, second, threshold) -> None:
+    storage = new_storage()
+    try:
+        fill(storage, [(kind, 0, 0, None) for kind in kinds])
+        add_links(storage, links, len(kinds))
+        data = typed_link_query(storage, keyword, first, second, threshold)
+        compiled = storage.query().compile(data)
+        assert compiled.link_scan is not None
+        connection = storage.get_session()
+        indexed = sorted(connection.execute(compiled.sql, compiled.params).fetchall())
+        scanned = sorted(connection.execute(compiled.link_scan.sql, compiled.params).fetchall())
+        plan = ' '.join(
+            row[3] for row in connection.execute(f'EXPLAIN QUERY PLAN {compiled.link_scan.sql}', compiled.params)
+        )
+        assert TYPE_INDEX not in plan, plan
+        assert scanned == indexed
+        assert sorted(tuple(row) for row in storage.query().all(data)) == indexed
+    finally:
+        storage.close()
+
+
+def test_the_data_chooses_the_link_scan() -> None:
+    storage = new_storage()
+    try:
+        # 300 calculations with one Int input each, and 5 Dicts that feed one calculation each.
+        fill(storage, [(2, 0, 0, None)] * 300 + [(0, 0, 0, None)] * 300 + [(1, 0, 0, None)] * 5)
+        links = [(300 + k, k) for k in range(300)] + [(600 + k, k) for k in range(5)]
+        add_links(storage, links, 605)
+        backend = storage.query()
+        common = backend.analyze_query(typed_link_query(storage, 'with_outgoing', 2, 0, None))
+        assert 'SCAN e1' in common and TYPE_INDEX not in common, common  # every link: scan them
+        rare = backend.analyze_query(typed_link_query(storage, 'with_outgoing', 2, 1, None))
+        assert TYPE_INDEX in rare, rare  # 5 Dicts: start from them on the type index
+        assert sorted(backend.all(typed_link_query(storage, 'with_outgoing', 2, 1, None))) == [
+            [k + 1, 601 + k] for k in range(5)
+        ]
+    finally:
+        storage.close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlitedos.db import translate_errors
 from sqlitedos.entities import build_entity
 from sqlitedos.exceptions import InputValidationError
-from sqlitedos.query.compiler import Compiled, compile_query
+from sqlitedos.query.compiler import Compiled, LinkScan, compile_query
 from sqlitedos.query.parse import parse_query
 from sqlitedos.query.projections import Projection, decode_json_value
 
@@ -40,6 +40,7 @@ CREATION_DAYS_OF_USER = (
     'SELECT substr(ctime, 1, 10) AS day, COUNT(*) FROM db_dbnode WHERE user_id = ? GROUP BY day ORDER BY day'
 )
 MAX_NODE_ID = 'SELECT max(id) FROM db_dbnode'
+MAX_LINK_ID = 'SELECT max(id) FROM db_dblink'
 DATA_VERSION = 'PRAGMA data_version'
 
 Row = list[Any]
@@ -106,7 +107,7 @@ class RowReader:
     def rows(self, rows: list[tuple]) -> list[Row]:
         """Many rows at once (the common shapes without a call per value)."""
         if self._all_plain:
-            return [list(row) for row in rows]
+            return list(map(list, rows))
         if self._single_typed:
             decode = decode_json_value
             return [[decode(text)] for (text,) in rows]
@@ -156,7 +157,7 @@ class PreparedQuery:
         self._sql = compiled.sql
         self._params = compiled.params
         self._count_sql = compiled.count_sql
-        self._plain = compiled.pk_walk is None
+        self._plain = compiled.pk_walk is None and compiled.link_scan is None
 
     @property
     def compiled(self) -> Compiled:
@@ -267,7 +268,7 @@ class QueryBackend:
         """
         walk = compiled.pk_walk
         if walk is None:
-            return compiled.sql
+            return compiled.sql if compiled.link_scan is None else self._choose_link_scan(compiled.link_scan, compiled)
         connection = self._connection()
         stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
         key = (walk.sql, walk.probe.params, walk.rows_needed)
@@ -286,6 +287,30 @@ class QueryBackend:
                 known = found >= walk.rows_needed
             self._cache.remember_plan(key, stamp, known)
         return walk.sql if known else compiled.sql
+
+    def _stamp(self) -> tuple[int, int]:
+        connection = self._connection()
+        return (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
+
+    def _choose_link_scan(self, scan: LinkScan, compiled: Compiled) -> str:
+        """The SQL to run for two typed nodes joined by a link: the link scan when both types are common.
+
+        The type index plan costs about three lookups per node of the type it starts from, the scan two per link:
+        the scan is used when each type has at least a quarter as many nodes as there are links (counted up to
+        that bound on the type index; the factor was measured at 200k nodes, where the scan took 0.72-0.86 of the
+        time). Remembered until the database changes, as the walks are.
+        """
+        stamp = self._stamp()
+        key = (scan.sql, compiled.params)
+        known = self._cache.plan(key, stamp)
+        if known is None:
+            links = self._execute(MAX_LINK_ID, ()).fetchone()[0] or 0
+            bound = links // 4 + 1
+            known = links > 0 and all(
+                self._execute(probe.sql, (*probe.params, bound)).fetchone()[0] >= bound for probe in scan.probes
+            )
+            self._cache.remember_plan(key, stamp, known)
+        return scan.sql if known else compiled.sql
 
     def _connection(self) -> sqlite3.Connection:
         return self._backend.get_session()

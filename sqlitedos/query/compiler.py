@@ -18,7 +18,7 @@ from sqlitedos.query.parse import Combination, Comparison, Filter, ParsedQuery, 
 from sqlitedos.query.projections import Projection, compile_projection, order_terms
 from sqlitedos.tables import quote_identifier
 
-__all__ = ('Compiled', 'Context', 'PkWalk', 'compile_filter', 'compile_query')
+__all__ = ('Compiled', 'Context', 'LinkScan', 'PkWalk', 'compile_filter', 'compile_query')
 
 #: Filter keys that no index serves: a walk in primary-key order is never slowed by an index they would have used.
 _UNINDEXED_COLUMNS = frozenset({'attributes', 'extras'})
@@ -34,8 +34,12 @@ WALK_INDEXES: dict[str, str | None] = {
 # --- filters ------------------------------------------------------------------------------------------------------
 
 
-def compile_filter(node: Filter | None, alias: str) -> Fragment:
-    """The SQL condition of a parsed filter on the vertex or edge under ``alias`` (``1`` when there is none)."""
+def compile_filter(node: Filter | None, alias: str, no_type_index: bool = False) -> Fragment:
+    """The SQL condition of a parsed filter on the vertex or edge under ``alias`` (``1`` when there is none).
+
+    With ``no_type_index`` the ``node_type`` comparisons are written on ``+column`` (the same value), which keeps
+    SQLite from answering them with the type index: the link scan of ``LinkScan``.
+    """
     if node is None:
         return Fragment('1')
     if isinstance(node, Comparison):
@@ -45,13 +49,17 @@ def compile_filter(node: Filter | None, alias: str) -> Fragment:
             fragment = operator.on_json(field_.ref(alias), node.value)
         else:
             assert operator.on_column is not None
-            fragment = operator.on_column(field_.column_sql(alias), field_.kind, node.value)
+            column = field_.column_sql(alias)
+            if no_type_index and field_.column == 'node_type':
+                column = f'+{column}'
+            fragment = operator.on_column(column, field_.kind, node.value)
     elif not node.parts:
         fragment = Fragment('1')
     elif len(node.parts) == 1 and not node.negate:
-        return compile_filter(node.parts[0], alias)
+        return compile_filter(node.parts[0], alias, no_type_index)
     else:
-        fragment = join_fragments([compile_filter(part, alias) for part in node.parts], f' {node.glue} ', parens=True)
+        parts = [compile_filter(part, alias, no_type_index) for part in node.parts]
+        fragment = join_fragments(parts, f' {node.glue} ', parens=True)
     return join_fragments(['NOT ', fragment]) if node.negate else fragment
 
 
@@ -74,6 +82,15 @@ class PkWalk:
 
 
 @dataclass(frozen=True)
+class LinkScan:
+    """Two typed node vertices joined by a link, as a scan of the links (``sql``, same parameters), and one probe
+    per vertex counting (up to a bound, the last parameter) the nodes of its type on the type index."""
+
+    sql: str
+    probes: tuple[Fragment, ...]
+
+
+@dataclass(frozen=True)
 class Compiled:
     """The compiled query: SQL text, parameters, and the projections whose cells each row holds, in order;
     ``count_sql`` counts its rows (same parameters)."""
@@ -84,6 +101,7 @@ class Compiled:
     project_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     pk_walk: PkWalk | None = None
     count_sql: str = ''
+    link_scan: LinkScan | None = None
 
 
 @dataclass
@@ -98,6 +116,8 @@ class Context:
 
     not_indexed: bool = False
     indexed_by: str | None = None
+    #: The tags whose ``node_type`` filters are kept off the type index (``compile_filter(no_type_index=True)``).
+    no_type_index: frozenset[str] = frozenset()
     recursive: dict[int, joins_module.RecursiveColumns] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
 
@@ -140,6 +160,7 @@ def compile_query(query: ParsedQuery | dict) -> Compiled:
         parsed.project_map or {},
         _pk_walk(parsed, projections, recursive),
         join_fragments(['SELECT COUNT(*) FROM (', statement, ')']).sql,
+        _link_scan(parsed, projections, recursive),
     )
 
 
@@ -156,7 +177,9 @@ def _write_statement(query: ParsedQuery, projections: tuple[Projection, ...], ct
     ctes, from_clause = _from_clause(query, ctx)
     outer_tags = {tag for vertex in query.vertices if vertex.outer for tag in (vertex.tag, vertex.edge_tag)}
     where = [
-        compile_filter(node, _alias_of(query, tag)) for tag, node in query.filters.items() if tag not in outer_tags
+        compile_filter(node, _alias_of(query, tag), tag in ctx.no_type_index)
+        for tag, node in query.filters.items()
+        if tag not in outer_tags
     ]
     order = [term for spec in query.order for term in order_terms(spec, _alias_of(query, spec.tag))]
     if ctes:
@@ -274,15 +297,10 @@ def _pk_walk(
     term = query.order[0]
     if term.field.column not in WALK_INDEXES or term.field.path or term.cast is not None:
         return None
-    node = query.filters.get(vertex.tag)
-    parts = node.parts if isinstance(node, Combination) and node.glue == 'AND' and not node.negate else (node,)
-    columns = [_single_column(part) for part in parts]
-    if 'node_type' not in columns or not all(
-        column == 'node_type' or column in _UNINDEXED_COLUMNS for column in columns
-    ):
+    type_filter = _type_filter(query.filters.get(vertex.tag))
+    if type_filter is None:
         return None
-    type_filters = [part for part, column in zip(parts, columns) if column == 'node_type' and part is not None]
-    probe = compile_filter(type_filters[0] if len(type_filters) == 1 else Combination('AND', tuple(type_filters)), 't0')
+    probe = compile_filter(type_filter, vertex.alias)
     table = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
     index = WALK_INDEXES[term.field.column]
     ctx = Context(not_indexed=index is None, indexed_by=index, recursive=recursive)
@@ -301,3 +319,49 @@ def _pk_walk(
         index=index,
         prefix_probe=join_fragments(prefix),
     )
+
+
+def _type_filter(node: Filter | None) -> Filter | None:
+    """The ``node_type`` part of a vertex's filter if every other part is on unindexed columns, else None."""
+    parts = node.parts if isinstance(node, Combination) and node.glue == 'AND' and not node.negate else (node,)
+    columns = [_single_column(part) for part in parts]
+    if 'node_type' not in columns or not all(
+        column == 'node_type' or column in _UNINDEXED_COLUMNS for column in columns
+    ):
+        return None
+    type_filters = [part for part, column in zip(parts, columns) if column == 'node_type' and part is not None]
+    return type_filters[0] if len(type_filters) == 1 else Combination('AND', tuple(type_filters))
+
+
+def _link_scan(
+    query: ParsedQuery, projections: tuple[Projection, ...], recursive: dict[int, joins_module.RecursiveColumns]
+) -> LinkScan | None:
+    """The alternative plan for "every link between nodes of two types" (all calculation inputs, say): scan links.
+
+    SQLite starts such a join from one type on the type index, then finds each node's links and the node at the
+    other end: three lookups per node of that type. When both types are common, scanning the links and looking up
+    both ends is cheaper. The choice needs the data, so it is made when the query runs (``QueryBackend``).
+    """
+    if len(query.vertices) != 2 or query.order or query.limit is not None or query.offset is not None:
+        return None
+    first, second = query.vertices
+    join = second.join
+    if join is None or join.kind != 'link' or second.outer or second.joined_to != 0:
+        return None
+    if first.table.name != 'db_dbnode' or second.table.name != 'db_dbnode' or second.edge_tag in query.filters:
+        return None
+    type_filters = [_type_filter(query.filters.get(vertex.tag)) for vertex in query.vertices]
+    if any(type_filter is None for type_filter in type_filters):
+        return None
+    probes = tuple(
+        join_fragments(
+            [
+                f'SELECT count(*) FROM (SELECT 1 FROM {quote_identifier(vertex.table.name)} AS {vertex.alias} WHERE ',
+                compile_filter(type_filter, vertex.alias),
+                ' LIMIT ?)',
+            ]
+        )
+        for vertex, type_filter in zip(query.vertices, type_filters)
+    )
+    ctx = Context(recursive=recursive, no_type_index=frozenset({first.tag, second.tag}))
+    return LinkScan(_write_statement(query, projections, ctx).sql, probes)
