@@ -306,7 +306,7 @@ def _pk_walk(
     ctx = Context(not_indexed=index is None, indexed_by=index, recursive=recursive)
     walk = _write_statement(query, projections, ctx)
     hint = ' NOT INDEXED' if index is None else f' INDEXED BY {index}'
-    prefix = [
+    prefix: list[Part] = [
         f'SELECT count(*) FROM (SELECT {vertex.alias}.{quote_identifier("node_type")} {table}{hint} ORDER BY ',
         *order_terms(term, vertex.alias),
         f' LIMIT ?) AS {vertex.alias} WHERE ',
