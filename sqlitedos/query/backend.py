@@ -7,6 +7,8 @@ entities (``*`` projections) built here, from the cells the compiler describes.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import sqlite3
@@ -109,8 +111,12 @@ class RowReader:
         if self._all_plain:
             return list(map(list, rows))
         if self._single_typed:
+            # A plain JSON string (the common projection of one attribute) is cut out inline, no call per row.
             decode = decode_json_value
-            return [[decode(text)] for (text,) in rows]
+            return [
+                [text[1:-1]] if text is not None and text[:1] == '"' and '\\' not in text else [decode(text)]
+                for (text,) in rows
+            ]
         plan = self._plan
         return [[decode(row, index) for decode, index in plan] for row in rows]
 
@@ -147,6 +153,21 @@ def _entity_decoder(
     return decode
 
 
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a result is built: rows and their lists hold no cycles, but
+    creating 100k of them runs the collector over and over (W4 d, 64k rows: 10 ms of 86). Reference counting frees
+    everything as usual; the collector is resumed (if it was running) even on errors."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class PreparedQuery:
     """A query parsed and compiled once, run as often as needed (``all``, ``iterall``, ``first``, ``count`` ...)."""
 
@@ -169,13 +190,14 @@ class PreparedQuery:
     def all(self) -> list[Row]:
         """Every row at once (one ``fetchall``)."""
         connection = self._backend._connection()
-        try:
-            rows = connection.execute(self._statement(), self._params).fetchall()
-        except sqlite3.Error:
-            with translate_errors():
-                raise
-            raise  # pragma: no cover - translate_errors re-raises what it does not map
-        return self._reader.rows(rows)
+        with _no_cycle_collection():
+            try:
+                rows = connection.execute(self._statement(), self._params).fetchall()
+            except sqlite3.Error:
+                with translate_errors():
+                    raise
+                raise  # pragma: no cover - translate_errors re-raises what it does not map
+            return self._reader.rows(rows)
 
     def count(self) -> int:
         """The number of rows (honouring distinct, limit and offset)."""
