@@ -279,20 +279,20 @@ class QueryBackend:
 
     def _choose_plan(self, compiled: Compiled) -> str:
         """The SQL to run: the walk in the order asked for (primary key, or the ctime/mtime index) where the query
-        allows it and the node type is common enough, and common where the walk starts.
+        allows it and the node type is common enough, and common where the walk starts; or the link scan
+        (``_choose_link_scan``).
 
         Walking costs about ``needed * total / matching`` rows if the type is spread evenly, sorting the type's
         nodes ``matching`` rows: the walk wins when ``matching`` exceeds ``bound = sqrt(needed * total)``, counted
         (up to that bound, on the index) with a factor 4 of margin for the other filters. Types are often not spread
         evenly (the newest nodes are all calculations, say), so the first ``bound`` rows of a ctime/mtime walk (a
-        row lookup per index entry) must also hold the ``needed`` rows. The choice is remembered until the database changes (this connection's
-        commits or another's).
+        row lookup per index entry) must also hold the ``needed`` rows. The choice is remembered until the database
+        changes (this connection's commits or another's).
         """
         walk = compiled.pk_walk
         if walk is None:
             return compiled.sql if compiled.link_scan is None else self._choose_link_scan(compiled.link_scan, compiled)
-        connection = self._connection()
-        stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
+        stamp = self._stamp()
         key = (walk.sql, walk.probe.params, walk.rows_needed)
         known = self._cache.plan(key, stamp)
         if known is None:
@@ -311,11 +311,12 @@ class QueryBackend:
         return walk.sql if known else compiled.sql
 
     def _stamp(self) -> tuple[int, int]:
+        """What changes when the database does: this connection's changes and SQLite's ``data_version``."""
         connection = self._connection()
         return (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
 
     def _choose_link_scan(self, scan: LinkScan, compiled: Compiled) -> str:
-        """The SQL to run for two typed nodes joined by a link: the link scan when both types are common.
+        """The SQL to run for two typed nodes joined by a link: the link scan when the input end's type is common.
 
         The type index plan costs about three lookups per node of the type it starts from (the link's input end),
         the scan two per link: the scan is used when that type has at least half as many nodes as there are links
