@@ -314,3 +314,17 @@ def test_the_data_chooses_the_link_scan() -> None:
         ]
     finally:
         storage.close()
+
+
+def test_only_plain_typed_link_joins_get_a_link_scan(temp_storage) -> None:
+    backend = temp_storage.query()
+    data = typed_link_query(temp_storage, 'with_outgoing', 2, 0, 3)
+    assert backend.compile(data).link_scan is not None
+    for change in (
+        {'limit': 5},
+        {'order_by': [{'c': ['id']}]},
+        {'filters': {**data['filters'], 'c--d': {'label': 'x'}}},  # an indexed edge column: SQLite's plan
+        {'filters': {**data['filters'], 'c': {'label': 'x'}}},
+        {'path': [data['path'][0], {**data['path'][1], 'outerjoin': True}]},
+    ):
+        assert backend.compile({**data, **change}).link_scan is None, change
