@@ -7,6 +7,7 @@ entities (``*`` projections) built here, from the cells the compiler describes.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sqlite3
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlitedos.db import translate_errors
 from sqlitedos.entities import build_entity
 from sqlitedos.exceptions import InputValidationError
-from sqlitedos.query.compiler import Compiled, compile_query
+from sqlitedos.query.compiler import Compiled, LinkScan, compile_query
 from sqlitedos.query.parse import parse_query
 from sqlitedos.query.projections import Projection, decode_json_value
 
@@ -40,6 +41,7 @@ CREATION_DAYS_OF_USER = (
     'SELECT substr(ctime, 1, 10) AS day, COUNT(*) FROM db_dbnode WHERE user_id = ? GROUP BY day ORDER BY day'
 )
 MAX_NODE_ID = 'SELECT max(id) FROM db_dbnode'
+MAX_LINK_ID = 'SELECT max(id) FROM db_dblink'
 DATA_VERSION = 'PRAGMA data_version'
 
 Row = list[Any]
@@ -106,10 +108,14 @@ class RowReader:
     def rows(self, rows: list[tuple]) -> list[Row]:
         """Many rows at once (the common shapes without a call per value)."""
         if self._all_plain:
-            return [list(row) for row in rows]
+            return list(map(list, rows))
         if self._single_typed:
+            # A plain JSON string (the common projection of one attribute) is cut out inline, no call per row.
             decode = decode_json_value
-            return [[decode(text)] for (text,) in rows]
+            return [
+                [text[1:-1]] if text is not None and text[:1] == '"' and '\\' not in text else [decode(text)]
+                for (text,) in rows
+            ]
         plan = self._plan
         return [[decode(row, index) for decode, index in plan] for row in rows]
 
@@ -156,7 +162,7 @@ class PreparedQuery:
         self._sql = compiled.sql
         self._params = compiled.params
         self._count_sql = compiled.count_sql
-        self._plain = compiled.pk_walk is None
+        self._plain = compiled.pk_walk is None and compiled.link_scan is None
 
     @property
     def compiled(self) -> Compiled:
@@ -168,13 +174,23 @@ class PreparedQuery:
     def all(self) -> list[Row]:
         """Every row at once (one ``fetchall``)."""
         connection = self._backend._connection()
+        # Rows and their lists hold no cycles, but creating 100k of them runs Python's cyclic collector over and
+        # over (W4 d, 64k rows: 10 ms of 86): it is paused while the result is built (inline, not a context
+        # manager, which would cost a short query 1 us), resumed even on errors, left off if the caller turned it
+        # off. Reference counting frees everything as usual.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
         try:
             rows = connection.execute(self._statement(), self._params).fetchall()
+            return self._reader.rows(rows)
         except sqlite3.Error:
             with translate_errors():
                 raise
             raise  # pragma: no cover - translate_errors re-raises what it does not map
-        return self._reader.rows(rows)
+        finally:
+            if collecting:
+                gc.enable()
 
     def count(self) -> int:
         """The number of rows (honouring distinct, limit and offset)."""
@@ -259,27 +275,60 @@ class QueryBackend:
         return PreparedQuery(self, self._reader(data))
 
     def _choose_plan(self, compiled: Compiled) -> str:
-        """The SQL to run: the primary-key walk where the query allows it and the node type is common enough.
+        """The SQL to run: the walk in the order asked for (primary key, or the ctime/mtime index) where the query
+        allows it and the node type is common enough, and common where the walk starts; or the link scan
+        (``_choose_link_scan``).
 
-        Walking ids costs about ``needed * total / matching`` rows, sorting the type's nodes ``matching`` rows: the
-        walk wins when ``matching`` exceeds ``sqrt(needed * total)``, counted (up to that bound, on the index) with a
-        factor 4 of margin for the other filters. The choice is remembered until the database changes (this
-        connection's commits or another's).
+        Walking costs about ``needed * total / matching`` rows if the type is spread evenly, sorting the type's
+        nodes ``matching`` rows: the walk wins when ``matching`` exceeds ``bound = sqrt(needed * total)``, counted
+        (up to that bound, on the index) with a factor 4 of margin for the other filters. Types are often not spread
+        evenly (the newest nodes are all calculations, say), so the first ``bound`` rows of a ctime/mtime walk (a
+        row lookup per index entry) must also hold the ``needed`` rows. The choice is remembered until the database
+        changes (this connection's commits or another's).
         """
         walk = compiled.pk_walk
         if walk is None:
-            return compiled.sql
-        connection = self._connection()
-        stamp = (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
-        key = (walk.probe.sql, walk.probe.params, walk.rows_needed)
+            return compiled.sql if compiled.link_scan is None else self._choose_link_scan(compiled.link_scan, compiled)
+        stamp = self._stamp()
+        key = (walk.sql, walk.probe.params, walk.rows_needed)
         known = self._cache.plan(key, stamp)
         if known is None:
             total = self._execute(MAX_NODE_ID, ()).fetchone()[0] or 0
             bound = min(math.isqrt(4 * walk.rows_needed * total) + 1, 2**63 - 1)
             (common,) = self._execute(walk.probe.sql, (*walk.probe.params, bound)).fetchone()
             known = common >= bound
+            if known and walk.index is not None:
+                # Common, but maybe not where an index walk starts (the newest nodes of other types, say): it must
+                # find the rows it needs within the same bound of rows read. (The primary-key walk reads rows in
+                # storage order, several times cheaper a row than the type index plan: it is not held to this.)
+                prefix = walk.prefix_probe
+                (found,) = self._execute(prefix.sql, (bound, *prefix.params)).fetchone()
+                known = found >= walk.rows_needed
             self._cache.remember_plan(key, stamp, known)
         return walk.sql if known else compiled.sql
+
+    def _stamp(self) -> tuple[int, int]:
+        """What changes when the database does: this connection's changes and SQLite's ``data_version``."""
+        connection = self._connection()
+        return (connection.total_changes, connection.execute(DATA_VERSION).fetchone()[0])
+
+    def _choose_link_scan(self, scan: LinkScan, compiled: Compiled) -> str:
+        """The SQL to run for two typed nodes joined by a link: the link scan when the input end's type is common.
+
+        The type index plan costs about three lookups per node of the type it starts from (the link's input end),
+        the scan two per link: the scan is used when that type has at least half as many nodes as there are links
+        (counted up to that bound on the type index). Remembered until the database changes, as the walks are.
+        """
+        stamp = self._stamp()
+        key = (scan.sql, compiled.params)
+        known = self._cache.plan(key, stamp)
+        if known is None:
+            links = self._execute(MAX_LINK_ID, ()).fetchone()[0] or 0
+            bound = links // 2 + 1
+            (common,) = self._execute(scan.probe.sql, (*scan.probe.params, bound)).fetchone()
+            known = links > 0 and common >= bound
+            self._cache.remember_plan(key, stamp, known)
+        return scan.sql if known else compiled.sql
 
     def _connection(self) -> sqlite3.Connection:
         return self._backend.get_session()

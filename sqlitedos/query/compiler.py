@@ -18,17 +18,28 @@ from sqlitedos.query.parse import Combination, Comparison, Filter, ParsedQuery, 
 from sqlitedos.query.projections import Projection, compile_projection, order_terms
 from sqlitedos.tables import quote_identifier
 
-__all__ = ('Compiled', 'Context', 'PkWalk', 'compile_filter', 'compile_query')
+__all__ = ('Compiled', 'Context', 'LinkScan', 'PkWalk', 'compile_filter', 'compile_query')
 
 #: Filter keys that no index serves: a walk in primary-key order is never slowed by an index they would have used.
 _UNINDEXED_COLUMNS = frozenset({'attributes', 'extras'})
+#: The node columns an ordered walk can follow, and the index it walks (``None``: the primary key, ``NOT INDEXED``).
+#: The names are aiida's schema's (``schema/main_0001_initial.sql``); both columns are NOT NULL.
+WALK_INDEXES: dict[str, str | None] = {
+    'id': None,
+    'ctime': 'ix_db_dbnode_db_dbnode_ctime',
+    'mtime': 'ix_db_dbnode_db_dbnode_mtime',
+}
 
 
 # --- filters ------------------------------------------------------------------------------------------------------
 
 
-def compile_filter(node: Filter | None, alias: str) -> Fragment:
-    """The SQL condition of a parsed filter on the vertex or edge under ``alias`` (``1`` when there is none)."""
+def compile_filter(node: Filter | None, alias: str, no_type_index: bool = False) -> Fragment:
+    """The SQL condition of a parsed filter on the vertex or edge under ``alias`` (``1`` when there is none).
+
+    With ``no_type_index`` the ``node_type`` comparisons are written on ``+column`` (the same value), which keeps
+    SQLite from answering them with the type index: the link scan of ``LinkScan``.
+    """
     if node is None:
         return Fragment('1')
     if isinstance(node, Comparison):
@@ -38,13 +49,17 @@ def compile_filter(node: Filter | None, alias: str) -> Fragment:
             fragment = operator.on_json(field_.ref(alias), node.value)
         else:
             assert operator.on_column is not None
-            fragment = operator.on_column(field_.column_sql(alias), field_.kind, node.value)
+            column = field_.column_sql(alias)
+            if no_type_index and field_.column == 'node_type':
+                column = f'+{column}'
+            fragment = operator.on_column(column, field_.kind, node.value)
     elif not node.parts:
         fragment = Fragment('1')
     elif len(node.parts) == 1 and not node.negate:
-        return compile_filter(node.parts[0], alias)
+        return compile_filter(node.parts[0], alias, no_type_index)
     else:
-        fragment = join_fragments([compile_filter(part, alias) for part in node.parts], f' {node.glue} ', parens=True)
+        parts = [compile_filter(part, alias, no_type_index) for part in node.parts]
+        fragment = join_fragments(parts, f' {node.glue} ', parens=True)
     return join_fragments(['NOT ', fragment]) if node.negate else fragment
 
 
@@ -53,11 +68,26 @@ def compile_filter(node: Filter | None, alias: str) -> Fragment:
 
 @dataclass(frozen=True)
 class PkWalk:
-    """A query's primary-key-order variant (``sql``, same parameters) and the probe that decides when to use it."""
+    """A query's walk in the order it asks for (``sql``, same parameters) and the probe that decides when to use it.
+
+    ``index`` is the index walked: None for the primary key (``ORDER BY id``), else the ``ctime``/``mtime`` index.
+    """
 
     sql: str
     probe: Fragment
     rows_needed: int
+    index: str | None = None
+    #: Counts the type's nodes among the first ``?`` rows of the walk (the bound is the first parameter).
+    prefix_probe: Fragment = Fragment('')
+
+
+@dataclass(frozen=True)
+class LinkScan:
+    """Two typed node vertices joined by a link, as a scan of the links (``sql``, same parameters), and the probe
+    counting (up to a bound, the last parameter) the nodes of the type at the link's input end on the type index."""
+
+    sql: str
+    probe: Fragment
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,7 @@ class Compiled:
     project_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     pk_walk: PkWalk | None = None
     count_sql: str = ''
+    link_scan: LinkScan | None = None
 
 
 @dataclass
@@ -78,6 +109,8 @@ class Context:
     """Collects one statement: its fragments in order, and the flags that decide how parts of it are written.
 
     ``not_indexed``: the first table is read in primary-key order (``NOT INDEXED``), the walk of ``PkWalk``.
+    ``indexed_by``: the first table is read through that index (``INDEXED BY``, a name of ``WALK_INDEXES``), the
+    walk of ``PkWalk`` in ``ctime``/``mtime`` order.
     ``recursive``: for each recursive vertex index, what its edge carries (``joins.RecursiveColumns``).
     ``outer_filters_in_where``: the filters of an outer-joined vertex go into ``WHERE``, as aiida-core writes them
     (unmatched rows then fail them), not into its ``ON`` clause (docs/query-semantics.md, the aiida plugin).
@@ -85,6 +118,9 @@ class Context:
 
     not_indexed: bool = False
     outer_filters_in_where: bool = False
+    indexed_by: str | None = None
+    #: The tags whose ``node_type`` filters are kept off the type index (``compile_filter(no_type_index=True)``).
+    no_type_index: frozenset[str] = frozenset()
     recursive: dict[int, joins_module.RecursiveColumns] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
 
@@ -129,6 +165,7 @@ def compile_query(query: ParsedQuery | dict, *, outer_filters_in_where: bool = F
         parsed.project_map or {},
         _pk_walk(parsed, projections, recursive),
         join_fragments(['SELECT COUNT(*) FROM (', statement, ')']).sql,
+        _link_scan(parsed, projections, recursive),
     )
 
 
@@ -150,7 +187,9 @@ def _write_statement(query: ParsedQuery, projections: tuple[Projection, ...], ct
         for tag in (vertex.tag, vertex.edge_tag)
     }
     where = [
-        compile_filter(node, _alias_of(query, tag)) for tag, node in query.filters.items() if tag not in outer_tags
+        compile_filter(node, _alias_of(query, tag), tag in ctx.no_type_index)
+        for tag, node in query.filters.items()
+        if tag not in outer_tags
     ]
     order = [term for spec in query.order for term in order_terms(spec, _alias_of(query, spec.tag))]
     if ctes:
@@ -170,6 +209,9 @@ def _write_statement(query: ParsedQuery, projections: tuple[Projection, ...], ct
 def _from_clause(query: ParsedQuery, ctx: Context) -> tuple[list[Fragment], Fragment]:
     first = query.vertices[0]
     hint = ' NOT INDEXED' if ctx.not_indexed else ''
+    if ctx.indexed_by is not None:
+        assert ctx.indexed_by in WALK_INDEXES.values()
+        hint = f' INDEXED BY {ctx.indexed_by}'
     ctes: list[Fragment] = []
     clauses: list[Part] = [f'FROM {quote_identifier(first.table.name)} AS {first.alias}{hint}']
     for vertex in query.vertices[1:]:
@@ -250,18 +292,47 @@ def _single_column(node: Filter | None) -> str | None:
 def _pk_walk(
     query: ParsedQuery, projections: tuple[Projection, ...], recursive: dict[int, joins_module.RecursiveColumns]
 ) -> PkWalk | None:
-    """The alternative plan for "the newest (or oldest) N nodes of a type": walk the primary key, no index.
+    """The alternative plan for "the newest (or oldest) N nodes of a type": walk the order asked for, no type index.
 
     SQLite estimates a ``node_type`` range to be selective and so sorts every node of the type to return N of them;
-    when the type is common, walking ids in order and stopping after N matches is far cheaper. The choice needs the
-    data (how common the type is), so it is made when the query runs (``QueryBackend``), with the probe given here.
+    when the type is common, walking ids (``ORDER BY id``: the primary key, ``NOT INDEXED``) or the ``ctime`` or
+    ``mtime`` index (``INDEXED BY``) in order and stopping after N matches is far cheaper. The choice needs the data
+    (how common the type is), so it is made when the query runs (``QueryBackend``), with the probe given here.
     """
     if len(query.vertices) != 1 or query.limit is None or query.vertices[0].table.name != 'db_dbnode':
         return None
     vertex = query.vertices[0]
-    if len(query.order) != 1 or query.order[0].field.column != 'id':
+    if len(query.order) != 1:
         return None
-    node = query.filters.get(vertex.tag)
+    term = query.order[0]
+    if term.field.column not in WALK_INDEXES or term.field.path or term.cast is not None:
+        return None
+    type_filter = _type_filter(query.filters.get(vertex.tag))
+    if type_filter is None:
+        return None
+    probe = compile_filter(type_filter, vertex.alias)
+    table = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
+    index = WALK_INDEXES[term.field.column]
+    ctx = Context(not_indexed=index is None, indexed_by=index, recursive=recursive)
+    walk = _write_statement(query, projections, ctx)
+    hint = ' NOT INDEXED' if index is None else f' INDEXED BY {index}'
+    prefix: list[Part] = [
+        f'SELECT count(*) FROM (SELECT {vertex.alias}.{quote_identifier("node_type")} {table}{hint} ORDER BY ',
+        *order_terms(term, vertex.alias),
+        f' LIMIT ?) AS {vertex.alias} WHERE ',
+        probe,
+    ]
+    return PkWalk(
+        sql=walk.sql,
+        probe=join_fragments([f'SELECT count(*) FROM (SELECT 1 {table} WHERE ', probe, ' LIMIT ?)']),
+        rows_needed=query.limit + (query.offset or 0),
+        index=index,
+        prefix_probe=join_fragments(prefix),
+    )
+
+
+def _type_filter(node: Filter | None) -> Filter | None:
+    """The ``node_type`` part of a vertex's filter if every other part is on unindexed columns, else None."""
     parts = node.parts if isinstance(node, Combination) and node.glue == 'AND' and not node.negate else (node,)
     columns = [_single_column(part) for part in parts]
     if 'node_type' not in columns or not all(
@@ -269,11 +340,39 @@ def _pk_walk(
     ):
         return None
     type_filters = [part for part, column in zip(parts, columns) if column == 'node_type' and part is not None]
-    probe = compile_filter(type_filters[0] if len(type_filters) == 1 else Combination('AND', tuple(type_filters)), 't0')
-    table = f'FROM {quote_identifier(vertex.table.name)} AS {vertex.alias}'
-    walk = _write_statement(query, projections, Context(not_indexed=True, recursive=recursive))
-    return PkWalk(
-        sql=walk.sql,
-        probe=join_fragments([f'SELECT count(*) FROM (SELECT 1 {table} WHERE ', probe, ' LIMIT ?)']),
-        rows_needed=query.limit + (query.offset or 0),
+    return type_filters[0] if len(type_filters) == 1 else Combination('AND', tuple(type_filters))
+
+
+def _link_scan(
+    query: ParsedQuery, projections: tuple[Projection, ...], recursive: dict[int, joins_module.RecursiveColumns]
+) -> LinkScan | None:
+    """The alternative plan for "every link between nodes of two types" (all calculation inputs, say): scan links.
+
+    SQLite starts such a join from one type on the type index, then finds each node's links and the node at the
+    other end: three lookups per node of that type. It starts from the input end (with the statistics ``PRAGMA
+    optimize`` writes, ``input_id`` is the more selective link index); when that type is common, scanning the links
+    and looking up both ends is cheaper. The choice needs the data, so it is made when the query runs
+    (``QueryBackend``).
+    """
+    if len(query.vertices) != 2 or query.order or query.limit is not None or query.offset is not None:
+        return None
+    first, second = query.vertices
+    join = second.join
+    if join is None or join.kind != 'link' or second.outer or second.joined_to != 0:
+        return None
+    if first.table.name != 'db_dbnode' or second.table.name != 'db_dbnode' or second.edge_tag in query.filters:
+        return None
+    type_filters = [_type_filter(query.filters.get(vertex.tag)) for vertex in query.vertices]
+    if any(type_filter is None for type_filter in type_filters):
+        return None
+    input_end = 0 if join.edge_old == 'input_id' else 1
+    vertex = query.vertices[input_end]
+    probe = join_fragments(
+        [
+            f'SELECT count(*) FROM (SELECT 1 FROM {quote_identifier(vertex.table.name)} AS {vertex.alias} WHERE ',
+            compile_filter(type_filters[input_end], vertex.alias),
+            ' LIMIT ?)',
+        ]
     )
+    ctx = Context(recursive=recursive, no_type_index=frozenset({first.tag, second.tag}))
+    return LinkScan(_write_statement(query, projections, ctx).sql, probe)

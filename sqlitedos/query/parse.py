@@ -180,7 +180,7 @@ def parse_query(qdict: Any) -> ParsedQuery:
     filters = {}
     for tag, spec in sections['filters'].items():
         parsed = _parse_filter_spec(scopes[tag], spec) if spec else None
-        if parsed is not None:
+        if parsed is not None and parsed != _TRUE:
             filters[tag] = parsed
     paging = {name: check_paging(name, qdict.get(name)) for name in ('limit', 'offset')}
     return ParsedQuery(
@@ -273,7 +273,7 @@ def _parse_filter_spec(scope: Scope, spec: Any) -> Filter | None:
             if not isinstance(value, (list, tuple)) or not value:
                 raise InputValidationError(f'logical key {key!r} of tag {scope.tag!r} needs a non-empty list')
             subs = [_parse_filter_spec(scope, sub) for sub in value]
-            parts.append(Combination(glue, tuple(_true_if_none(sub) for sub in subs), negate))
+            parts.append(_any_of(glue, tuple(_true_if_none(sub) for sub in subs), negate))
         else:
             field = parse_field(scope, key)
             operators = value if isinstance(value, dict) else {'==': value}
@@ -289,9 +289,27 @@ def _true_if_none(node: Filter | None) -> Filter:
 
 
 def _all_of(parts: list[Filter]) -> Filter | None:
+    """``parts`` ANDed, without the parts that hold everywhere (``_TRUE``, when every part is one)."""
     if not parts:
         return None
-    return parts[0] if len(parts) == 1 else Combination('AND', tuple(parts))
+    kept = [part for part in parts if part != _TRUE]
+    if not kept:
+        return _TRUE
+    return kept[0] if len(kept) == 1 else Combination('AND', tuple(kept))
+
+
+def _any_of(glue: Literal['AND', 'OR'], parts: tuple[Filter, ...], negate: bool) -> Filter:
+    """A logical combination, simplified where a part holds everywhere (AND drops it, OR becomes it)."""
+    if glue == 'AND':
+        combined = _all_of(list(parts))
+        assert combined is not None
+    else:
+        combined = _TRUE if _TRUE in parts else Combination('OR', parts)
+    if not negate:
+        return combined
+    if isinstance(combined, Combination) and not combined.negate:
+        return Combination(combined.glue, combined.parts, True)
+    return Combination('AND', (combined,), True)
 
 
 def _parse_operators(scope: Scope, field: Field, operators: dict) -> Filter:
@@ -308,7 +326,7 @@ def _parse_operators(scope: Scope, field: Field, operators: dict) -> Filter:
                     f'operator {raw_name!r} on field {field.name!r} needs a non-empty list of operator dicts'
                 )
             subs = tuple(_parse_operators(scope, field, sub) for sub in value)
-            parts.append(Combination('AND' if name == 'and' else 'OR', subs, negate))
+            parts.append(_any_of('AND' if name == 'and' else 'OR', subs, negate))
             continue
         operator = OPERATORS.get(name) if isinstance(name, str) else None
         if operator is None:
@@ -320,10 +338,31 @@ def _parse_operators(scope: Scope, field: Field, operators: dict) -> Filter:
             check_operand(operator, 'json' if field.is_json else field.kind, value)
         except InputValidationError as exc:
             raise InputValidationError(f'{exc} (field {field.name!r} of tag {scope.tag!r})') from None
-        parts.append(Comparison(field, operator, value, negate))
+        comparison = Comparison(field, operator, value, negate)
+        parts.append(_TRUE if matches_everything(scope, comparison) else comparison)
     result = _all_of(parts)
     assert result is not None
     return result
+
+
+#: Operators whose pattern of only ``%`` matches every non-NULL value of a text column.
+_PATTERN_OPERATORS = frozenset({'like', 'ilike'})
+_TEXT_KINDS = frozenset({'text', 'uuid'})
+
+
+def matches_everything(scope: Scope, comparison: Comparison) -> bool:
+    """True if ``comparison`` holds on every row: a ``like``/``ilike`` pattern of only ``%`` on a NOT NULL text
+    column (the ``node_type LIKE '%'`` aiida's base Node class adds). Such a filter is dropped when parsing: it
+    changes no answer, and would keep an index from answering alone.
+
+    Nothing else is dropped: an ``in`` list or a range can only be known to hold everywhere from the data.
+    """
+    field, value = comparison.field, comparison.value
+    if comparison.negate or comparison.operator.name not in _PATTERN_OPERATORS or field.is_json or field.recursive:
+        return False
+    if scope.table is None or field.kind not in _TEXT_KINDS or scope.table.column(field.column).nullable:
+        return False
+    return isinstance(value, str) and bool(value) and value.strip('%') == ''
 
 
 # --- projections --------------------------------------------------------------------------------------------------
