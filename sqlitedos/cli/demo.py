@@ -11,6 +11,7 @@ import click
 
 from sqlitedos.cli.common import PROGRESS_OPTION, cli, progress_bars, render_table, render_tree, timed
 from sqlitedos.cli.node_commands import node_summary
+from sqlitedos.exceptions import NotExistent
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
 DEMO_EMAIL = 'demo@sqlitedos.org'
@@ -21,6 +22,8 @@ def build_demo_graph(storage: SqliteDosStorage) -> dict[str, Any]:
     from sqlitedos.links import LinkType
 
     user = storage.default_user
+    if user is None:
+        raise NotExistent(f'the storage has no user {storage.profile.default_user_email!r} to own the demo graph')
 
     def make(node_type: str, label: str, **attributes: Any) -> Any:
         entity = storage.nodes.create(node_type=node_type, user=user, label=label)
@@ -125,7 +128,8 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
         profile = SqliteDosStorage.create_profile('demo', filepath=path, default_user_email=DEMO_EMAIL)
         SqliteDosStorage.initialise(profile)
         echo(f'== Created storage folder {profile.storage_config["filepath"]}')
-        with SqliteDosStorage(profile) as storage:
+        storage = SqliteDosStorage(profile)
+        with storage:
             graph = build_demo_graph(storage)
             echo(
                 f"   stored {len(graph) - 1} nodes (x + y -> add -> sum, a workflow, a folder of files) in group 'demo'"

@@ -112,7 +112,7 @@ def query(
             if limit is not None:
                 builder.limit(limit)
         else:
-            conditions = dict(parse_filter(text) for text in filters)
+            conditions: dict[str, Any] = dict(parse_filter(text) for text in filters)
             if len(conditions) < len(filters):  # two filters on one field: combine them
                 conditions = {'and': [dict([parse_filter(text)]) for text in filters]}
             descending = order_by.startswith('-')

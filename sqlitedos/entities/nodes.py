@@ -193,7 +193,8 @@ class BackendNode(ExtrasMixin, BackendEntity):
         if self._repository is None:
             from sqlitedos.repository.tree import NodeRepository
 
-            self._repository = NodeRepository(self)
+            # tree.BackendNode (the protocol) declares is_stored a settable attribute; here it is a read-only property
+            self._repository = NodeRepository(self)  # type: ignore[arg-type]
         return self._repository
 
     # --- storing ----------------------------------------------------------------------------------------------
