@@ -269,7 +269,7 @@ class BackendEntity:
             return NotImplemented
         if self._id is None:
             return self is other
-        return self._id == other._id and self._backend is other._backend  # type: ignore[attr-defined]
+        return self._id == other._id and self._backend is other._backend
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._id)) if self._id is not None else id(self)
@@ -509,7 +509,7 @@ class BackendCollection(Generic[E]):
     def create(self, *args: Any, **kwargs: Any) -> E:
         """A new, unstored entity (the arguments are those of the entity class after the storage)."""
         # ENTITY_CLASS is the base class here: a ClassVar cannot be typed with the collection's type variable
-        return self.ENTITY_CLASS(self._backend, *args, **kwargs)  # type: ignore[return-value,call-arg]
+        return self.ENTITY_CLASS(self._backend, *args, **kwargs)  # type: ignore[return-value]
 
     def delete(self, pk: int) -> None:
         """Delete the entity with this pk; ``NotExistent`` if there is none."""
