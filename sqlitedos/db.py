@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import threading
 import uuid as uuid_module
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
@@ -107,6 +107,7 @@ def json_depth_exceeds(value: Any, limit: int = JSON_MAX_DEPTH) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):

@@ -88,6 +88,12 @@ def test_computer(storage: Any) -> None:
     assert storage.computers.count() == 1
 
 
+def test_collection_create_takes_the_entity_arguments_positionally(storage: Any) -> None:
+    """``create`` passes positional arguments on to the entity class, as the collections that name theirs do."""
+    computer = storage.computers.create('localhost', 'h').store()
+    assert (storage.computers.get(computer.pk).label, storage.computers.get(computer.pk).hostname) == ('localhost', 'h')
+
+
 def test_authinfo(storage: Any) -> None:
     computer = storage.computers.create(label='c').store()
     user = storage.default_user

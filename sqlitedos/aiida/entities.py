@@ -4,7 +4,7 @@ MRO, so its code runs; aiida's abstract class second, so aiida's front end accep
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiida.common import exceptions as aiida_exceptions
@@ -243,7 +243,7 @@ class SqlitedosNode(_Identity, sd.BackendNode, aiida_impl.BackendNode):
         return self._row['repository_metadata'] or {}
 
     @repository_metadata.setter
-    def repository_metadata(self, value: dict[str, Any]) -> None:
+    def repository_metadata(self, value: Mapping[str, Any]) -> None:
         """Set the file tree; written at once on a stored node (aiida adds files to unsealed process nodes, and its
         front end decides which nodes are still mutable)."""
         with translated_errors():
@@ -259,8 +259,8 @@ class SqlitedosGroup(_Identity, sd.BackendGroup, aiida_impl.BackendGroup):
     """A group (``db_dbgroup``)."""
 
     @property
-    def nodes(self) -> list[SqlitedosNode]:
-        """The nodes of the group, in id order."""
+    def nodes(self) -> list[sd.BackendNode]:
+        """The nodes of the group (``SqlitedosNode`` objects), in id order."""
         with translated_errors():
             return [adopt(node) for node in sd.BackendGroup.nodes.fget(self)]  # type: ignore[attr-defined]
 
@@ -341,11 +341,18 @@ def adopt(entity: Any) -> Any:
 class SqlitedosUserCollection(sd.BackendUserCollection, aiida_impl.BackendUserCollection):
     ENTITY_CLASS = SqlitedosUser
 
-    def create(self, email: str, **kwargs: Any) -> SqlitedosUser:
+    def create(
+        self,
+        email: str,
+        first_name: str | None = '',
+        last_name: str | None = '',
+        institution: str | None = '',
+        **kwargs: Any,
+    ) -> SqlitedosUser:
         """A new, unstored user; names not given (None) are empty, as aiida stores them."""
-        names = {key: '' if value is None else value for key, value in kwargs.items()}
+        names = ['' if name is None else name for name in (first_name, last_name, institution)]
         with translated_errors():
-            return SqlitedosUser(self._backend, email, **names)
+            return SqlitedosUser(self._backend, email, *names, **kwargs)
 
 
 @translating_methods

@@ -45,7 +45,8 @@ def aiida_error_class(cls: type[BaseException]) -> type[BaseException]:
 def _translate(exc: BaseException) -> BaseException | None:
     if not isinstance(exc, sqlitedos_exceptions.AiidaException):
         return None
-    translated = aiida_error_class(type(exc))(*exc.args)
+    # a class is hashable, but mypy checks the class object against its instances' ``__hash__`` (python/mypy#11470)
+    translated = aiida_error_class(type(exc))(*exc.args)  # type: ignore[arg-type]
     translated.__cause__ = exc
     return translated
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 import sys
 import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from aiida.common.pydantic import AiiDABaseModel, MetadataField
@@ -29,6 +30,11 @@ from sqlitedos.aiida.querybuilder import SqlitedosQueryBuilder
 from sqlitedos.aiida.repository import SqlitedosContainerRepository, SqlitedosSandboxRepository
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage as SqlitedosFolderStorage
 from sqlitedos.storage.sqlite_temp import SqliteTempBackend as SqlitedosTempStorage
+
+if TYPE_CHECKING:
+    from sqlitedos.storage.base import StorageBackend as _StorageBase  # what the mixin below is mixed into
+else:
+    _StorageBase = object
 
 __all__ = ('SqliteDosStorage', 'SqliteTempStorage')
 
@@ -48,8 +54,11 @@ def _value(entity_type: Any) -> str:
     return getattr(entity_type, 'value', entity_type)
 
 
-class _PluginStorage:
+class _PluginStorage(_StorageBase):
     """What both plugins add to sqlitedos' storage classes to meet aiida's ``StorageBackend`` contract."""
+
+    #: aiida's ``default_user`` caches its ORM ``User`` here (sqlitedos' own caches the backend user)
+    _default_user: Any
 
     users = _collection(entities.SqlitedosUserCollection)
     computers = _collection(entities.SqlitedosComputerCollection)
@@ -68,7 +77,8 @@ class _PluginStorage:
         self._default_user = None
         self._autogroup = AutogroupManager(self)
 
-    def query(self) -> SqlitedosQueryBuilder:
+    # aiida's contract, not sqlitedos': its front end calls query() for its own backend query builder
+    def query(self) -> SqlitedosQueryBuilder:  # type: ignore[override]
         """aiida's backend query builder: query dicts straight to sqlitedos' compiler."""
         return SqlitedosQueryBuilder(self)
 
@@ -80,7 +90,7 @@ class _PluginStorage:
         """
         if not self.in_transaction and self._iterations():
             self._begin_iteration_transaction()
-        manager = super().transaction()  # type: ignore[misc]
+        manager = super().transaction()
         with translated_errors():
             connection = manager.__enter__()
         try:
@@ -133,7 +143,7 @@ class _PluginStorage:
         for iteration in active:
             iteration.drain()
         owner = active[0]
-        owner.transaction = super().transaction()  # type: ignore[misc]
+        owner.transaction = super().transaction()
         with translated_errors():
             owner.transaction.__enter__()
 
@@ -142,7 +152,7 @@ class _PluginStorage:
     ) -> list[int]:
         """Insert rows of an entity type (aiida's ``EntityTypes``) in one transaction; their new ids in order."""
         with translated_errors():
-            return super().bulk_insert(_value(entity_type), rows, allow_defaults)  # type: ignore[misc]
+            return super().bulk_insert(_value(entity_type), rows, allow_defaults)
 
     def bulk_update(self, entity_type: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Update rows of an entity type (aiida's ``EntityTypes``) by id, in one transaction."""
@@ -152,17 +162,17 @@ class _PluginStorage:
             if 'id' not in row:
                 raise IntegrityError(f"'id' field not given for {_value(entity_type)}: {set(row)}")
         with translated_errors():
-            super().bulk_update(_value(entity_type), rows)  # type: ignore[misc]
+            super().bulk_update(_value(entity_type), rows)
             table = self._get_mapper_from_entity(entity_type, True).table
         entities.reload_rows(self, table, [row['id'] for row in rows])
 
     def _get_mapper_from_entity(self, entity_type: Any, with_pk: bool) -> Any:
-        return super()._get_mapper_from_entity(_value(entity_type), with_pk)  # type: ignore[misc]
+        return super()._get_mapper_from_entity(_value(entity_type), with_pk)
 
     def get_backend_entity(self, model: Any, orm_base: str | None = None) -> Any:
         """The plugin entity of a backend entity or of a raw row (with its ``orm_base`` or table name)."""
         with translated_errors():
-            return entities.adopt(super().get_backend_entity(model, orm_base))  # type: ignore[misc]
+            return entities.adopt(super().get_backend_entity(model, orm_base))
 
 
 class _Iteration:
@@ -250,7 +260,7 @@ class SqliteDosStorage(_PluginStorage, SqlitedosFolderStorage, AiidaStorageBacke
         with context(), translated_errors():
             return SqlitedosFolderStorage.maintain(self, full=full, dry_run=dry_run, **kwargs)
 
-    def backup(self, dest: str, keep: int | None = None) -> Path:  # type: ignore[override]
+    def backup(self, dest: str | os.PathLike[str], keep: int | None = None) -> Path:
         """A backup in aiida's layout (``backup_<time>_<rand>``, ``last-backup``, ``config.json``), without rsync.
 
         Like aiida: refused while the profile is locked, or when ``dest`` holds anything but backups of this
@@ -267,11 +277,14 @@ class SqliteDosStorage(_PluginStorage, SqlitedosFolderStorage, AiidaStorageBacke
             raise StorageBackupError(f'{self._profile} is locked!') from exc
         with translated_errors():
             manager = BackupManager(Path(dest), keep)
-            manager.validate_or_init(self._profile.name, self._profile.dictionary, self.get_repository().uuid)
+            container_id = self.get_repository().uuid
+            if container_id is None:
+                raise StorageBackupError(f'{self._profile} has no initialised repository container to back up')
+            manager.validate_or_init(self._profile.name, self._profile.dictionary, container_id)
             return manager.backup_auto_folders(lambda path, previous: backup_storage(self, path, previous))
 
-    def _backup(self, dest: str, keep: int | None = None) -> None:
-        self.backup(dest, keep)
+    def _backup(self, dest: str | os.PathLike[str], keep: int | None = None) -> Path:
+        return self.backup(dest, keep)
 
 
 class _TempCliModel(AiiDABaseModel):

@@ -271,7 +271,7 @@ def _resolve_entities(storage: StorageBackend, entities: Iterable[Any] | None) -
         if isinstance(entity, tuple) and len(entity) == 2:
             kind, pk = str(getattr(entity[0], 'value', entity[0])), entity[1]
         else:
-            table = getattr(getattr(type(entity), 'TABLE', None), 'name', None)
+            table = getattr(getattr(type(entity), 'TABLE', None), 'name', '')
             kind, pk = by_table.get(table, ''), getattr(entity, 'pk', None)
         if kind not in START_TABLES or not isinstance(pk, int):
             raise ExportValidationError(

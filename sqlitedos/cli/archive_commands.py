@@ -103,6 +103,7 @@ def archive_inspect(archive_path: Path, as_json: bool) -> None:
     """Show the metadata and content counts of ARCHIVE."""
     from sqlitedos.storage.sqlite_zip import SqliteZipBackend
 
-    with SqliteZipBackend(SqliteZipBackend.create_profile(archive_path)) as storage:
+    storage = SqliteZipBackend(SqliteZipBackend.create_profile(archive_path))
+    with storage:
         data = {'path': str(archive_path.absolute()), 'metadata': storage.metadata, **storage.get_info(detailed=False)}
     echo_data(data, as_json)

@@ -182,18 +182,22 @@ def first_user_email(path: Path) -> str | None:
             users = storage.users.all()
     except (AiidaException, OSError, sqlite3.Error):
         return None  # opening it for real reports the problem
-    return min(users, key=lambda user: user.pk).email if users else None
+    return users[0].email if users else None  # all() is in id order
 
 
-def open_storage(path: str | Path, read_only: bool = False, default_user: bool = True) -> SqliteDosStorage:
-    """The storage folder at ``path``, opened, with its first user as the default user (as ``verdi`` profiles do).
+@contextmanager
+def open_storage(path: str | Path, read_only: bool = False, default_user: bool = True) -> Iterator[SqliteDosStorage]:
+    """The storage folder at ``path``, opened for a ``with`` block (closed when it ends), with its first user as the
+    default user (as ``verdi`` profiles do).
 
     Commands that only read open it ``read_only``: they work on read-only media and leave the folder as it was.
     Those that need no default user (nothing they write or report names it) skip looking it up.
     """
     email = first_user_email(Path(path)) if default_user else None
     profile = SqliteDosStorage.create_profile('cli', filepath=Path(path), default_user_email=email)
-    return SqliteDosStorage(profile, read_only=read_only)
+    storage = SqliteDosStorage(profile, read_only=read_only)
+    with storage:  # entered here, not with `as`: StorageBackend.__enter__ is typed as returning the base class
+        yield storage
 
 
 def to_jsonable(value: Any) -> Any:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sqlitedos.cli.common import PROGRESS_OPTION, cli, progress_bars, render_table, render_tree, timed
 from sqlitedos.cli.node_commands import node_summary
+from sqlitedos.exceptions import NotExistent
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
+
+if TYPE_CHECKING:
+    from sqlitedos.archive.format import Progress
+    from sqlitedos.entities.nodes import BackendNode
 
 DEMO_EMAIL = 'demo@sqlitedos.org'
 
@@ -21,8 +26,10 @@ def build_demo_graph(storage: SqliteDosStorage) -> dict[str, Any]:
     from sqlitedos.links import LinkType
 
     user = storage.default_user
+    if user is None:
+        raise NotExistent(f'the storage has no user {storage.profile.default_user_email!r} to own the demo graph')
 
-    def make(node_type: str, label: str, **attributes: Any) -> Any:
+    def make(node_type: str, label: str, **attributes: Any) -> BackendNode:
         entity = storage.nodes.create(node_type=node_type, user=user, label=label)
         for key, value in attributes.items():
             entity.set_attribute(key, value)
@@ -55,7 +62,7 @@ def build_demo_graph(storage: SqliteDosStorage) -> dict[str, Any]:
     return {'x': x, 'y': y, 'work': work, 'calc': calc, 'retrieved': retrieved, 'sum': total, 'group': group}
 
 
-def demo_queries(storage: Any) -> list[tuple[str, list[str], list[list[Any]]]]:
+def demo_queries(storage: SqliteDosStorage) -> list[tuple[str, list[str], list[list[Any]]]]:
     """A few queries on the demo graph: (title, headers, rows)."""
     from sqlitedos.query.builder import QueryBuilder
 
@@ -115,7 +122,7 @@ def demo_queries(storage: Any) -> list[tuple[str, list[str], list[list[Any]]]]:
     ]
 
 
-def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
+def run_demo(path: Path, echo: Callable[[str], None], progress: Progress | None) -> None:
     """The demo: a storage folder with a small graph, info, queries, an archive round trip, a verify."""
     from sqlitedos.verify import verify
 
@@ -125,7 +132,8 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
         profile = SqliteDosStorage.create_profile('demo', filepath=path, default_user_email=DEMO_EMAIL)
         SqliteDosStorage.initialise(profile)
         echo(f'== Created storage folder {profile.storage_config["filepath"]}')
-        with SqliteDosStorage(profile) as storage:
+        storage = SqliteDosStorage(profile)
+        with storage:
             graph = build_demo_graph(storage)
             echo(
                 f"   stored {len(graph) - 1} nodes (x + y -> add -> sum, a workflow, a folder of files) in group 'demo'"
@@ -145,7 +153,9 @@ def run_demo(path: Path, echo: Callable[[str], None], progress: Any) -> None:
         echo(f'\nDone in {elapsed():.2f} s. Try: sqlitedos info {path}')
 
 
-def demo_archive(storage: SqliteDosStorage, target: Path, echo: Callable[[str], None], progress: Any) -> None:
+def demo_archive(
+    storage: SqliteDosStorage, target: Path, echo: Callable[[str], None], progress: Progress | None
+) -> None:
     """Export the storage to an archive and import it into a fresh in-memory storage."""
     try:
         from sqlitedos.archive import create_archive, import_archive

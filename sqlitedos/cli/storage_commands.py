@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -90,7 +90,7 @@ def info(path: Path, detailed: bool, as_json: bool) -> None:
 @JSON_OPTION
 def query(
     path: Path,
-    query_file: Any,
+    query_file: IO[str] | None,
     entity_type: str | None,
     orm_base: str,
     filters: tuple[str, ...],
@@ -112,7 +112,7 @@ def query(
             if limit is not None:
                 builder.limit(limit)
         else:
-            conditions = dict(parse_filter(text) for text in filters)
+            conditions: dict[str, Any] = dict(parse_filter(text) for text in filters)
             if len(conditions) < len(filters):  # two filters on one field: combine them
                 conditions = {'and': [dict([parse_filter(text)]) for text in filters]}
             descending = order_by.startswith('-')
@@ -129,7 +129,7 @@ def query(
     echo_rows(results, as_json)
 
 
-def read_query_dict(handle: Any) -> dict[str, Any]:
+def read_query_dict(handle: IO[str]) -> dict[str, Any]:
     """A query dict from an open JSON file; ``BadParameter`` if it is not one."""
     try:
         query_dict = json.load(handle)

@@ -200,6 +200,9 @@ class BackendEntity:
     _INSERT: ClassVar[str]
     _SELECT_BY_ID: ClassVar[str]
     _UPDATE: ClassVar[dict[str, str]]
+    #: the decoded row once decoded (see ``_row``), and the raw database row until then
+    _decoded: dict[str, Any] | None
+    _raw: Mapping[str, Any] | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -240,6 +243,7 @@ class BackendEntity:
         row = self._decoded
         if row is None:
             raw, decoders = self._raw, self._DECODERS
+            assert raw is not None  # from_row set it, and it is dropped only once the decoded row is set
             row = self._decoded = {
                 name: (decoders[name](raw[name]) if name in decoders else raw[name])
                 for name in self.FIELDS
@@ -265,7 +269,7 @@ class BackendEntity:
             return NotImplemented
         if self._id is None:
             return self is other
-        return self._id == other._id and self._backend is other._backend  # type: ignore[attr-defined]
+        return self._id == other._id and self._backend is other._backend
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._id)) if self._id is not None else id(self)
@@ -502,9 +506,10 @@ class BackendCollection(Generic[E]):
             sql = f'SELECT count(*) FROM {quote_identifier(self._table().name)}'
             return self._backend.get_session().execute(sql).fetchone()[0]
 
-    def create(self, **kwargs: Any) -> E:
-        """A new, unstored entity."""
-        return self.ENTITY_CLASS(self._backend, **kwargs)  # type: ignore[return-value,call-arg]
+    def create(self, *args: Any, **kwargs: Any) -> E:
+        """A new, unstored entity (the arguments are those of the entity class after the storage)."""
+        # ENTITY_CLASS is the base class here: a ClassVar cannot be typed with the collection's type variable
+        return self.ENTITY_CLASS(self._backend, *args, **kwargs)  # type: ignore[return-value]
 
     def delete(self, pk: int) -> None:
         """Delete the entity with this pk; ``NotExistent`` if there is none."""

@@ -31,6 +31,7 @@ from sqlitedos.links import (
 if TYPE_CHECKING:
     from sqlitedos.entities.computers import BackendComputer
     from sqlitedos.entities.users import BackendUser
+    from sqlitedos.repository.tree import NodeRepository
     from sqlitedos.storage.base import StorageBackend
 
 __all__ = ('BackendNode', 'BackendNodeCollection', 'LinkTriple')
@@ -82,7 +83,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
 
     TABLE_NAME = 'db_dbnode'
     ORM_BASE = 'node'
-    _repository: Any = None
+    _repository: NodeRepository | None = None
     MTIME_COLUMN = 'mtime'
 
     def __init__(
@@ -119,7 +120,7 @@ class BackendNode(ExtrasMixin, BackendEntity):
             dbcomputer_id=None if computer is None else self._require_stored(computer, 'the computer'),
             user_id=self._require_stored(user, 'the user'),
         )
-        self._repository: Any = None
+        self._repository = None
 
     def _after_load(self) -> None:
         row = self._row
@@ -188,12 +189,13 @@ class BackendNode(ExtrasMixin, BackendEntity):
         self._row['repository_metadata'] = dict(value)
 
     @property
-    def repository(self) -> Any:
+    def repository(self) -> NodeRepository:
         """The node's file tree (``sqlitedos.repository.tree.NodeRepository``), created on first use."""
         if self._repository is None:
             from sqlitedos.repository.tree import NodeRepository
 
-            self._repository = NodeRepository(self)
+            # tree.BackendNode (the protocol) declares is_stored a settable attribute; here it is a read-only property
+            self._repository = NodeRepository(self)  # type: ignore[arg-type]
         return self._repository
 
     # --- storing ----------------------------------------------------------------------------------------------

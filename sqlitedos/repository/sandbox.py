@@ -265,6 +265,6 @@ class _Prefixed(ReadOnlyStream):
             end = len(self._head) if size is None or size < 0 else min(len(self._head), self._position + size)
             data = self._head[self._position : end]
         else:
-            data = self._rest.read(size)
+            data = self._rest.read(-1 if size is None else size)
         self._position += len(data)
         return data

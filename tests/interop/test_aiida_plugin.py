@@ -143,6 +143,13 @@ def test_entities_raise_aiida_exceptions_and_share_one_object_per_row(plugin_loa
         orm.load_node(node.pk + 1000)
 
 
+def test_backend_users_create_takes_the_names_as_sqlitedos_does(plugin_loaded: Any) -> None:
+    """The plugin's ``users.create`` has the signature of sqlitedos' own: names by position too, None as empty."""
+    user = plugin_loaded.users.create('positional@example.org', 'First', None, institution=None).store()
+    assert (user.first_name, user.last_name, user.institution) == ('First', '', '')
+    assert orm.User.collection.get(email='positional@example.org').first_name == 'First'
+
+
 def test_iterall_rolls_back_writes_of_an_abandoned_iteration(plugin_loaded: Any) -> None:
     for _ in range(3):
         orm.Data().store()
