@@ -208,7 +208,7 @@ def copy_sqlite(source: Path, target: Path) -> None:
     try:
         source_connection = connect(source, read_only=True)  # leaves the source folder as it was
         try:
-            target_connection = sqlite3.connect(target)
+            target_connection = connect(target, create=True)
             try:
                 source_connection.backup(target_connection, pages=-1)
                 # Leave one self-contained file: no -wal beside it, whatever the journal mode of the source.

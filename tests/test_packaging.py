@@ -309,3 +309,13 @@ def test_connect_escapes_every_uri_character(tmp_path: Path) -> None:
         assert readonly.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [('t',)]
         readonly.close()
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)  # no file opened under another name
+
+
+def test_only_db_opens_sqlite_connections() -> None:
+    """``sqlite3.connect`` is called in ``sqlitedos/db.py`` only: every other module opens through ``db.connect``."""
+    callers = set()
+    for path in PACKAGE.rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text('utf-8'))):
+            if isinstance(node, ast.Attribute) and node.attr == 'connect' and ast.unparse(node.value) == 'sqlite3':
+                callers.add(str(path.relative_to(ROOT)))
+    assert callers == {'sqlitedos/db.py'}
