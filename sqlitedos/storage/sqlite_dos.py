@@ -34,13 +34,9 @@ from sqlitedos.exceptions import (
     StorageMigrationError,
     UnreachableStorage,
 )
+from sqlitedos.layout import CONTAINER_CONFIG, FILENAME_CONTAINER, FILENAME_DATABASE, read_container_id
 from sqlitedos.profile import Profile, StorageModel
-from sqlitedos.repository.disk_objectstore import (
-    DiskObjectStoreRepositoryBackend,
-    init_container,
-    open_container,
-    read_container_id,
-)
+from sqlitedos.repository.disk_objectstore import DiskObjectStoreRepositoryBackend, init_container, open_container
 from sqlitedos.storage.base import INSERT_SETTING, StorageBackend, ensure_user
 from sqlitedos.tables import TABLE_ORDER, quote_identifier
 
@@ -49,8 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ('SqliteDosMigrator', 'SqliteDosStorage')
 
-FILENAME_DATABASE = 'database.sqlite'
-FILENAME_CONTAINER = 'container'
 REPOSITORY_UUID_KEY = 'repository|uuid'
 SELECT_REPOSITORY_UUID = 'SELECT val FROM db_dbsetting WHERE "key" = ?'
 UPDATE_REPOSITORY_UUID = 'UPDATE db_dbsetting SET val = ?, time = ? WHERE "key" = ?'
@@ -76,7 +70,7 @@ class SqliteDosMigrator:
         return open_container(self.filepath_container)
 
     def is_initialised(self) -> bool:
-        return self.filepath_database.is_file() and (self.filepath_container / 'config.json').is_file()
+        return self.filepath_database.is_file() and (self.filepath_container / CONTAINER_CONFIG).is_file()
 
     def _connect(self, read_only: bool = False) -> sqlite3.Connection:
         """A connection to the database; read-only if asked or if the folder cannot be written."""
