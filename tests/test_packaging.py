@@ -338,3 +338,9 @@ def test_backup_does_not_import_the_folder_storage() -> None:
     script = 'import sys, sqlitedos.backup; print("sqlitedos.storage.sqlite_dos" in sys.modules)'
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == 'False'
+
+
+def test_the_repository_key_sql_is_written_once() -> None:
+    """The ``json_tree`` walk over ``repository_metadata`` is spelled in ``repository/tree.py`` only."""
+    spelled = {str(path.relative_to(ROOT)) for path in PACKAGE.rglob('*.py') if 'json_tree(' in path.read_text('utf-8')}
+    assert spelled == {'sqlitedos/repository/tree.py'}

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader
 from sqlitedos.db import JSON_MAX_DEPTH, connect, json_text_depth_exceeds
 from sqlitedos.exceptions import AiidaException, CorruptStorage, ImportValidationError
+from sqlitedos.repository.tree import SELECT_REFERENCED_KEYS
 from sqlitedos.tables import TABLES, quote_identifier
 
 __all__ = ('ENTITY_TABLES', 'archive_connection', 'check_archive_database')
@@ -34,11 +35,7 @@ ENTITY_TABLES = (
 # --- statements on the private archive database ---------------------------------------------------------------------
 
 CREATE_KEYS = 'CREATE TABLE sqlitedos_keys (key TEXT PRIMARY KEY) WITHOUT ROWID'
-FILL_KEYS = """
-INSERT OR IGNORE INTO sqlitedos_keys (key)
-SELECT tree.value FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
-WHERE tree.key = 'k' AND tree.type = 'text'
-"""
+FILL_KEYS = 'INSERT OR IGNORE INTO sqlitedos_keys (key)' + SELECT_REFERENCED_KEYS
 
 
 @contextlib.contextmanager

@@ -34,9 +34,19 @@ from sqlitedos.repository.abstract import (
 )
 from sqlitedos.repository.sandbox import PendingFiles, SandboxShaRepositoryBackend
 
-__all__ = ('File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
+__all__ = ('SELECT_REFERENCED_KEYS', 'File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
 
 PathLike = str | PurePosixPath | os.PathLike[str] | None
+
+#: Every repository key that the ``repository_metadata`` trees of a database's nodes reference, once each, parsed
+#: in SQL (the storage's database and an archive's alike): a ``{'k': key}`` entry is the only place a text value
+#: sits under key 'k' (a file or folder *named* 'k' has an object value). Callers may append ``ORDER BY tree.value``
+#: or use it as a sub-query.
+SELECT_REFERENCED_KEYS = """
+SELECT DISTINCT tree.value
+FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
+WHERE node.repository_metadata IS NOT NULL AND tree.key = 'k' AND tree.type = 'text'
+"""
 
 
 class FileType(enum.Enum):

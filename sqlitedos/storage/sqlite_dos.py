@@ -508,19 +508,14 @@ def _close_sessions(sessions: list[Session]) -> None:
         session.close()
 
 
-#: Every file key in every node's tree: a ``{'k': key}`` entry is the only place a text value sits under key 'k'
-#: (a file or folder *named* 'k' has an object value).
-SELECT_REFERENCED_KEYS = """
-SELECT DISTINCT tree.value
-FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
-WHERE node.repository_metadata IS NOT NULL AND tree.key = 'k' AND tree.type = 'text'
-"""
 #: Rows fetched per step when reading the referenced keys.
 KEYS_BATCH_SIZE = 10_000
 
 
 def referenced_keys(connection: sqlite3.Connection) -> set[str]:
     """The repository keys that some node's ``repository_metadata`` references, parsed in SQL, read in batches."""
+    from sqlitedos.repository.tree import SELECT_REFERENCED_KEYS  # not on the cold path: tree imports shutil
+
     keys: set[str] = set()
     with translate_errors():
         cursor = connection.execute(SELECT_REFERENCED_KEYS)
