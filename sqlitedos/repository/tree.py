@@ -22,6 +22,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from types import TracebackType
 from typing import IO, Any, BinaryIO, Protocol
 
 from sqlitedos.exceptions import CorruptStorage, InputValidationError, ModificationNotAllowed
@@ -458,8 +459,10 @@ class _KeyReader:
             return io.TextIOWrapper(io.BufferedReader(_Unclosable(handle), CHUNK_SIZE), encoding='utf-8', newline='')
         return handle
 
-    def __exit__(self, *exc_info: object) -> Any:
-        return self._context.__exit__(*exc_info)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool | None:
+        return self._context.__exit__(exc_type, exc, traceback)
 
 
 def _open_key(backend: AbstractRepositoryBackend, key: str, mode: str) -> _KeyReader:
