@@ -19,7 +19,7 @@ import threading
 import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, get_args
 
 from sqlitedos.exceptions import (
     AiidaException,
@@ -201,9 +201,9 @@ Synchronous = Literal['OFF', 'NORMAL', 'FULL', 'EXTRA']
 LockingMode = Literal['NORMAL', 'EXCLUSIVE']
 #: The values each pragma parameter of ``connect`` accepts (pragma values cannot be bound as parameters).
 _PRAGMA_VALUES = {
-    'journal_mode': frozenset(JournalMode.__args__),  # type: ignore[attr-defined]
-    'synchronous': frozenset(Synchronous.__args__),  # type: ignore[attr-defined]
-    'locking_mode': frozenset(LockingMode.__args__),  # type: ignore[attr-defined]
+    'journal_mode': frozenset(get_args(JournalMode)),
+    'synchronous': frozenset(get_args(Synchronous)),
+    'locking_mode': frozenset(get_args(LockingMode)),
 }
 
 
@@ -227,7 +227,8 @@ def connect(
     The pragmas beyond the fixed ones are named parameters: ``foreign_keys=False`` for a database of another
     program (an archive's, checked by its own rules); ``journal_mode``, ``synchronous`` and ``locking_mode`` are set
     as given (a private scratch file needs no journal), else left as the file has them, with ``synchronous =
-    NORMAL`` in WAL mode. No pragma here switches a database to WAL: only ``Session`` does, for a storage.
+    NORMAL`` in WAL mode. Unless ``journal_mode='WAL'`` is asked for, nothing here makes a database WAL (a storage
+    becomes WAL in ``Session``; an archive's database must never be).
     """
     check_sqlite_version()
     for name, value in (('journal_mode', journal_mode), ('synchronous', synchronous), ('locking_mode', locking_mode)):
