@@ -31,10 +31,23 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlitedos.db import connect
-from sqlitedos.exceptions import CorruptStorage, StorageBackupError, UnreachableStorage
-from sqlitedos.storage.sqlite_dos import FILENAME_CONTAINER, FILENAME_DATABASE, SqliteDosStorage
+from sqlitedos.exceptions import CorruptStorage, StorageBackupError, StorageIOError, UnreachableStorage
+from sqlitedos.layout import (
+    CONTAINER_CONFIG,
+    CONTAINER_FOLDERS,
+    FILENAME_CONTAINER,
+    FILENAME_DATABASE,
+    LOOSE,
+    PACKS,
+    PACKS_INDEX,
+    read_container_id,
+)
+
+if TYPE_CHECKING:
+    from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
 __all__ = ('BackupManager', 'Progress', 'backup', 'backup_storage')
 
@@ -46,8 +59,6 @@ LIVE_FOLDER = 'live-backup'
 LAST_LINK = 'last-backup'
 BACKUP_PREFIX = 'backup_'
 TIME_FORMAT = '%Y%m%d%H%M%S'
-CONTAINER_FOLDERS = ('loose', 'packs', 'sandbox', 'duplicates')
-PACKS_INDEX = 'packs.idx'
 PARTIAL_SUFFIX = '.partial'
 #: What an interrupted backup may leave in a destination that holds no backup yet: removed, never a reason to refuse.
 LEFTOVERS = frozenset({LIVE_FOLDER, FILENAME_CONFIG + PARTIAL_SUFFIX, LAST_LINK + PARTIAL_SUFFIX})
@@ -193,9 +204,10 @@ def _new_backup_name() -> str:
 
 
 def _read_container_id(folder: Path) -> str | None:
+    """The container's id, or None if it cannot be read (a backup then refuses or does not compare it)."""
     try:
-        return json.loads((folder / 'config.json').read_text('utf-8'))['container_id']
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_container_id(folder)
+    except (UnreachableStorage, CorruptStorage, StorageIOError):
         return None
 
 
@@ -208,7 +220,7 @@ def copy_sqlite(source: Path, target: Path) -> None:
     try:
         source_connection = connect(source, read_only=True)  # leaves the source folder as it was
         try:
-            target_connection = sqlite3.connect(target)
+            target_connection = connect(target, create=True)
             try:
                 source_connection.backup(target_connection, pages=-1)
                 # Leave one self-contained file: no -wal beside it, whatever the journal mode of the source.
@@ -275,10 +287,10 @@ def copy_container(source: Path, target: Path, previous: Path | None, progress: 
     target.mkdir(parents=True)
     for name in CONTAINER_FOLDERS:
         (target / name).mkdir()
-    shutil.copy2(source / 'config.json', target / 'config.json')
-    _fsync(target / 'config.json')
-    loose = _iter_files(source / 'loose')
-    packs_before = _iter_files(source / 'packs')
+    shutil.copy2(source / CONTAINER_CONFIG, target / CONTAINER_CONFIG)
+    _fsync(target / CONTAINER_CONFIG)
+    loose = _iter_files(source / LOOSE)
+    packs_before = _iter_files(source / PACKS)
     total = len(loose) + len(packs_before) + 1
     done = 0
 
@@ -301,7 +313,7 @@ def copy_container(source: Path, target: Path, previous: Path | None, progress: 
     if (source / PACKS_INDEX).is_file():
         copy_sqlite(source / PACKS_INDEX, target / PACKS_INDEX)
     done += 1
-    packs = _iter_files(source / 'packs')  # listed again: packing may have started a new pack meanwhile
+    packs = _iter_files(source / PACKS)  # listed again: packing may have started a new pack meanwhile
     total += len(packs) - len(packs_before)
     if progress is not None:
         progress('Copying container', done, total)

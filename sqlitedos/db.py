@@ -19,7 +19,7 @@ import threading
 import uuid as uuid_module
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, get_args
 
 from sqlitedos.exceptions import (
     AiidaException,
@@ -197,22 +197,54 @@ def sqlite_uri(path: str | os.PathLike[str]) -> str:
     return 'file:' + text.replace('%', '%25').replace('?', '%3F').replace('#', '%23')
 
 
-def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
+JournalMode = Literal['DELETE', 'TRUNCATE', 'PERSIST', 'MEMORY', 'WAL', 'OFF']
+Synchronous = Literal['OFF', 'NORMAL', 'FULL', 'EXTRA']
+LockingMode = Literal['NORMAL', 'EXCLUSIVE']
+#: The values each pragma parameter of ``connect`` accepts (pragma values cannot be bound as parameters).
+_PRAGMA_VALUES = {
+    'journal_mode': frozenset(get_args(JournalMode)),
+    'synchronous': frozenset(get_args(Synchronous)),
+    'locking_mode': frozenset(get_args(LockingMode)),
+}
+
+
+def connect(
+    path: str | os.PathLike[str],
+    *,
+    read_only: bool = False,
+    create: bool = False,
+    foreign_keys: bool = True,
+    journal_mode: JournalMode | None = None,
+    synchronous: Synchronous | None = None,
+    locking_mode: LockingMode | None = None,
+) -> sqlite3.Connection:
     """Open a connection with every pragma set, before any transaction can start.
 
-    ``path`` is a database file, which must exist (opening never creates one), or ``':memory:'``. The connection
-    is in autocommit mode (``isolation_level=None``): transactions are opened only by ``Session.transaction()``.
-    With ``read_only`` the connection cannot write, and opening it leaves the folder as it was (``_open_read_only``).
+    ``path`` is a database file, which must exist unless ``create`` is given (then a missing file is made), or
+    ``':memory:'``. The connection is in autocommit mode (``isolation_level=None``): transactions are opened only by
+    ``Session.transaction()``. With ``read_only`` the connection cannot write, and opening it leaves the folder as it
+    was (``_open_read_only``).
+
+    The pragmas beyond the fixed ones are named parameters: ``foreign_keys=False`` for a database of another
+    program (an archive's, checked by its own rules); ``journal_mode``, ``synchronous`` and ``locking_mode`` are set
+    as given (a private scratch file needs no journal), else left as the file has them, with ``synchronous =
+    NORMAL`` in WAL mode. Unless ``journal_mode='WAL'`` is asked for, nothing here makes a database WAL (a storage
+    becomes WAL in ``Session``; an archive's database must never be).
     """
     check_sqlite_version()
+    for name, value in (('journal_mode', journal_mode), ('synchronous', synchronous), ('locking_mode', locking_mode)):
+        if value is not None and value not in _PRAGMA_VALUES[name]:
+            raise ValueError(f'{name} must be one of {sorted(_PRAGMA_VALUES[name])}, not {value!r}')
+    if read_only and create:
+        raise ValueError('a read-only connection cannot create its database')
     if str(path) == ':memory:':
         connection = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
     elif read_only:
         connection = _open_read_only(Path(path))
     else:
-        connection = _open_uri(Path(path), f'{sqlite_uri(path)}?mode=rw')
+        connection = _open_uri(Path(path), f'{sqlite_uri(path)}?mode={"rwc" if create else "rw"}')
     try:
-        _set_pragmas(connection)
+        _set_pragmas(connection, foreign_keys, journal_mode, synchronous, locking_mode)
     except sqlite3.OperationalError as exc:
         connection.close()
         if 'unable to open' not in str(exc) or os.access(Path(path).parent, os.W_OK):
@@ -440,10 +472,18 @@ def _superblock_writable(path: Path) -> bool:
     return False
 
 
-def _set_pragmas(connection: sqlite3.Connection) -> None:
+def _set_pragmas(
+    connection: sqlite3.Connection,
+    foreign_keys: bool = True,
+    journal_mode: str | None = None,
+    synchronous: str | None = None,
+    locking_mode: str | None = None,
+) -> None:
+    """Set the pragmas of a new connection; the three texts were checked against ``_PRAGMA_VALUES`` by ``connect``."""
     # foreign_keys is silently ignored inside a transaction, so it must be set first.
     # https://www.sqlite.org/pragma.html#pragma_foreign_keys
-    connection.execute('PRAGMA foreign_keys = ON')
+    if foreign_keys:
+        connection.execute('PRAGMA foreign_keys = ON')
     connection.execute(f'PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}')
     # aiida's LIKE is case-sensitive; it also lets SQLite use the BINARY index of node_type for prefix LIKE.
     connection.execute('PRAGMA case_sensitive_like = ON')
@@ -451,10 +491,16 @@ def _set_pragmas(connection: sqlite3.Connection) -> None:
         # Double-quoted strings are identifiers only: a typo in a column name fails instead of matching a string.
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)  # type: ignore[attr-defined]
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DDL, False)  # type: ignore[attr-defined]
-    (journal_mode,) = connection.execute('PRAGMA main.journal_mode').fetchone()
-    if journal_mode == 'wal':
+    if journal_mode is not None:
+        connection.execute(f'PRAGMA journal_mode = {journal_mode}')  # a checked name (connect)
+    (mode,) = connection.execute('PRAGMA main.journal_mode').fetchone()
+    if synchronous is not None:
+        connection.execute(f'PRAGMA synchronous = {synchronous}')  # a checked name (connect)
+    elif mode == 'wal':
         # In WAL mode NORMAL is durable against process crashes; only an OS crash may lose the last commits.
         connection.execute('PRAGMA main.synchronous = NORMAL')
+    if locking_mode is not None:
+        connection.execute(f'PRAGMA locking_mode = {locking_mode}')  # a checked name (connect)
 
 
 def _main_database_path(connection: sqlite3.Connection) -> Path | None:

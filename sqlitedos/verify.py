@@ -22,6 +22,7 @@ from typing import Any
 from sqlitedos import migrate
 from sqlitedos.db import Session, connect, decode_json, encode_json
 from sqlitedos.exceptions import CorruptStorage, ReadOnlyError, UnreachableStorage
+from sqlitedos.layout import FILENAME_CONTAINER, FILENAME_DATABASE, PACKS, PACKS_INDEX, read_container_id
 from sqlitedos.links import (
     DEGREE_COLUMNS,
     KIND_PREFIXES,
@@ -31,8 +32,6 @@ from sqlitedos.links import (
     validate_link_label,
 )
 from sqlitedos.storage.sqlite_dos import (
-    FILENAME_CONTAINER,
-    FILENAME_DATABASE,
     REPOSITORY_UUID_KEY,
     SELECT_REPOSITORY_UUID,
     SqliteDosStorage,
@@ -44,7 +43,6 @@ __all__ = ('Problem', 'VerifyReport', 'iter_repository_keys', 'verify')
 Progress = Callable[[str, int, int], None] | None
 
 HASH_CHUNK = 1024 * 1024
-PACKS_INDEX = 'packs.idx'
 
 #: Objects hashed per ``get_objects_stream_and_meta`` call: below disk-objectstore's ``_MAX_CHUNK_ITERATE_LENGTH``
 #: (9500), over which it merges the keys against its whole index instead of looking them up.
@@ -306,8 +304,6 @@ def _check_database(connection: sqlite3.Connection, report: VerifyReport) -> boo
 
 def _check_repository_uuid(connection: sqlite3.Connection, container: Path, report: VerifyReport) -> str | None:
     """The container id if the container is readable (a problem is added if it does not match the database)."""
-    from sqlitedos.repository.disk_objectstore import read_container_id
-
     try:
         container_id = read_container_id(container)
     except (UnreachableStorage, CorruptStorage) as exc:
@@ -522,7 +518,7 @@ def _hash_referenced(
         cursor = connection.execute(SELECT_REFERENCED_IN_KEY_ORDER)
     total, done = report.counts['referenced objects'], 0
     pending: dict[str, int] = {}
-    packs = _Packs(container_path / 'packs')
+    packs = _Packs(container_path / PACKS)
     try:
         for key, node_id, pack_id, offset, length, compressed in cursor:
             digest = None if pack_id is None or compressed else packs.hash_slice(pack_id, offset, length)

@@ -241,3 +241,61 @@ def test_storage_transaction_api(dos_storage: SqliteDosStorage) -> None:
     assert dos_storage.get_global_variable('k') == 1
     with pytest.raises(KeyError):
         dos_storage.get_global_variable('inner')
+
+
+# --- connect(): the one opener, with its pragma parameters ------------------------------------------------------------
+
+
+def test_connect_creates_only_when_asked(tmp_path: Path) -> None:
+    """Opening never makes a database file unless ``create`` is given; then it does (a backup's target)."""
+    path = tmp_path / 'new.sqlite'
+    with pytest.raises((CorruptStorage, UnreachableStorage, sqlite3.Error, OSError)):
+        connect(path)
+    assert not path.exists()
+    connection = connect(path, create=True)
+    try:
+        connection.execute('CREATE TABLE t (x)')
+        assert connection.execute('PRAGMA foreign_keys').fetchone() == (1,)
+    finally:
+        connection.close()
+    assert path.is_file()
+
+
+def test_connect_sets_the_pragmas_it_is_given(tmp_path: Path) -> None:
+    """A scratch file's pragmas (the zip index's) and an archive's (no foreign keys, rollback journal) are set."""
+    scratch = connect(
+        tmp_path / 'scratch.sqlite', create=True, journal_mode='OFF', synchronous='OFF', locking_mode='EXCLUSIVE'
+    )
+    try:
+        assert scratch.execute('PRAGMA journal_mode').fetchone() == ('off',)
+        assert scratch.execute('PRAGMA synchronous').fetchone() == (0,)
+        assert scratch.execute('PRAGMA locking_mode').fetchone() == ('exclusive',)
+    finally:
+        scratch.close()
+    wal = tmp_path / 'wal.sqlite'
+    setup = connect(wal, create=True, journal_mode='WAL')
+    setup.execute('CREATE TABLE t (x)')
+    setup.close()
+    archive = connect(wal, foreign_keys=False, journal_mode='DELETE')
+    try:
+        assert archive.execute('PRAGMA foreign_keys').fetchone() == (0,)
+        assert archive.execute('PRAGMA journal_mode').fetchone() == ('delete',)
+    finally:
+        archive.close()
+    assert wal.read_bytes()[18:20] == b'\x01\x01'  # a rollback-journal header: not WAL any more
+
+
+@pytest.mark.parametrize(
+    'options',
+    [
+        {'journal_mode': 'wal; DROP TABLE t'},
+        {'synchronous': 'SOMETIMES'},
+        {'locking_mode': 'x'},
+        {'read_only': True},
+    ],
+)
+def test_connect_refuses_unknown_pragma_values(tmp_path: Path, options: dict) -> None:
+    """Pragma values are spliced into SQL, so only the documented names pass; nothing is created for a refusal."""
+    with pytest.raises(ValueError):
+        connect(tmp_path / 'x.sqlite', create=True, **options)
+    assert not (tmp_path / 'x.sqlite').exists()

@@ -145,7 +145,7 @@ def test_maintain_options(dos_storage: Any) -> None:
 
 def test_temp_maintain_is_a_no_op(temp_storage: Any) -> None:
     key = temp_storage.get_repository().put_object_from_filelike(io.BytesIO(b'x'))
-    assert temp_storage.maintain(full=True) is None
+    assert temp_storage.maintain(full=True) == {}
     assert temp_storage.get_repository().has_object(key)
 
 

@@ -287,3 +287,28 @@ def test_metadata_tracks_a_random_sequence_of_changes(storage: Any) -> None:
     assert NodeRepository(FakeNode(storage, json.loads(json.dumps(node.repository_metadata)))).serialize() == (
         node.repository_metadata
     )
+
+
+def test_referenced_keys_sql_finds_the_keys_iter_keys_finds() -> None:
+    """The SQL walk and the Python walk agree, also on a file and a folder *named* ``k`` and on nodes without files."""
+    from sqlitedos.db import connect, encode_json
+    from sqlitedos.repository.tree import SELECT_REFERENCED_KEYS
+
+    trees = [
+        {'o': {'k': {'k': 'a' * 64}, 'd': {'o': {'k': {'o': {'x': {'k': 'b' * 64}}}}}}},
+        {'o': {'f': {'k': 'a' * 64}, 'g': {'k': 'c' * 64}}},
+        {},
+        None,
+    ]
+    connection = connect(':memory:')
+    try:
+        connection.execute('CREATE TABLE db_dbnode (id INTEGER PRIMARY KEY, repository_metadata TEXT)')
+        connection.executemany(
+            'INSERT INTO db_dbnode (repository_metadata) VALUES (?)',
+            [(None if tree is None else encode_json(tree),) for tree in trees],
+        )
+        rows = connection.execute(SELECT_REFERENCED_KEYS).fetchall()
+    finally:
+        connection.close()
+    assert sorted(key for (key,) in rows) == sorted({key for tree in trees for key in iter_keys(tree)})
+    assert len(rows) == 3

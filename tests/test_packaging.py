@@ -22,7 +22,7 @@ LAYERS = [
     ('exceptions',),
     ('profile',),
     ('tables',),
-    ('db',),
+    ('db', 'layout'),
     ('migrate',),
     ('entities', 'links'),
     ('query',),
@@ -309,3 +309,38 @@ def test_connect_escapes_every_uri_character(tmp_path: Path) -> None:
         assert readonly.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [('t',)]
         readonly.close()
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)  # no file opened under another name
+
+
+def test_only_db_opens_sqlite_connections() -> None:
+    """``sqlite3.connect`` is called in ``sqlitedos/db.py`` only: every other module opens through ``db.connect``."""
+    callers = set()
+    for path in PACKAGE.rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text('utf-8'))):
+            if isinstance(node, ast.Attribute) and node.attr == 'connect' and ast.unparse(node.value) == 'sqlite3':
+                callers.add(str(path.relative_to(ROOT)))
+    assert callers == {'sqlitedos/db.py'}
+
+
+def test_folder_and_container_names_live_in_layout() -> None:
+    """The storage folder's and the container's file names are spelled in ``sqlitedos/layout.py`` only."""
+    names = {'database.sqlite', 'packs.idx', 'loose', 'packs', 'sandbox', 'duplicates'}
+    spelled = set()
+    for path in PACKAGE.rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text('utf-8'))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                spelled.add((str(path.relative_to(ROOT)), node.value))
+    assert {where for where, _ in spelled} == {'sqlitedos/layout.py'}, sorted(spelled)
+
+
+def test_backup_does_not_import_the_folder_storage() -> None:
+    """``sqlitedos.backup`` takes the folder names from ``layout``: importing it loads no ``storage.sqlite_dos``
+    (the two modules no longer import each other)."""
+    script = 'import sys, sqlitedos.backup; print("sqlitedos.storage.sqlite_dos" in sys.modules)'
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == 'False'
+
+
+def test_the_repository_key_sql_is_written_once() -> None:
+    """The ``json_tree`` walk over ``repository_metadata`` is spelled in ``repository/tree.py`` only."""
+    spelled = {str(path.relative_to(ROOT)) for path in PACKAGE.rglob('*.py') if 'json_tree(' in path.read_text('utf-8')}
+    assert spelled == {'sqlitedos/repository/tree.py'}

@@ -331,3 +331,32 @@ def test_temp_backend_transactions_take_turns_across_threads() -> None:
     (count,) = storage.get_session().execute('SELECT count(*) FROM db_dbsetting').fetchone()
     assert count == 4 * 100 * 2
     storage.close()
+
+
+def test_the_base_class_declares_what_the_backends_share() -> None:
+    """Every public method two backends define is declared on ``StorageBackend`` with a docstring, and ``maintain``
+    answers one type (a report dict) on each backend that can be maintained."""
+    import inspect
+
+    from sqlitedos import SqliteDosStorage, SqliteTempBackend, SqliteZipBackend
+    from sqlitedos.storage.base import StorageBackend
+
+    backends = (SqliteDosStorage, SqliteTempBackend, SqliteZipBackend)
+
+    def methods(cls: type) -> set[str]:
+        kinds = (staticmethod, classmethod, property)
+        return {
+            name
+            for name, value in vars(cls).items()
+            if not name.startswith('_') and (inspect.isfunction(value) or isinstance(value, kinds))
+        }
+
+    own = [methods(cls) for cls in backends]
+    shared = {name for name in set().union(*own) if sum(name in names for names in own) >= 2}
+    assert {'get_repository', 'maintain', 'delete', 'version_head', 'initialise', 'migrate'} <= shared
+    missing = sorted(name for name in shared if name not in vars(StorageBackend))
+    assert missing == []
+    undocumented = sorted(name for name in shared if not inspect.getdoc(getattr(StorageBackend, name)))
+    assert undocumented == []
+    returns = {inspect.signature(cls.maintain).return_annotation for cls in (StorageBackend, *backends)}
+    assert returns == {'dict[str, Any]'}

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlitedos.archive.format import DATABASE_NAME, ArchiveReader
-from sqlitedos.db import JSON_MAX_DEPTH, json_text_depth_exceeds
-from sqlitedos.exceptions import CorruptStorage, ImportValidationError
+from sqlitedos.db import JSON_MAX_DEPTH, connect, json_text_depth_exceeds
+from sqlitedos.exceptions import AiidaException, CorruptStorage, ImportValidationError
+from sqlitedos.repository.tree import SELECT_REFERENCED_KEYS
 from sqlitedos.tables import TABLES, quote_identifier
 
 __all__ = ('ENTITY_TABLES', 'archive_connection', 'check_archive_database')
@@ -34,19 +35,15 @@ ENTITY_TABLES = (
 # --- statements on the private archive database ---------------------------------------------------------------------
 
 CREATE_KEYS = 'CREATE TABLE sqlitedos_keys (key TEXT PRIMARY KEY) WITHOUT ROWID'
-FILL_KEYS = """
-INSERT OR IGNORE INTO sqlitedos_keys (key)
-SELECT tree.value FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
-WHERE tree.key = 'k' AND tree.type = 'text'
-"""
+FILL_KEYS = 'INSERT OR IGNORE INTO sqlitedos_keys (key)' + SELECT_REFERENCED_KEYS
 
 
 @contextlib.contextmanager
 def archive_connection(database: Path) -> Iterator[sqlite3.Connection]:
     """A plain connection to the private copy of the archive database, closed afterwards."""
     try:
-        connection = sqlite3.connect(str(database), isolation_level=None)
-    except sqlite3.Error as exc:
+        connection = connect(database, foreign_keys=False)
+    except (sqlite3.Error, AiidaException) as exc:
         raise CorruptStorage(f'the archive {DATABASE_NAME} cannot be opened: {exc}') from exc
     try:
         yield connection

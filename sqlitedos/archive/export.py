@@ -36,6 +36,7 @@ from sqlitedos.db import Session, connect, decode_json, encode_json, translate_e
 from sqlitedos.exceptions import ExportValidationError, InvalidOperation
 from sqlitedos.graph import TRAVERSE, resolve_rules
 from sqlitedos.links import EXPORT_RULES
+from sqlitedos.repository.tree import SELECT_REFERENCED_KEYS
 from sqlitedos.tables import TABLE_ORDER, TABLES, quote_identifier
 
 if TYPE_CHECKING:
@@ -114,12 +115,8 @@ WHERE node_type LIKE 'process.%' AND json_type(attributes, '$.checkpoints') IS N
 """
 UPDATE_ATTRIBUTES = 'UPDATE archive.db_dbnode SET attributes = ? WHERE id = ?'
 #: Repository keys referenced by the archive's nodes: the ``k`` strings of their ``repository_metadata`` trees.
-SELECT_KEYS = """
-SELECT DISTINCT tree.value FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
-WHERE tree.key = 'k' AND tree.type = 'text'
-ORDER BY tree.value
-"""
-COUNT_KEYS = 'SELECT count(*) FROM (' + SELECT_KEYS.replace('ORDER BY tree.value', '') + ')'
+SELECT_KEYS = SELECT_REFERENCED_KEYS + 'ORDER BY tree.value\n'
+COUNT_KEYS = f'SELECT count(*) FROM ({SELECT_REFERENCED_KEYS})'
 
 
 def create_archive(

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from sqlitedos.archive.zipio import STORED, ZipIndex, ZipStreamWriter
-from sqlitedos.db import JSON_MAX_DEPTH, json_text_depth_exceeds
-from sqlitedos.exceptions import CorruptStorage, ImportValidationError, IncompatibleStorageSchema
+from sqlitedos.db import JSON_MAX_DEPTH, connect, json_text_depth_exceeds
+from sqlitedos.exceptions import AiidaException, CorruptStorage, ImportValidationError, IncompatibleStorageSchema
 
 __all__ = (
     'ARCHIVE_VERSION',
@@ -381,15 +381,11 @@ def use_rollback_journal(path: Path) -> None:
     versions have that header; it is reset here on the private copy.
     """
     try:
-        connection = sqlite3.connect(str(path), isolation_level=None)
-        try:
-            connection.execute('PRAGMA journal_mode = DELETE')
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as exc:
+        connect(path, foreign_keys=False, journal_mode='DELETE').close()
+    except (sqlite3.DatabaseError, AiidaException) as exc:
         raise CorruptStorage(f'the archive {DATABASE_NAME} is not a SQLite database: {exc}') from exc
 
 
 def open_database_readonly(path: Path) -> sqlite3.Connection:
-    """A plain read-only connection to an archive database (no pragmas: it may be any aiida variant)."""
-    return sqlite3.connect(f'{path.absolute().as_uri()}?mode=ro', uri=True, isolation_level=None)
+    """A read-only connection to an archive database, without foreign keys (it may be any aiida variant)."""
+    return connect(path, read_only=True, foreign_keys=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import sqlite3
 import struct
 import threading
 import zlib
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlitedos.db import Session
+from sqlitedos.db import Session, connect
 from sqlitedos.exceptions import CorruptStorage
 
 __all__ = ('Member', 'ZipIndex')
@@ -89,12 +88,15 @@ class ZipIndex:
         self.index_path = index_path
         self._handle = open(path, 'rb')
         self._lock = threading.Lock()
-        self._index = sqlite3.connect(index_path, isolation_level=None, check_same_thread=False)
         try:
             # A private scratch file: no journal, no fsync, and one lock held throughout (halves a lookup's cost).
-            self._index.execute('PRAGMA journal_mode = OFF')
-            self._index.execute('PRAGMA synchronous = OFF')
-            self._index.execute('PRAGMA locking_mode = EXCLUSIVE')
+            self._index = connect(
+                index_path, create=True, journal_mode='OFF', synchronous='OFF', locking_mode='EXCLUSIVE'
+            )
+        except BaseException:
+            self._handle.close()
+            raise
+        try:
             with Session(self._index, file_backed=False).transaction() as connection:
                 connection.execute(CREATE_MEMBERS)
                 self._load()

@@ -16,17 +16,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from sqlitedos.db import connect
 from sqlitedos.exceptions import (
     AiidaException,
     CorruptStorage,
     LockedProfileError,
-    StorageIOError,
-    StoragePermissionError,
-    UnreachableStorage,
 )
+from sqlitedos.layout import CONTAINER_CONFIG, CONTAINER_FOLDERS, LOOSE, PACKS, PACKS_INDEX, read_container_id
 from sqlitedos.repository.abstract import (
     AbstractRepositoryBackend,
     ObjectNotFoundError,
@@ -71,7 +69,6 @@ CONTAINER_DEFAULTS: dict[str, Any] = {
     'hash_type': 'sha256',
     'compression_algorithm': 'zlib+1',
 }
-_CONTAINER_FOLDERS = ('loose', 'packs', 'sandbox', 'duplicates')
 
 
 def open_container(folder: str | Path, read_only: bool = False) -> Container:
@@ -88,10 +85,6 @@ def open_container(folder: str | Path, read_only: bool = False) -> Container:
     if read_only:
         container._operation_session = _read_only_index_session(Path(folder) / PACKS_INDEX)
     return container
-
-
-#: disk-objectstore's pack index (a SQLite database in WAL mode) inside the container folder.
-PACKS_INDEX = 'packs.idx'
 
 
 def _read_only_index_session(index: Path) -> Any:
@@ -197,42 +190,6 @@ def init_container(folder: str | Path) -> str:
         container.close()
 
 
-def read_container_id(folder: str | Path) -> str:
-    """The ``container_id`` of the container in ``folder``, read from its ``config.json`` without importing it.
-
-    Raises ``UnreachableStorage`` if the container is missing or incomplete, ``CorruptStorage`` if its
-    configuration cannot be parsed.
-    """
-    folder = Path(folder)
-    config_path = folder / 'config.json'
-    missing = [name for name in _CONTAINER_FOLDERS if not (folder / name).is_dir()]
-    if not config_path.is_file() or missing:
-        what = f'its folders {missing}' if missing else 'its config.json'
-        raise UnreachableStorage(
-            f'the repository container {str(folder)!r} is missing {what}; restore the container from a backup '
-            'or point the profile at the right storage folder'
-        )
-    try:
-        data = config_path.read_bytes()
-    except OSError as exc:  # the disk, not the content: an I/O error or a refused permission is no damage
-        denied = isinstance(exc, PermissionError)
-        raise (StoragePermissionError if denied else StorageIOError)(
-            f'the repository container configuration {str(config_path)!r} cannot be read ({exc}): check the disk '
-            'and the permissions of the folder, and retry'
-        ) from exc
-    try:
-        config = json.loads(data.decode('utf-8'))
-        container_id = config['container_id']
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptStorage(
-            f'the repository container configuration {str(config_path)!r} cannot be read ({exc!r}); '
-            'restore it from a backup'
-        ) from exc
-    if not isinstance(container_id, str):
-        raise CorruptStorage(f'the container id in {str(config_path)!r} is not a string: {container_id!r}')
-    return container_id
-
-
 #: Where disk-objectstore's pack index says a packed object is (``packs.idx``, table ``db_object``).
 SELECT_PACKED = 'SELECT pack_id, "offset", length, compressed FROM db_object WHERE hashkey = ?'
 
@@ -251,9 +208,9 @@ def repack_leftovers(folder: str | Path) -> list[str]:
     ``packs/-1`` and ``packs/-1.lock`` are the pack disk-objectstore repacks into and its lock; index rows naming
     pack -1 mean the repack was cut after it moved the objects there. Full maintenance finishes or undoes it.
     """
-    packs = Path(folder) / 'packs'
+    packs = Path(folder) / PACKS
     found = [f'packs/{name}' for name in (str(REPACK_PACK_ID), f'{REPACK_PACK_ID}.lock') if (packs / name).exists()]
-    rows = _count_in_repack_pack(Path(folder) / 'packs.idx')
+    rows = _count_in_repack_pack(Path(folder) / PACKS_INDEX)
     if rows:
         found.append(f'{rows} pack index row(s) name the repack pack {REPACK_PACK_ID}')
     return found
@@ -291,10 +248,10 @@ def finish_interrupted_repack(folder: Path) -> list[str]:
     no rows naming -1, pack -1 is an unused partial copy (or a second name of a pack) and is removed. An old P left
     without rows is dead space that the next repack deletes.
     """
-    packs = folder / 'packs'
+    packs = folder / PACKS
     repack = packs / str(REPACK_PACK_ID)
     done: list[str] = []
-    index_path = folder / 'packs.idx'
+    index_path = folder / PACKS_INDEX
     if index_path.is_file():
         index = connect(index_path)
         try:
@@ -349,10 +306,10 @@ def drop_dead_tails(folder: Path, before: dict[int, int]) -> None:
     A pack another process is appending to right now has its ``<id>.lock`` file: it is left alone. A pack file the
     failed packing created and that indexes nothing is removed.
     """
-    packs = folder / 'packs'
-    if not (folder / 'packs.idx').is_file():
+    packs = folder / PACKS
+    if not (folder / PACKS_INDEX).is_file():
         return
-    index = connect(folder / 'packs.idx')
+    index = connect(folder / PACKS_INDEX)
     try:
         for pack_id, size in _pack_sizes(packs).items():
             if size <= before.get(pack_id, -1) or (packs / f'{pack_id}.lock').exists():
@@ -545,7 +502,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
 
     def packing(self) -> contextlib.AbstractContextManager[None]:
         """Write straight into packs alone (archive import): the pack lock of ``maintain``, see ``_packing``."""
-        return _packing(self._folder / 'packs')
+        return _packing(self._folder / PACKS)
 
     @property
     def container(self) -> Container:
@@ -553,7 +510,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         # A container erased and created anew under the same folder (``_clear``, ``initialise(reset=True)``) gets a
         # new config.json: reopen then, rather than keep a session on the old pack index.
         try:
-            identity = (self._folder / 'config.json').stat().st_ino
+            identity = (self._folder / CONTAINER_CONFIG).stat().st_ino
         except FileNotFoundError:
             identity = None
         container = getattr(self._local, 'container', None)
@@ -593,7 +550,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             if lock is not None:
                 lock.release()
             if identity is not None:
-                self._lock = _ContainerLock.acquire(self._folder / 'config.json')
+                self._lock = _ContainerLock.acquire(self._folder / CONTAINER_CONFIG)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -623,7 +580,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
     def _read_config(self) -> dict[str, Any]:
         if self._config is None:
             read_container_id(self._folder)
-            self._config = json.loads((self._folder / 'config.json').read_text('utf-8'))
+            self._config = json.loads((self._folder / CONTAINER_CONFIG).read_text('utf-8'))
         return self._config
 
     @property
@@ -644,7 +601,9 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
 
     @property
     def is_initialised(self) -> bool:
-        return (self._folder / 'config.json').is_file() and all((self._folder / n).is_dir() for n in _CONTAINER_FOLDERS)
+        return (self._folder / CONTAINER_CONFIG).is_file() and all(
+            (self._folder / n).is_dir() for n in CONTAINER_FOLDERS
+        )
 
     def erase(self) -> None:
         """Delete the container folder and everything in it (a missing folder is fine)."""
@@ -668,7 +627,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         row (synced at a later checkpoint) and lose the object (found by ``tests/test_crash_consistency.py``).
         """
         container = self.container
-        folder = Path(container.get_folder()) / 'loose' / key[: container.loose_prefix_len]
+        folder = Path(container.get_folder()) / LOOSE / key[: container.loose_prefix_len]
         try:
             descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:  # the object was packed already: the pack index holds it
@@ -695,7 +654,8 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                 stack.callback(stream.close)
             else:
                 try:
-                    stream = stack.enter_context(self.container.get_object_stream(key))
+                    # disk-objectstore's readers (loose file, pack slice, decompressor) are binary streams
+                    stream = cast(BinaryIO, stack.enter_context(self.container.get_object_stream(key)))
                 except ContainerNotExistent as exc:
                     raise ObjectNotFoundError(f'object with key `{key}` does not exist.') from exc
             yield VerifyingReader(stream, key)  # type: ignore[misc]
@@ -708,7 +668,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         """
         self.container  # noqa: B018 - follows a re-created container and holds the shared lock
         prefix = self._read_config()['loose_prefix_len']
-        loose = self._folder / 'loose' / key[:prefix] / key[prefix:] if prefix else self._folder / 'loose' / key
+        loose = self._folder / LOOSE / key[:prefix] / key[prefix:] if prefix else self._folder / LOOSE / key
         with contextlib.suppress(FileNotFoundError):
             return open(loose, 'rb')
         # Loose files are deleted only after their pack's index rows are committed, so a missing loose file is
@@ -720,7 +680,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
         if row is None or row[3]:
             return None  # absent (disk-objectstore says so properly) or compressed (it decompresses)
         pack_id, offset, length, _ = row
-        handle = open(self._folder / 'packs' / str(pack_id), 'rb')
+        handle = open(self._folder / PACKS / str(pack_id), 'rb')
         return _PackSlice(handle, offset, length)  # type: ignore[return-value]
 
     def _pack_index(self) -> sqlite3.Connection | None:
@@ -742,7 +702,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             for key, stream, _ in triplets:
                 if stream is None:
                     raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
-                yield key, VerifyingReader(stream, key)  # type: ignore[misc]
+                yield key, VerifyingReader(cast(BinaryIO, stream), key)  # type: ignore[misc]
 
     def get_object_hash(self, key: str) -> str:
         """The sha256 of the object's content: its key in a sha256 container, else computed from the content."""
@@ -751,7 +711,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
                 raise ObjectNotFoundError(f'object with key `{key}` does not exist.')
             return key
         with self.container.get_object_stream(key) as stream:
-            return sha256_of_stream(stream)
+            return sha256_of_stream(cast(BinaryIO, stream))
 
     def _delete_objects(self, keys: list[str]) -> None:
         self.container.delete_objects(keys)
@@ -769,7 +729,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             info['Size (MB)'] = {name: float(f'{value * BYTES_TO_MB:.2f}') for name, value in sizes.items()}
         return info
 
-    def maintain(
+    def maintain(  # type: ignore[override]  # its options by name: an unknown one is a TypeError, not ignored
         self,
         dry_run: bool = False,
         live: bool = True,
@@ -800,7 +760,7 @@ class DiskObjectStoreRepositoryBackend(AbstractRepositoryBackend):
             do_repack = True if do_repack is None else do_repack
             clean_storage = True if clean_storage is None else clean_storage
             do_vacuum = True if do_vacuum is None else do_vacuum
-        packs = self._folder / 'packs'
+        packs = self._folder / PACKS
         leftovers = [] if live else repack_leftovers(self._folder)
         if leftovers and not dry_run:
             with _packing(packs):

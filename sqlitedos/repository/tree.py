@@ -22,6 +22,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from types import TracebackType
 from typing import IO, Any, BinaryIO, Protocol
 
 from sqlitedos.exceptions import CorruptStorage, InputValidationError, ModificationNotAllowed
@@ -34,9 +35,19 @@ from sqlitedos.repository.abstract import (
 )
 from sqlitedos.repository.sandbox import PendingFiles, SandboxShaRepositoryBackend
 
-__all__ = ('File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
+__all__ = ('SELECT_REFERENCED_KEYS', 'File', 'FileType', 'NodeRepository', 'flatten', 'iter_keys', 'validate_path')
 
 PathLike = str | PurePosixPath | os.PathLike[str] | None
+
+#: Every repository key that the ``repository_metadata`` trees of a database's nodes reference, once each, parsed
+#: in SQL (the storage's database and an archive's alike): a ``{'k': key}`` entry is the only place a text value
+#: sits under key 'k' (a file or folder *named* 'k' has an object value). Callers may append ``ORDER BY tree.value``
+#: or use it as a sub-query.
+SELECT_REFERENCED_KEYS = """
+SELECT DISTINCT tree.value
+FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
+WHERE node.repository_metadata IS NOT NULL AND tree.key = 'k' AND tree.type = 'text'
+"""
 
 
 class FileType(enum.Enum):
@@ -448,8 +459,10 @@ class _KeyReader:
             return io.TextIOWrapper(io.BufferedReader(_Unclosable(handle), CHUNK_SIZE), encoding='utf-8', newline='')
         return handle
 
-    def __exit__(self, *exc_info: object) -> Any:
-        return self._context.__exit__(*exc_info)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool | None:
+        return self._context.__exit__(exc_type, exc, traceback)
 
 
 def _open_key(backend: AbstractRepositoryBackend, key: str, mode: str) -> _KeyReader:

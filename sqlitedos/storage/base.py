@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         BackendUser,
         BackendUserCollection,
     )
+    from sqlitedos.repository.abstract import AbstractRepositoryBackend
 
 __all__ = ('Mapper', 'StorageBackend')
 
@@ -210,6 +211,50 @@ class StorageBackend:
         self._default_user: BackendUser | None = None
         self._query_cache = QueryCache()
 
+    # --- what every backend implements (aiida's ``StorageBackend`` names) -----------------------------------------
+    # Declared here, with what each answers, so that code written against this class finds them; the backends
+    # override every one. ``SqliteDosStorage`` alone adds ``backup`` and ``get_unreferenced_keyset``.
+
+    @staticmethod
+    def create_profile(*args: Any, **kwargs: Any) -> Profile:  # pragma: no cover - every backend overrides it
+        """A ``Profile`` for a storage of this backend (its arguments depend on the backend)."""
+        raise NotImplementedError
+
+    @classmethod
+    def version_head(cls) -> str:  # pragma: no cover - every backend overrides it
+        """The schema version a storage of this backend is at once initialised or migrated."""
+        raise NotImplementedError
+
+    @classmethod
+    def version_profile(cls, profile: Profile) -> str | None:  # pragma: no cover - every backend overrides it
+        """The schema version of the profile's storage, or None if it is not initialised (nothing is created)."""
+        raise NotImplementedError
+
+    @classmethod
+    def initialise(cls, profile: Profile, reset: bool = False) -> bool:  # pragma: no cover - every backend overrides
+        """Create the profile's storage at the head version (with ``reset``, anew); True if it was created."""
+        raise NotImplementedError
+
+    @classmethod
+    def migrate(cls, profile: Profile) -> None:  # pragma: no cover - every backend overrides it
+        """Migrate the profile's storage to ``version_head()``."""
+        raise NotImplementedError
+
+    def get_repository(self) -> AbstractRepositoryBackend:  # pragma: no cover - every backend overrides it
+        """The repository backend that holds the content of the storage's node files."""
+        raise NotImplementedError
+
+    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Reclaim space (pack, vacuum); return what was (or, with ``dry_run``, would be) done, ``{}`` for nothing.
+
+        ``full`` may need the storage to itself. A backend that cannot be maintained raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f'{type(self).__name__} cannot be maintained')
+
+    def delete(self) -> None:
+        """Delete the storage's data for good (what goes depends on the backend); refused where it cannot."""
+        raise NotImplementedError(f'{type(self).__name__} cannot be deleted')
+
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     @property
@@ -219,10 +264,6 @@ class StorageBackend:
     def version(self) -> str | None:
         """The schema version of this storage."""
         return self.version_profile(self._profile)
-
-    @classmethod
-    def version_profile(cls, profile: Profile) -> str | None:  # pragma: no cover - every backend overrides it
-        raise NotImplementedError
 
     @property
     def is_closed(self) -> bool:

@@ -34,13 +34,9 @@ from sqlitedos.exceptions import (
     StorageMigrationError,
     UnreachableStorage,
 )
+from sqlitedos.layout import CONTAINER_CONFIG, FILENAME_CONTAINER, FILENAME_DATABASE, read_container_id
 from sqlitedos.profile import Profile, StorageModel
-from sqlitedos.repository.disk_objectstore import (
-    DiskObjectStoreRepositoryBackend,
-    init_container,
-    open_container,
-    read_container_id,
-)
+from sqlitedos.repository.disk_objectstore import DiskObjectStoreRepositoryBackend, init_container, open_container
 from sqlitedos.storage.base import INSERT_SETTING, StorageBackend, ensure_user
 from sqlitedos.tables import TABLE_ORDER, quote_identifier
 
@@ -49,8 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ('SqliteDosMigrator', 'SqliteDosStorage')
 
-FILENAME_DATABASE = 'database.sqlite'
-FILENAME_CONTAINER = 'container'
 REPOSITORY_UUID_KEY = 'repository|uuid'
 SELECT_REPOSITORY_UUID = 'SELECT val FROM db_dbsetting WHERE "key" = ?'
 UPDATE_REPOSITORY_UUID = 'UPDATE db_dbsetting SET val = ?, time = ? WHERE "key" = ?'
@@ -76,7 +70,7 @@ class SqliteDosMigrator:
         return open_container(self.filepath_container)
 
     def is_initialised(self) -> bool:
-        return self.filepath_database.is_file() and (self.filepath_container / 'config.json').is_file()
+        return self.filepath_database.is_file() and (self.filepath_container / CONTAINER_CONFIG).is_file()
 
     def _connect(self, read_only: bool = False) -> sqlite3.Connection:
         """A connection to the database; read-only if asked or if the folder cannot be written."""
@@ -514,19 +508,14 @@ def _close_sessions(sessions: list[Session]) -> None:
         session.close()
 
 
-#: Every file key in every node's tree: a ``{'k': key}`` entry is the only place a text value sits under key 'k'
-#: (a file or folder *named* 'k' has an object value).
-SELECT_REFERENCED_KEYS = """
-SELECT DISTINCT tree.value
-FROM db_dbnode AS node, json_tree(node.repository_metadata) AS tree
-WHERE node.repository_metadata IS NOT NULL AND tree.key = 'k' AND tree.type = 'text'
-"""
 #: Rows fetched per step when reading the referenced keys.
 KEYS_BATCH_SIZE = 10_000
 
 
 def referenced_keys(connection: sqlite3.Connection) -> set[str]:
     """The repository keys that some node's ``repository_metadata`` references, parsed in SQL, read in batches."""
+    from sqlitedos.repository.tree import SELECT_REFERENCED_KEYS  # not on the cold path: tree imports shutil
+
     keys: set[str] = set()
     with translate_errors():
         cursor = connection.execute(SELECT_REFERENCED_KEYS)

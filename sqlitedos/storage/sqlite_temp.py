@@ -125,8 +125,9 @@ class SqliteTempBackend(StorageBackend):
         """aiida's temp storage reports no repository part in ``get_info``."""
         return {}
 
-    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> None:
-        """Nothing to maintain in an in-memory storage."""
+    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Nothing to maintain in an in-memory storage: an empty report."""
+        return {}
 
 
 def _close_session(session: Session) -> None:

@@ -200,8 +200,11 @@ class SqliteZipBackend(StorageBackend):
     def get_global_variable(self, key: str) -> Any:
         raise NotImplementedError('an archive storage has no global variables')
 
-    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> None:
+    def maintain(self, full: bool = False, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
         raise NotImplementedError('an archive storage cannot be maintained')
+
+    def delete(self) -> None:
+        raise _read_only('delete the archive')
 
     def _clear(self) -> None:
         raise _read_only('clear the storage')
