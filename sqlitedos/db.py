@@ -16,7 +16,6 @@ import re
 import sqlite3
 import sys
 import threading
-import uuid as uuid_module
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, get_args
@@ -171,7 +170,9 @@ def now() -> dt.datetime:
 
 def new_uuid() -> str:
     """A new uuid4 in aiida's text form: 36 lowercase characters with dashes."""
-    return str(uuid_module.uuid4())
+    import uuid  # here, not at the top: on 3.10/3.11 uuid imports platform (~1.5 ms of every cold start)
+
+    return str(uuid.uuid4())
 
 
 # --- connections --------------------------------------------------------------------------------------------------

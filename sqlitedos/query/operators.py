@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid as uuid_module
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +151,9 @@ def encode_column_value(kind: str, value: Any, operator: str) -> Any:
         if not isinstance(value, (bool, int)):
             raise _reject(operator, value, 'a bool')
         return int(value)
-    if kind == 'uuid' and isinstance(value, uuid_module.UUID):
+    # A UUID object exists only if its module was imported: no import of uuid (and platform) just to test for one.
+    uuid_module = sys.modules.get('uuid')
+    if kind == 'uuid' and uuid_module is not None and isinstance(value, uuid_module.UUID):
         return str(value)
     if kind == 'json':
         return json.dumps(value)
