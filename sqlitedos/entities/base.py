@@ -7,9 +7,7 @@ until stored). Each class compiles its INSERT/UPDATE/SELECT statements once, fro
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlitedos.db import (
@@ -59,18 +57,33 @@ def validate_attribute_extra_key(key: Any) -> None:
 def _clean_scalar(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return _clean_real(value)
+    # Other numbers (numpy's, Decimal, Fraction, int subclasses): imported here, so opening a storage imports
+    # neither module (``decimal`` is ~1 ms of a cold start).
+    import numbers
+    from decimal import Decimal
+
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, (numbers.Real, Decimal)):
-        # Decimal is not a numbers.Real, and Decimal('sNaN') cannot even be converted to float: ask it directly.
-        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
-            raise ValidationError(f'nan and inf/-inf can not be serialized to the database: {value!r}')
-        text = f'{value:.{FLOAT_PRECISION}g}'
-        cleaned = float(text)
-        if 'e' in text and cleaned.is_integer():
-            return int(cleaned)
-        return cleaned
+        return _clean_real(value)
     raise ValidationError(f'type `{type(value).__name__}` is not supported as it is not json-serializable: {value!r}')
+
+
+def _clean_real(value: Any) -> int | float:
+    """A real number rounded to ``FLOAT_PRECISION`` digits as aiida does; NaN and infinities refused."""
+    # Decimal is not a numbers.Real, and Decimal('sNaN') cannot even be converted to float: ask it directly.
+    is_finite = getattr(value, 'is_finite', None) if not isinstance(value, float) else None
+    if not (is_finite() if is_finite is not None else math.isfinite(value)):
+        raise ValidationError(f'nan and inf/-inf can not be serialized to the database: {value!r}')
+    text = f'{value:.{FLOAT_PRECISION}g}'
+    cleaned = float(text)
+    if 'e' in text and cleaned.is_integer():
+        return int(cleaned)
+    return cleaned
 
 
 def clean_value(value: Any, _depth: int = 0) -> Any:
