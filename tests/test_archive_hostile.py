@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from mounts import small_tmpfs
 
 from sqlitedos import SqliteDosStorage
 from sqlitedos.archive import create_archive, import_archive
@@ -172,15 +173,8 @@ CHILD = textwrap.dedent(
 @pytest.fixture
 def small_tmp(tmp_path: Path) -> Iterator[Path]:
     """A 100 MB tmpfs for the child's ``TMPDIR``, unmounted afterwards."""
-    mount = tmp_path / 'tmp'
-    mount.mkdir()
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=100m', 'tmpfs', str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}')
-    try:
+    with small_tmpfs(tmp_path / 'tmp', '100m') as mount:
         yield mount
-    finally:
-        subprocess.run(['umount', '-l', str(mount)], check=True)
 
 
 @pytest.mark.parametrize('declared', ['honest', 'lying'])

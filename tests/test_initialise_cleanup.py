@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mounts import small_tmpfs
 
 from sqlitedos.exceptions import StorageMigrationError
 from sqlitedos.storage.sqlite_dos import SqliteDosStorage
@@ -19,21 +16,6 @@ from sqlitedos.storage.sqlite_dos import SqliteDosStorage
 
 def profile_for(folder: Path):
     return SqliteDosStorage.create_profile('t', filepath=folder, default_user_email='me@lab.org')
-
-
-@contextlib.contextmanager
-def small_tmpfs(target: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``target`` (inside tmp_path), unmounted afterwards."""
-    if os.geteuid() != 0 or shutil.which('mount') is None:
-        pytest.skip('a small tmpfs needs root and mount(8)')
-    target.mkdir()
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(target)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here: {done.stderr.decode().strip()}')
-    try:
-        yield target
-    finally:
-        subprocess.run(['umount', str(target)], check=True)
 
 
 @pytest.mark.parametrize('existing', [False, True], ids=['new-folder', 'empty-folder'])

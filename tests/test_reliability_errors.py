@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import reliability_workers as workers
 from click.testing import CliRunner
+from mounts import small_tmpfs
 
 from sqlitedos import SqliteDosStorage
 from sqlitedos.cli import cli
@@ -136,15 +137,8 @@ def test_read_only_reopen_refuses_writes_with_read_only_error(filled: tuple[Path
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MB tmpfs mounted inside the test's temporary folder, unmounted afterwards."""
-    mount = tmp_path / 'disk'
-    mount.mkdir()
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}')
-    try:
+    with small_tmpfs(tmp_path / 'disk', '8m') as mount:
         yield mount
-    finally:
-        subprocess.run(['umount', '-l', str(mount)], check=True)
 
 
 def fill(folder: Path) -> Path:

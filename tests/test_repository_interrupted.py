@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mounts
 import pytest
 
 from sqlitedos import SqliteDosStorage
@@ -184,15 +185,8 @@ def test_index_naming_pack_minus_one_with_the_old_pack_still_there(packed: tuple
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 8 MiB tmpfs mounted inside the test's folder (unmounted afterwards)."""
-    mount = tmp_path / 'tmpfs'
-    mount.mkdir()
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}')
-    try:
+    with mounts.small_tmpfs(tmp_path / 'tmpfs', '8m') as mount:
         yield mount
-    finally:
-        subprocess.run(['umount', '-l', str(mount)], check=True)
 
 
 def fill(mount: Path, leave: int) -> Path:

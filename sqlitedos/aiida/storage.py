@@ -14,10 +14,9 @@ import os
 import sys
 import tempfile
 import threading
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import uuid4
 
 from aiida.common.pydantic import AiiDABaseModel, MetadataField
@@ -303,6 +302,7 @@ class SqliteTempStorage(_PluginStorage, SqlitedosTempStorage, AiidaStorageBacken
 
     CliModel = _TempCliModel
     cli_exposed = False
+    repository_class = SqlitedosSandboxRepository
 
     @staticmethod
     def create_profile(
@@ -347,10 +347,4 @@ class SqliteTempStorage(_PluginStorage, SqlitedosTempStorage, AiidaStorageBacken
 
     def get_repository(self) -> SqlitedosSandboxRepository:
         """The sandbox repository as aiida's repository backend (erased on close)."""
-
-        def create() -> SqlitedosSandboxRepository:
-            repository = SqlitedosSandboxRepository(self.profile.storage_config.get('filepath'))
-            self._repository_finalizer = weakref.finalize(self, repository.erase)
-            return repository
-
-        return self._cached_repository(create)
+        return cast(SqlitedosSandboxRepository, super().get_repository())

@@ -26,6 +26,8 @@ class SqliteTempBackend(StorageBackend):
 
     Model = TempStorageModel
     cli_exposed = False
+    #: The class of the sandbox repository (the aiida plugin gives its own subclass).
+    repository_class: type[SandboxShaRepositoryBackend] = SandboxShaRepositoryBackend
 
     @staticmethod
     def create_profile(
@@ -109,7 +111,7 @@ class SqliteTempBackend(StorageBackend):
         """The sandbox repository in the profile's ``filepath`` (created on first write, erased on close)."""
 
         def create() -> SandboxShaRepositoryBackend:
-            repository = SandboxShaRepositoryBackend(self.profile.storage_config.get('filepath'))
+            repository = self.repository_class(self.profile.storage_config.get('filepath'))
             self._repository_finalizer = weakref.finalize(self, repository.erase)
             return repository
 
