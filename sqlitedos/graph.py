@@ -19,15 +19,17 @@ __all__ = ('DELETE_RULES', 'EXPORT_RULES', 'delete_nodes', 'resolve_rules', 'tra
 # One recursive query: from the start set, follow the enabled link types forward (input -> output) and backward.
 # UNION (not UNION ALL) drops rows already reached, so the recursion ends on cyclic or diamond-shaped graphs.
 # https://www.sqlite.org/lang_with.html#recursive_query_examples (several recursive SELECTs need SQLite >= 3.34)
+# ``OR reached.id IS NULL`` never holds; it keeps SQLite from building a bloom filter over the whole link table
+# before the first step (64 ms at 1M links for any start set; see sqlitedos/query/joins.py, recursive_cte_sql).
 TRAVERSE = """
 WITH RECURSIVE reached(id) AS (
     SELECT id FROM db_dbnode WHERE id IN (SELECT value FROM json_each(:start))
     UNION
     SELECT link.output_id FROM db_dblink AS link JOIN reached ON link.input_id = reached.id
-    WHERE link.type IN (SELECT value FROM json_each(:forward))
+    WHERE (link.type IN (SELECT value FROM json_each(:forward)) OR reached.id IS NULL)
     UNION
     SELECT link.input_id FROM db_dblink AS link JOIN reached ON link.output_id = reached.id
-    WHERE link.type IN (SELECT value FROM json_each(:backward))
+    WHERE (link.type IN (SELECT value FROM json_each(:backward)) OR reached.id IS NULL)
 )
 SELECT id FROM reached
 """
