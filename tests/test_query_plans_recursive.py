@@ -19,9 +19,7 @@ from sqlitedos import QueryBuilder
 from sqlitedos.entities import nodes as nodes_module
 from sqlitedos.graph import TRAVERSE
 
-pytestmark = pytest.mark.skipif(
-    sqlite3.sqlite_version_info < (3, 38, 0), reason='bloom filters came with SQLite 3.38'
-)
+pytestmark = pytest.mark.skipif(sqlite3.sqlite_version_info < (3, 38, 0), reason='bloom filters came with SQLite 3.38')
 
 LINK_INDEXES = {
     'ix_db_dblink_db_dblink_input_id': '1000000 1',

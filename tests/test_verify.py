@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from pathlib import Path
@@ -187,6 +188,36 @@ def test_link_rule_violations(dos_storage: Any, source: str, target: str, link_t
     add_link(dos_storage, ids[source], ids[target], link_type, 'bad')
     report = verify(dos_storage)
     assert kinds(report) == {'link_rule'}, report.render()
+
+
+KIND_NODE_TYPES = {
+    'data': 'data.core.int.Int.',
+    'calculation': 'process.calculation.calcfunction.CalcFunctionNode.',
+    'workflow': 'process.workflow.workfunction.WorkFunctionNode.',
+}
+
+
+def test_every_link_type_is_checked_at_both_ends(dos_storage: Any) -> None:
+    """Each link type between each pair of node kinds: flagged exactly when LINK_RULES does not allow it."""
+    from sqlitedos.links import LINK_RULES
+
+    expected = set()
+    for link, rule in LINK_RULES.items():
+        for source_kind, source_type in KIND_NODE_TYPES.items():
+            for target_kind, target_type in KIND_NODE_TYPES.items():
+                source, target = add_node(dos_storage, source_type), add_node(dos_storage, target_type)
+                add_link(dos_storage, source, target, link.value, 'label')
+                if (source_kind, target_kind) != (rule.source, rule.target):
+                    expected.add((link.value, source, target))
+    assert len(expected) == 8 * len(LINK_RULES)
+    report = verify(dos_storage)
+    found = set()
+    for problem in report.problems:
+        assert problem.kind == 'link_rule' and 'must join' in problem.detail, problem
+        match = re.match(r"link \d+ \((\w+) 'label' from node (\d+) to node (\d+)\)", problem.detail)
+        assert match, problem.detail
+        found.add((match[1], int(match[2]), int(match[3])))
+    assert found == expected
 
 
 def test_bad_link_label(dos_storage: Any) -> None:
@@ -433,3 +464,22 @@ def test_compressed_and_mixed_objects(dos_storage: Any, monkeypatch: pytest.Monk
     assert found == sorted([('missing_object', gone), ('corrupt_object', node_key(dos_storage, plain, 'p1'))])
     assert report.counts['referenced objects'] == 12  # 4 in the small graph ('shared' twice), 3 + 3 + 2
     del ids, compressed
+
+
+def test_sqlite_checks_run_beside_the_content_checks_and_stop_with_them(dos_storage: Any) -> None:
+    """integrity_check runs in a thread of its own while the rest is checked; a failure stops it and leaves none."""
+    import threading
+
+    small_graph(dos_storage)
+    callers: list[threading.Thread] = []
+
+    def progress(label: str, done: int, total: int) -> None:
+        callers.append(threading.current_thread())
+        raise RuntimeError('stop here')
+
+    with pytest.raises(RuntimeError, match='stop here'):
+        verify(dos_storage, progress=progress)
+    assert callers == [threading.main_thread()]  # progress is reported on the caller's thread
+    assert all(thread.name != 'sqlitedos-verify-integrity' for thread in threading.enumerate())
+    report = verify(dos_storage)  # the next run is unaffected
+    assert report.ok, report.render()
