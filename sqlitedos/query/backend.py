@@ -245,16 +245,18 @@ class QueryBackend:
     def _build_entity(self, orm_base: str, row: dict[str, Any]) -> Any:
         return build_entity(self._backend, orm_base, row)
 
-    def _reader(self, data: dict) -> RowReader:
+    def _reader(self, data: dict, text: str | None = None) -> RowReader:
         """The compiled query with its row decoder, from the storage's cache when the same dict was seen before.
 
-        The key is the dict's JSON text: it tells ``True`` from ``1`` and ``1.0`` from ``1``; a dict that is not
-        JSON (datetimes in filters, say) is compiled every time.
+        The key is the dict's JSON text (``text``, when the caller knows it): it tells ``True`` from ``1`` and
+        ``1.0`` from ``1``; a dict that is not JSON (datetimes in filters, say) is compiled every time.
         """
-        try:
-            key: str | None = json.dumps(data, check_circular=False)
-        except (TypeError, ValueError):
-            key = None
+        key: str | None = text
+        if key is None:
+            try:
+                key = json.dumps(data, check_circular=False)
+            except (TypeError, ValueError):
+                key = None
         if key is not None and self._outer_filters_in_where:
             key = 'outer-filters-in-where ' + key
         reader = self._cache.compiled(key) if key is not None else None
@@ -269,10 +271,10 @@ class QueryBackend:
         """The compiled query (SQL, parameters, projections)."""
         return self._reader(data).compiled
 
-    def prepare(self, data: dict) -> PreparedQuery:
+    def prepare(self, data: dict, *, text: str | None = None) -> PreparedQuery:
         """Parse and compile ``data`` once; run the result as often as needed. Later changes to ``data`` are not
-        seen."""
-        return PreparedQuery(self, self._reader(data))
+        seen. ``text``: ``json.dumps(data)``, if the caller has it already (the compile cache's key)."""
+        return PreparedQuery(self, self._reader(data, text))
 
     def _choose_plan(self, compiled: Compiled) -> str:
         """The SQL to run: the walk in the order asked for (primary key, or the ctime/mtime index) where the query
