@@ -549,6 +549,61 @@ def query_steps(child: Child, specs: dict[str, dict[str, Any]], side: str) -> No
             storage.close()
 
 
+def timed_together(calls: list[tuple[Any, Any]]) -> list[tuple[float, Any]]:
+    """``timed`` for several calls at once, their batches interleaved (a, b, c, a, b, c, ...): whatever else the
+    machine does then slows each about as much, so their ratios hold where separate runs' figures vary by 30%+."""
+    inners, results = [], []
+    for call, prepare in calls:
+        args = prepare(1) if prepare else [None]
+        t0 = time.perf_counter()
+        results.append(call(args[0]))
+        inners.append(max(1, min(1000, int(0.02 / max(time.perf_counter() - t0, 1e-7)))))
+    per_call: list[list[float]] = [[] for _ in calls]
+    for _ in range(REPEATS):
+        for index, ((call, prepare), inner) in enumerate(zip(calls, inners)):
+            args = prepare(inner) if prepare else [None] * inner
+            t0 = time.perf_counter()
+            for arg in args:
+                results[index] = call(arg)
+            per_call[index].append((time.perf_counter() - t0) / inner)
+    return [(sorted(times)[len(times) // 2], result) for times, result in zip(per_call, results)]
+
+
+def paired_query_steps(child: Child, specs: dict[str, dict[str, Any]]) -> None:
+    """The timings of ``query_steps`` for both sides in one process, interleaved per query (``timed_together``); the
+    table takes its ratios from these and its peak RSS from the separate runs of each side."""
+    from sqlitedos import QueryBuilder
+
+    storage = child.storage()
+    conn = sqlite3.connect(f'{(child.folder / "database.sqlite").as_uri()}?mode=ro', uri=True)
+    conn.execute('PRAGMA case_sensitive_like = ON')
+    try:
+        for name, spec in specs.items():
+            copies = (
+                None if 'build' in spec else (lambda k, spec=spec: [wl.instantiate(spec['dict']) for _ in range(k)])
+            )
+            calls = [(lambda d, spec=spec: run_dos_query(QueryBuilder, storage, spec, d), copies)]
+            if name in PREPARED:
+                prepared = prepared_query(QueryBuilder, storage, spec)
+                run = prepared.count if spec.get('op') == 'count' else prepared.all
+                calls.append((lambda _, run=run: run(), None))
+            variants = sql_variants(spec['sql'])
+            calls += [(lambda _, v=variant, spec=spec: run_sql(conn, spec, v), None) for variant in variants]
+            timings = timed_together(calls)
+            reference = normalise(spec['compare'], timings[-1][1])
+            for med, result in timings:
+                check(normalise(spec['compare'], result) == reference, f'{name}: the answers differ (paired)')
+            raw_best = min(med for med, _ in timings[-len(variants) :])
+            child.add('dos', name, timings[0][0], paired=True)
+            child.add('raw', name, raw_best, paired=True)
+            if name in PREPARED:
+                child.add('dos', f'{name} [prepared]', timings[1][0], paired=True)
+                child.add('raw', f'{name} [prepared]', raw_best, paired=True)
+    finally:
+        conn.close()
+        storage.close()
+
+
 def sql_variants(sql: str) -> list[str]:
     """The SQL and its hand-tuned forms, raw's ``[best]`` of all: where it filters on node_type, the same with that
     index disabled; where it recurses over links, the same with the bloom filter over the link table ruled out."""
@@ -567,6 +622,14 @@ def step_queries(child: Child, side: str) -> None:
 
 def step_ladder(child: Child, side: str) -> None:
     query_steps(child, ladder_queries(child.shape), side)
+
+
+def step_queries_paired(child: Child) -> None:
+    paired_query_steps(child, {**w4_queries(child.shape), **extra_queries(child.shape)})
+
+
+def step_ladder_paired(child: Child) -> None:
+    paired_query_steps(child, ladder_queries(child.shape))
 
 
 # ----------------------------------------------------------------------------------------------- verify, backup, ...
@@ -816,6 +879,8 @@ STEPS: list[tuple[str, Any]] = [
     ('queries-dos', lambda child: step_queries(child, 'dos')),
     ('ladder-raw', lambda child: step_ladder(child, 'raw')),
     ('ladder-dos', lambda child: step_ladder(child, 'dos')),
+    ('queries-paired', step_queries_paired),
+    ('ladder-paired', step_ladder_paired),
     ('verify-raw', step_verify_raw),
     ('verify-raw-threads', step_verify_raw_threads),
     ('verify-dos', step_verify_dos),
@@ -829,9 +894,9 @@ STEPS: list[tuple[str, Any]] = [
     ('delete-raw', step_delete_raw),
     ('delete-dos', step_delete_dos),
 ]
-TIMEOUTS = {'ladder-dos': LADDER_TIMEOUT}
-#: Steps of many short timings, run ``--rounds`` times: on a shared machine one run's figures vary by 30% or more.
-ROUNDED_STEPS = {'queries-raw', 'queries-dos', 'ladder-raw', 'ladder-dos'}
+TIMEOUTS = {'ladder-dos': LADDER_TIMEOUT, 'ladder-paired': 2 * LADDER_TIMEOUT}
+#: Steps of many short timings, run ``--rounds`` times: a burst of other work on a shared machine can slow one.
+ROUNDED_STEPS = {'queries-paired', 'ladder-paired'}
 
 
 def run_child(args: argparse.Namespace) -> int:
@@ -898,9 +963,16 @@ def mib(value: int | None) -> str:
 
 def table(results: dict) -> str:
     """The markdown table: per metric, sqlitedos and raw (same run), ratio, peak RSS of each, the 10k figure."""
-    by = {}
+    by: dict[str, dict[str, dict]] = {}
+    paired: dict[tuple[str, str], dict] = {}
     for record in results['records']:
-        by.setdefault(record['metric'], {})[record['side']] = record
+        if record.get('paired'):
+            paired[record['metric'], record['side']] = record
+        else:
+            by.setdefault(record['metric'], {})[record['side']] = record
+    for (metric, side), record in paired.items():  # timings from the interleaved run, peak RSS from the side's own
+        sides = by.setdefault(metric, {})
+        sides[side] = {**sides.get(side, {}), 'seconds': record['seconds'], 'side': side}
     lines = [
         '| step | sqlitedos | raw floor | ratio | sqlitedos peak RSS | raw peak RSS | 10k (`make bench`) | 10k ratio |',
         '|---|---|---|---|---|---|---|---|',
