@@ -1088,16 +1088,16 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def fastest(first: list[dict], second: list[dict]) -> list[dict]:
-    """Per metric, the faster record of two rounds of one step (the slower was disturbed by something else)."""
-    best = {record['metric']: record for record in first}
+    """Per side and metric, the faster record of two rounds of one step (the slower was disturbed by other work)."""
+    best = {(record['side'], record['metric']): record for record in first}
     for record in second:
-        known = best.get(record['metric'])
-        if known is None or (
+        key = (record['side'], record['metric'])
+        known = best.get(key)
+        rounds = (known or {}).get('rounds', 1) + 1
+        faster = known is None or (
             record['seconds'] is not None and (known['seconds'] is None or record['seconds'] < known['seconds'])
-        ):
-            best[record['metric']] = {**record, 'rounds': (known or {}).get('rounds', 1) + 1}
-        else:
-            best[record['metric']] = {**known, 'rounds': known.get('rounds', 1) + 1}
+        )
+        best[key] = {**(record if faster else known), 'rounds': rounds}
     return list(best.values())
 
 
