@@ -3,7 +3,9 @@
 One storage is built once (N nodes, L links, F files of 1 KiB; default 1,000,000 / 1,000,000 / 100,000), then every
 step runs in a **fresh Python process** that reports its own peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``; a child
 forked from a large parent would inherit the parent's peak). The parent only starts children and prints the table,
-next to the 10k figures of ``make bench`` (``bench/results.json``).
+next to the 10k figures of ``make bench`` (``bench/results.json``). Query times and ratios come from one more child
+that runs both sides' batches interleaved (``queries-paired``, ``ladder-paired``; the faster of ``--rounds``):
+separate processes minutes apart drift 30-100% apart on a shared machine.
 
 Shape (node ids in this order, one fresh database): ``n_dicts`` Dicts (``workloads.dict_attributes(i)``, distinct
 ctimes 1 us apart), a root Int, a chain of K = (L - 280) / 3 calculations (calc_k: inputs x = the previous output,
