@@ -233,7 +233,7 @@ def verify(
             raise damage
         report.add('database', f'the other checks stopped at the damage: {damage}')
         return report
-    if examinable and repair and report.unreferenced:
+    if repair and report.unreferenced:
         report.repaired = _repair(storage, folder)
     return report
 
@@ -271,9 +271,9 @@ class _SqliteChecks:
             self._connection = connect(self._database, read_only=True)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._outcome = exc
-            self._opened.set()
             return
-        self._opened.set()
+        finally:
+            self._opened.set()
         try:
             self._outcome = _check_database(self._connection)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()

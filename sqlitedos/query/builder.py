@@ -99,7 +99,17 @@ def _clone(value: Any) -> Any:
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None)})
-_STATE_FIELDS = ('_path', '_filters', '_projections', '_project_map', '_order_by')
+#: ``as_dict()``'s keys -> the attributes that hold them (a builder made from a known dict gets them shared).
+_STATE_ATTRIBUTES = {
+    'path': '_path',
+    'filters': '_filters',
+    'project': '_projections',
+    'project_map': '_project_map',
+    'order_by': '_order_by',
+    'limit': '_limit',
+    'offset': '_offset',
+    'distinct': '_distinct',
+}
 FROM_DICT_CACHE_SIZE = 256
 
 
@@ -194,14 +204,8 @@ class QueryBuilder:
         builder._prepared = None
         builder._shared = True
         builder._state_text = text
-        builder._path = state['path']
-        builder._filters = state['filters']
-        builder._projections = state['project']
-        builder._project_map = state['project_map']
-        builder._order_by = state['order_by']
-        builder._limit = state['limit']
-        builder._offset = state['offset']
-        builder._distinct = state['distinct']
+        for key, name in _STATE_ATTRIBUTES.items():
+            setattr(builder, name, state[key])
         builder._tag_set = {item['tag'] for item in state['path']} | {
             item['edge_tag'] for item in state['path'] if item['edge_tag'] is not None
         }
@@ -224,7 +228,7 @@ class QueryBuilder:
         self._prepared = None
         self._state_text = None
         if self._shared:
-            for name in _STATE_FIELDS:
+            for name in _STATE_ATTRIBUTES.values():
                 setattr(self, name, _clone(getattr(self, name)))
             self._shared = False
 
@@ -385,16 +389,7 @@ class QueryBuilder:
 
     def as_dict(self, copy_: bool = True) -> dict[str, Any]:
         """The query dict, in the shape of aiida's ``QueryBuilder.as_dict()``."""
-        data = {
-            'path': self._path,
-            'filters': self._filters,
-            'project': self._projections,
-            'project_map': self._project_map,
-            'order_by': self._order_by,
-            'limit': self._limit,
-            'offset': self._offset,
-            'distinct': self._distinct,
-        }
+        data = {key: getattr(self, name) for key, name in _STATE_ATTRIBUTES.items()}
         return _clone(data) if copy_ else data
 
     queryhelp = property(as_dict)

@@ -199,7 +199,7 @@ def recursive_cte_sql(
     with_path = columns is RecursiveColumns.PATHS
     # The step's ``OR c.<end> IS NULL`` never holds (the join needs that end to equal a link's node) but makes the
     # type filter depend on the CTE too: SQLite (3.38+) otherwise builds a bloom filter over every link of the table
-    # before the first step (64 ms at 1M links, however few nodes are reached; 0.4 ms without). docs/query.md.
+    # before the first step (64 ms at 1M links, however few nodes are reached; 0.4 ms without; docs/query-semantics.md).
     if join.descendants:
         anchor_on, step_on, step_end = 'l.input_id', 'l.input_id = c.descendant_id', 'c.descendant_id'
         step_ends = 'c.ancestor_id, l.output_id'
