@@ -119,7 +119,7 @@ def test_true_and_one_and_one_point_zero_are_different_queries(graph) -> None:
     assert answers == {'True': [1], '1': [1, 1.0], '1.0': [1, 1.0]}
 
 
-def test_a_dict_that_is_not_json_is_rebuilt_each_time(graph) -> None:
+def test_a_dict_with_values_marshal_does_not_write_is_rebuilt_each_time(graph) -> None:
     storage, _ = graph
     qb = QueryBuilder(storage).append(entity_type='data.core.int.Int.', tag='n', project='attributes.value')
     qb.add_filter('n', {'ctime': {'<': datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)}})
@@ -129,6 +129,67 @@ def test_a_dict_that_is_not_json_is_rebuilt_each_time(graph) -> None:
     assert len(builder_module._FROM_DICT._entries) == size
     assert not any(builder._shared for builder in builders)
     assert [sorted(builder.all(flat=True)) for builder in builders] == [[0, 1, 2]] * 2
+
+
+def test_a_list_and_a_tuple_and_keys_in_another_order_are_different_dicts(graph) -> None:
+    """Equal-looking dicts that a fresh builder keeps apart (``as_dict()`` shows the difference) stay apart."""
+    storage, nodes = graph
+    ids = [nodes['x'].id, nodes['z'].id]
+    queries = []
+    for spec in (
+        {'id': {'in': ids}, 'attributes.value': {'>=': 0}},
+        {'id': {'in': tuple(ids)}, 'attributes.value': {'>=': 0}},
+        {'attributes.value': {'>=': 0}, 'id': {'in': ids}},
+    ):
+        qb = QueryBuilder(storage).append(entity_type='data.core.int.Int.', tag='n', project='attributes.value')
+        queries.append(qb.add_filter('n', spec).as_dict())
+    for query in queries * 2:  # the second round comes from the cache
+        reused, expected = QueryBuilder.from_dict(storage, query), fresh(storage, query).as_dict()
+        assert reused.as_dict() == expected
+        assert list(reused.as_dict()['filters']['n']) == list(expected['filters']['n'])
+        assert type(reused.as_dict()['filters']['n']['id']['in']) is type(query['filters']['n']['id']['in'])
+        assert sorted(reused.all(flat=True)) == [0, 1]
+    assert all(QueryBuilder.from_dict(storage, query)._shared for query in queries)
+
+
+def test_the_cache_key_is_exact_and_stable() -> None:
+    """``query_key`` tells apart what ``==`` would mix up and gives a dict the same key however it is referenced
+    (marshal's later formats did not: their back-references follow reference counts)."""
+    from sqlitedos.query.backend import query_key
+
+    distinct = [{'v': True}, {'v': 1}, {'v': 1.0}, {'v': [1]}, {'v': (1,)}, {1: 'v'}, {'1': 'v'}, {'a': 1, 'b': 2}]
+    distinct.append({'b': 2, 'a': 1})
+    keys = [query_key(value) for value in distinct]
+    assert None not in keys and len(set(keys)) == len(keys)
+    shared = ['tag']
+    query = {'path': [{'tag': 'n'}], 'project': {'n': shared}}
+    first = query_key(query)
+    extra_references = [shared, query['path'][0]]
+    assert query_key(query) == first and query_key(copy.deepcopy(query)) == first
+    assert extra_references  # held until here
+    loop: list = []
+    loop.append(loop)
+    for unkeyable in ({'v': datetime.date(2026, 1, 1)}, {'v': loop}, {'v': _Text('x')}):
+        assert query_key(unkeyable) is None
+
+
+class _Text(str):
+    """A str subclass: its methods could differ from str's, so it gets no cache key."""
+
+
+def test_a_dict_that_holds_itself_is_refused_cleanly(graph) -> None:
+    from sqlitedos.exceptions import InputValidationError
+
+    storage, _ = graph
+    query = base_query(storage)
+    loop = {'attributes.value': {'>': 0}}
+    loop['and'] = [loop]
+    query['filters']['n'] = loop
+    with pytest.raises(InputValidationError, match='nests too deeply'):
+        QueryBuilder.from_dict(storage, query)
+    with pytest.raises(InputValidationError, match='nests too deeply'):
+        storage.query().all(query)
+    assert QueryBuilder.from_dict(storage, base_query(storage)).all() == [[0], [1], [2]]
 
 
 def test_joins_and_edge_tags_survive_reuse(graph) -> None:

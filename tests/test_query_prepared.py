@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 from sqlitedos import EntityTypes, QueryBuilder
@@ -86,13 +85,13 @@ def test_projected_json_values_keep_their_type_and_digits(temp_storage):
 
 
 def test_the_storage_owns_a_bounded_query_cache(temp_storage):
-    from sqlitedos.query.backend import COMPILE_CACHE_SIZE, QueryCache
+    from sqlitedos.query.backend import COMPILE_CACHE_SIZE, QueryCache, query_key
 
     cache = temp_storage._query_cache
     assert isinstance(cache, QueryCache)
     for index in range(COMPILE_CACHE_SIZE + 20):
         temp_storage.query().count(node_query({'id': index}))
-    assert len(cache._compiled) == COMPILE_CACHE_SIZE
-    assert cache.compiled(json.dumps(node_query({'id': COMPILE_CACHE_SIZE + 19}))) is not None
-    assert cache.compiled(json.dumps(node_query({'id': 0}))) is None  # the oldest went first
+    assert len(cache._prepared) == COMPILE_CACHE_SIZE
+    assert cache.prepared(query_key(node_query({'id': COMPILE_CACHE_SIZE + 19}))) is not None
+    assert cache.prepared(query_key(node_query({'id': 0}))) is None  # the oldest went first
     assert not {'_compiled_queries', '_plan_choices'} & set(vars(temp_storage))

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from sqlitedos.exceptions import InputValidationError, MultipleObjectsError, NotExistent
-from sqlitedos.query.backend import PreparedQuery, QueryBackend, _Bounded
+from sqlitedos.query.backend import PreparedQuery, QueryBackend, _Bounded, query_key
 from sqlitedos.query.joins import JOIN_KEYWORDS, ORM_BASE_TABLES
 from sqlitedos.query.parse import check_paging, order_specs, projection_entries
 
@@ -98,6 +97,14 @@ def _clone(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _copy(value: Any) -> Any:
+    """``_clone``, with a clear error for a query dict that holds itself (or nests deeper than Python recurses)."""
+    try:
+        return _clone(value)
+    except RecursionError:
+        raise InputValidationError('the query dict nests too deeply: does it hold itself?') from None
+
+
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 #: ``as_dict()``'s keys -> the attributes that hold them (a builder made from a known dict gets them shared).
 _STATE_ATTRIBUTES = {
@@ -114,20 +121,20 @@ FROM_DICT_CACHE_SIZE = 256
 
 
 class _FromDictCache:
-    """Query dicts seen by ``from_dict`` (by their JSON text) -> the builder state they gave and that state's JSON
-    text, so a dict seen before skips re-appending every vertex and re-encoding the result (W4 e1: 39 -> ~20 us).
-    The state is shared read-only by the builders made from it; the first change gives a builder its own copy."""
+    """Query dicts seen by ``from_dict`` (by ``query_key``) -> the attributes of the builder they gave, so a dict
+    seen before skips re-appending every vertex and re-encoding the result. The containers are shared read-only by
+    the builders made from them; the first change gives a builder its own copy."""
 
     def __init__(self, size: int = FROM_DICT_CACHE_SIZE) -> None:
         self._lock = threading.Lock()
         self._entries: _Bounded = _Bounded(size)
 
-    def get(self, key: str) -> tuple[dict[str, Any], str] | None:
+    def get(self, key: bytes) -> dict[str, Any] | None:
         return self._entries.get(key)
 
-    def put(self, key: str, state: dict[str, Any], text: str) -> None:
+    def put(self, key: bytes, attributes: dict[str, Any]) -> None:
         with self._lock:
-            self._entries.put(key, (state, text))
+            self._entries.put(key, attributes)
 
 
 _FROM_DICT = _FromDictCache()
@@ -154,7 +161,7 @@ class QueryBuilder:
         self._backend = backend
         self._prepared: PreparedQuery | None = None
         self._shared = False  # the containers below belong to _FROM_DICT: copy them before any change
-        self._state_text: str | None = None  # the JSON text of as_dict(), while known and current
+        self._state_key: bytes | None = None  # query_key(as_dict()), while known and current
         self._tag_set: set[str] = set()
         self._path: list[dict[str, Any]] = []
         self._filters: dict[str, dict] = {}
@@ -175,7 +182,7 @@ class QueryBuilder:
             self.add_filter(tag, spec)
         for tag, spec in (project or {}).items():
             self.add_projection(tag, spec)
-        self._project_map.update(_clone(project_map or {}))
+        self._project_map.update(_copy(project_map or {}))
         if order_by:
             self.order_by(order_by)
         self.limit(limit).offset(offset).distinct(distinct)
@@ -184,31 +191,27 @@ class QueryBuilder:
     def from_dict(cls, backend: Any, dct: dict) -> QueryBuilder:
         """Rebuild a builder from a query dict (``as_dict()``'s shape); the builder copies what it keeps.
 
-        A dict seen before (same JSON text, which tells ``True`` from ``1`` and ``1.0`` from ``1``) reuses the
-        state it gave then; a dict that is not JSON (datetimes in filters, say) is rebuilt every time.
+        A dict seen before (the same ``query_key``: equal, with every value of the same type and every dict in the
+        same order) reuses the state it gave then; a dict with values other than the built-in ones (datetimes in
+        filters, say) is rebuilt every time.
         """
-        try:
-            key = json.dumps(dct, check_circular=False)
-        except (TypeError, ValueError):
+        key = query_key(dct)
+        if key is None:
             return cls(backend, **dct)
         known = _FROM_DICT.get(key)
         if known is None:
             builder = cls(backend, **dct)
             state = builder.as_dict()
-            builder._state_text = json.dumps(state, check_circular=False)
-            _FROM_DICT.put(key, state, builder._state_text)
+            builder._state_key = query_key(state)
+            attributes = {name: state[item] for item, name in _STATE_ATTRIBUTES.items()}
+            attributes.update(
+                _tag_set=set(builder._tag_set), _state_key=builder._state_key, _prepared=None, _shared=True
+            )
+            _FROM_DICT.put(key, attributes)
             return builder
-        state, text = known
         builder = cls.__new__(cls)
+        builder.__dict__.update(known)
         builder._backend = backend
-        builder._prepared = None
-        builder._shared = True
-        builder._state_text = text
-        for key, name in _STATE_ATTRIBUTES.items():
-            setattr(builder, name, state[key])
-        builder._tag_set = {item['tag'] for item in state['path']} | {
-            item['edge_tag'] for item in state['path'] if item['edge_tag'] is not None
-        }
         return builder
 
     def _append_path_item(self, item: dict) -> None:
@@ -226,10 +229,11 @@ class QueryBuilder:
     def _changed(self) -> None:
         """Called before the query changes: forget the prepared statement, take a copy of a shared state."""
         self._prepared = None
-        self._state_text = None
+        self._state_key = None
         if self._shared:
             for name in _STATE_ATTRIBUTES.values():
-                setattr(self, name, _clone(getattr(self, name)))
+                setattr(self, name, _copy(getattr(self, name)))
+            self._tag_set = set(self._tag_set)
             self._shared = False
 
     def append(
@@ -348,7 +352,7 @@ class QueryBuilder:
             raise InputValidationError(f'filters of tag {tag!r} must be a dict, not {filter_spec!r}')
         self._check_tag(tag)
         self._changed()
-        self._filters.setdefault(tag, {}).update(_clone(filter_spec))
+        self._filters.setdefault(tag, {}).update(_copy(filter_spec))
         return self
 
     def add_projection(self, tag: str, projection: Any) -> QueryBuilder:
@@ -390,7 +394,7 @@ class QueryBuilder:
     def as_dict(self, copy_: bool = True) -> dict[str, Any]:
         """The query dict, in the shape of aiida's ``QueryBuilder.as_dict()``."""
         data = {key: getattr(self, name) for key, name in _STATE_ATTRIBUTES.items()}
-        return _clone(data) if copy_ else data
+        return _copy(data) if copy_ else data
 
     queryhelp = property(as_dict)
 
@@ -404,7 +408,9 @@ class QueryBuilder:
         """The query parsed and compiled once, kept until the builder changes: running a builder again
         (``all()``, ``count()``, ...) costs only the statement."""
         if self._prepared is None:
-            self._prepared = self._query().prepare(self.as_dict(False), text=self._state_text)
+            query = self._query()
+            known = query.prepared(self._state_key) if self._state_key is not None else None
+            self._prepared = known or query.prepare(self.as_dict(False), key=self._state_key)
         return self._prepared
 
     def as_sql(self, inline: bool = False) -> str:

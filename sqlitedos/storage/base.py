@@ -210,6 +210,9 @@ class StorageBackend:
         self._sessions_lock = threading.Lock()
         self._default_user: BackendUser | None = None
         self._query_cache = QueryCache()
+        self._queries = {
+            flag: QueryBackend(self, self._query_cache, outer_filters_in_where=flag) for flag in (False, True)
+        }
 
     # --- what every backend implements (aiida's ``StorageBackend`` names) -----------------------------------------
     # Declared here, with what each answers, so that code written against this class finds them; the backends
@@ -340,7 +343,7 @@ class StorageBackend:
         ``outer_filters_in_where``: answer ``outerjoin=True`` as aiida-core does (the outer vertex's filters in
         ``WHERE``), for code that relies on aiida's answers (the aiida plugin); by default they go into ``ON``.
         """
-        return QueryBackend(self, self._query_cache, outer_filters_in_where=outer_filters_in_where)
+        return self._queries[bool(outer_filters_in_where)]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
