@@ -20,7 +20,7 @@ from sqlitedos.db import translate_errors
 from sqlitedos.entities import build_entity
 from sqlitedos.exceptions import InputValidationError
 from sqlitedos.query.compiler import Compiled, LinkScan, compile_query
-from sqlitedos.query.parse import ParsedQuery, parse_query
+from sqlitedos.query.parse import parse_query, refusing_self_holding
 from sqlitedos.query.projections import Projection, decode_json_value
 
 if TYPE_CHECKING:
@@ -75,14 +75,6 @@ def query_key(data: Any) -> bytes | None:
         return marshal.dumps(data, 2)
     except ValueError:  # a type marshal does not write, or nesting too deep (a dict that holds itself)
         return None
-
-
-def _parsed(data: Any) -> ParsedQuery:
-    """``parse_query``, with a clear error for a dict that holds itself (or nests deeper than Python recurses)."""
-    try:
-        return parse_query(data)
-    except RecursionError:
-        raise InputValidationError('the query dict nests too deeply: does it hold itself?') from None
 
 
 class QueryCache:
@@ -285,7 +277,9 @@ class QueryBackend:
         scoped = self._scoped(query_key(data) if key is None else key)
         prepared = self._cache.prepared(scoped) if scoped is not None else None
         if prepared is None:
-            compiled = compile_query(_parsed(data), outer_filters_in_where=self._outer_filters_in_where)
+            compiled = compile_query(
+                refusing_self_holding(parse_query, data), outer_filters_in_where=self._outer_filters_in_where
+            )
             prepared = PreparedQuery(self, RowReader(compiled, self._build_entity))
             if scoped is not None:
                 self._cache.remember_prepared(scoped, prepared)
@@ -366,7 +360,7 @@ class QueryBackend:
 
     def first(self, data: dict) -> Row | None:
         """The first row (a list of the projected values), or None."""
-        _parsed(data)  # a bad dict is refused as such, before ``limit`` is changed
+        refusing_self_holding(parse_query, data)  # a bad dict is refused as such, before ``limit`` is changed
         return self.prepare(dict(data, limit=1)).first()
 
     def iterall(self, data: dict, batch_size: int | None = DEFAULT_BATCH_SIZE) -> Iterator[Row]:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlitedos.exceptions import InputValidationError, MultipleObjectsError, NotExistent
 from sqlitedos.query.backend import PreparedQuery, QueryBackend, _Bounded, query_key
 from sqlitedos.query.joins import JOIN_KEYWORDS, ORM_BASE_TABLES
-from sqlitedos.query.parse import check_paging, order_specs, projection_entries
+from sqlitedos.query.parse import check_paging, order_specs, projection_entries, refusing_self_holding
 
 __all__ = ('QueryBuilder', 'escape_for_sql_like', 'group_type_filter', 'node_type_filter')
 
@@ -97,14 +97,6 @@ def _clone(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _copy(value: Any) -> Any:
-    """``_clone``, with a clear error for a query dict that holds itself (or nests deeper than Python recurses)."""
-    try:
-        return _clone(value)
-    except RecursionError:
-        raise InputValidationError('the query dict nests too deeply: does it hold itself?') from None
-
-
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 #: ``as_dict()``'s keys -> the attributes that hold them (a builder made from a known dict gets them shared).
 _STATE_ATTRIBUTES = {
@@ -182,7 +174,7 @@ class QueryBuilder:
             self.add_filter(tag, spec)
         for tag, spec in (project or {}).items():
             self.add_projection(tag, spec)
-        self._project_map.update(_copy(project_map or {}))
+        self._project_map.update(refusing_self_holding(_clone, project_map or {}))
         if order_by:
             self.order_by(order_by)
         self.limit(limit).offset(offset).distinct(distinct)
@@ -232,7 +224,7 @@ class QueryBuilder:
         self._state_key = None
         if self._shared:
             for name in _STATE_ATTRIBUTES.values():
-                setattr(self, name, _copy(getattr(self, name)))
+                setattr(self, name, _clone(getattr(self, name)))
             self._tag_set = set(self._tag_set)
             self._shared = False
 
@@ -352,7 +344,7 @@ class QueryBuilder:
             raise InputValidationError(f'filters of tag {tag!r} must be a dict, not {filter_spec!r}')
         self._check_tag(tag)
         self._changed()
-        self._filters.setdefault(tag, {}).update(_copy(filter_spec))
+        self._filters.setdefault(tag, {}).update(refusing_self_holding(_clone, filter_spec))
         return self
 
     def add_projection(self, tag: str, projection: Any) -> QueryBuilder:
@@ -394,7 +386,7 @@ class QueryBuilder:
     def as_dict(self, copy_: bool = True) -> dict[str, Any]:
         """The query dict, in the shape of aiida's ``QueryBuilder.as_dict()``."""
         data = {key: getattr(self, name) for key, name in _STATE_ATTRIBUTES.items()}
-        return _copy(data) if copy_ else data
+        return _clone(data) if copy_ else data
 
     queryhelp = property(as_dict)
 
@@ -409,8 +401,8 @@ class QueryBuilder:
         (``all()``, ``count()``, ...) costs only the statement."""
         if self._prepared is None:
             query = self._query()
-            known = query.prepared(self._state_key) if self._state_key is not None else None
-            self._prepared = known or query.prepare(self.as_dict(False), key=self._state_key)
+            known = query.prepared(self._state_key) if self._state_key is not None else None  # skips as_dict
+            self._prepared = known if known is not None else query.prepare(self.as_dict(False), key=self._state_key)
         return self._prepared
 
     def as_sql(self, inline: bool = False) -> str:

@@ -6,9 +6,9 @@ is expected; the compiler trusts what it gets. Nothing here knows SQL text beyon
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlitedos.exceptions import InputValidationError
 from sqlitedos.query import joins as joins_module
@@ -151,6 +151,18 @@ def _filter_mentions(node: Filter, column: str) -> bool:
 
 
 # --- parsing ------------------------------------------------------------------------------------------------------
+
+
+_T = TypeVar('_T')
+
+
+def refusing_self_holding(function: Callable[[Any], _T], value: Any) -> _T:
+    """``function(value)`` for a recursive walk of a query dict, with a clear error for a dict that holds itself (or
+    nests deeper than Python recurses) instead of ``RecursionError``."""
+    try:
+        return function(value)
+    except RecursionError:
+        raise InputValidationError('the query dict nests too deeply: does it hold itself?') from None
 
 
 def parse_query(qdict: Any) -> ParsedQuery:
